@@ -1,0 +1,246 @@
+"""The transfer functions and losses of nnhw, each a torch.autograd.Function.
+
+Every class has the same shape (micrograd, minitorch):
+
+* ``forward`` computes f and saves the least that the derivative needs;
+* ``backward`` states the local derivative f' and chains it with the upstream
+  gradient ``g``. No autograd runs through built-in ops to get the first
+  derivative: it is written out here.
+
+Double backward: where ``backward`` is itself written in differentiable ops of
+saved *inputs or outputs*, autograd can differentiate it again, and the test
+suite proves that with ``gradgradcheck``. ``SoftmaxCrossEntropy`` saves the
+softmax it computed on the way forward (a saving on every step), so it is
+marked ``@once_differentiable``.
+
+Public aliases (``sigmoid = Sigmoid.apply`` ...) are what callers use.
+"""
+
+import torch
+from torch.autograd.function import once_differentiable
+
+
+def _check_float(name, t):
+    if not torch.is_floating_point(t):
+        raise ValueError(f"{name} expects a floating-point tensor, got dtype {t.dtype}")
+
+
+# --------------------------------------------------------------------------- #
+# Transfer functions, elementwise                                             #
+# --------------------------------------------------------------------------- #
+
+
+class Sigmoid(torch.autograd.Function):
+    """f(a) = 1 / (1 + e^-a);  f'(a) = f(a) (1 - f(a)).
+
+    torch.sigmoid never overflows (it picks e^a / (1 + e^a) for a < 0), so the
+    output is exactly 0 or 1 far out and the gradient is 0 there, never NaN.
+    """
+
+    @staticmethod
+    def forward(ctx, a):
+        _check_float("sigmoid", a)
+        y = torch.sigmoid(a)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * y * (1 - y)
+
+
+class Tanh(torch.autograd.Function):
+    """f(a) = tanh(a);  f'(a) = 1 - f(a)^2."""
+
+    @staticmethod
+    def forward(ctx, a):
+        _check_float("tanh", a)
+        y = torch.tanh(a)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y)
+
+
+class ReLU(torch.autograd.Function):
+    """f(a) = max(a, 0);  f'(a) = 1 if a > 0 else 0 (the homework sets f'(0) = 0)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        _check_float("relu", a)
+        ctx.save_for_backward(a)
+        return a.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g * (a > 0).to(g.dtype)
+
+
+class Identity(torch.autograd.Function):
+    """f(a) = a;  f'(a) = 1 (the homework's linear transfer)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        _check_float("identity", a)
+        return a.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class Square(torch.autograd.Function):
+    """f(a) = a^2;  f'(a) = 2a (the homework's quadratic transfer, 2.3.1b)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        _check_float("square", a)
+        ctx.save_for_backward(a)
+        return a * a
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return 2 * a * g
+
+
+# --------------------------------------------------------------------------- #
+# The affine map of a layer                                                   #
+# --------------------------------------------------------------------------- #
+
+
+class Affine(torch.autograd.Function):
+    """A = X W^T + b, with X (N, d_in), W (d_out, d_in) like the homework's w(l), b (d_out,).
+
+    dA/dX: G W          (N, d_in)
+    dA/dW: G^T X        (d_out, d_in)
+    dA/db: sum_n G[n]   (d_out,)
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None):
+        _check_float("affine input", x)
+        _check_float("affine weight", weight)
+        if x.dim() != 2 or weight.dim() != 2:
+            raise ValueError(
+                f"affine expects x (N, d_in) and weight (d_out, d_in), "
+                f"got x {tuple(x.shape)} and weight {tuple(weight.shape)}"
+            )
+        if x.shape[1] != weight.shape[1]:
+            raise ValueError(
+                f"affine: x has {x.shape[1]} features but weight {tuple(weight.shape)} "
+                f"expects {weight.shape[1]}"
+            )
+        if bias is not None and bias.shape != (weight.shape[0],):
+            raise ValueError(
+                f"affine: bias {tuple(bias.shape)} does not match weight's {weight.shape[0]} outputs"
+            )
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        if bias is None:
+            return x @ weight.t()
+        return torch.addmm(bias, x, weight.t())
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = (tuple(ctx.needs_input_grad) + (False,))[:3]
+        grad_x = g @ weight if need_x else None
+        grad_w = g.t() @ x if need_w else None
+        grad_b = g.sum(0) if (ctx.has_bias and need_b) else None
+        return grad_x, grad_w, grad_b
+
+
+# --------------------------------------------------------------------------- #
+# Losses                                                                      #
+# --------------------------------------------------------------------------- #
+
+
+class SoftmaxCrossEntropy(torch.autograd.Function):
+    """L = -(1/N) sum_n log softmax(A[n])[y_n], with A (N, k) logits and y (N,) int64.
+
+    log softmax(a) = a - logsumexp(a), computed with the max subtracted, so
+    logits of any size give a finite loss.
+    dL/dA = (softmax(A) - onehot(y)) / N.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, target):
+        _check_float("softmax_cross_entropy logits", logits)
+        if logits.dim() != 2:
+            raise ValueError(f"softmax_cross_entropy expects logits (N, k), got {tuple(logits.shape)}")
+        if target.dtype != torch.int64:
+            raise ValueError(f"softmax_cross_entropy expects int64 class indices, got dtype {target.dtype}")
+        if target.shape != logits.shape[:1]:
+            raise ValueError(
+                f"softmax_cross_entropy: target {tuple(target.shape)} does not match "
+                f"logits {tuple(logits.shape)}; expected ({logits.shape[0]},)"
+            )
+        k = logits.shape[1]
+        # A range check reads the values back to the host: cheap on the CPU, a
+        # stall on a GPU, where nnhw.data has already checked every label once.
+        if target.device.type == "cpu" and target.numel() and (target.min() < 0 or target.max() >= k):
+            raise ValueError(
+                f"softmax_cross_entropy: targets must lie in [0, {k}), "
+                f"got values from {int(target.min())} to {int(target.max())}"
+            )
+        log_p = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (N, k)
+        loss = -log_p.gather(1, target.unsqueeze(1)).mean()
+        ctx.save_for_backward(log_p.exp(), target)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        p, target = ctx.saved_tensors
+        grad = p.clone()
+        grad[torch.arange(len(target), device=target.device), target] -= 1
+        grad *= g / len(target)
+        return grad, None
+
+
+class SquaredError(torch.autograd.Function):
+    """L = (1/(N k)) sum_{n,j} (P[n,j] - T[n,j])^2, both (N, k): the homework's 4.2 average.
+
+    dL/dP = 2 (P - T) / (N k),  dL/dT = -dL/dP.
+    """
+
+    @staticmethod
+    def forward(ctx, pred, target):
+        _check_float("squared_error prediction", pred)
+        _check_float("squared_error target", target)
+        if pred.shape != target.shape:
+            raise ValueError(
+                f"squared_error: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape"
+            )
+        ctx.save_for_backward(pred, target)
+        diff = pred - target
+        return (diff * diff).mean()
+
+    @staticmethod
+    def backward(ctx, g):
+        pred, target = ctx.saved_tensors
+        grad = (2.0 / pred.numel()) * g * (pred - target)
+        return (
+            grad if ctx.needs_input_grad[0] else None,
+            -grad if ctx.needs_input_grad[1] else None,
+        )
+
+
+sigmoid = Sigmoid.apply
+tanh = Tanh.apply
+relu = ReLU.apply
+identity = Identity.apply
+square = Square.apply
+affine = Affine.apply
+softmax_cross_entropy = SoftmaxCrossEntropy.apply
+squared_error = SquaredError.apply
+
+# Transfer functions and losses by the names configs use.
+TRANSFERS = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "identity": identity, "square": square}
+LOSSES = {"cross_entropy": softmax_cross_entropy, "squared_error": squared_error}

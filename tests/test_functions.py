@@ -1,0 +1,214 @@
+"""The gradcheck suite: every Function in nnhw.functions, driven from one registry.
+
+Each case names the Function, the built-in expression it must equal, and a
+sampler that draws inputs (away from relu's kink, instead of loosening any
+tolerance). gradcheck and gradgradcheck run in float64 with default tolerances;
+the comparison with the built-ins runs in float32 to 1e-6 relative.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.autograd import gradcheck, gradgradcheck
+
+from nnhw import functions as nf
+
+
+def _away_from_zero(shape, gen, dtype):
+    """Uniform on [-2, -0.1] U [0.1, 2]: no sample near a kink."""
+    mag = torch.rand(shape, generator=gen, dtype=dtype) * 1.9 + 0.1
+    sign = torch.randint(0, 2, shape, generator=gen).to(dtype) * 2 - 1
+    return mag * sign
+
+
+@dataclass
+class Case:
+    name: str
+    fn: Callable  # nnhw's Function (its .apply alias)
+    reference: Callable  # the same math through built-ins
+    sample: Callable  # (batch, generator, dtype) -> tuple of inputs
+    double_backward: bool  # proved with gradgradcheck, or once_differentiable
+
+
+def _x(n, gen, dtype):
+    return (torch.randn(n, 5, generator=gen, dtype=dtype),)
+
+
+def _affine_inputs(bias):
+    def sample(n, gen, dtype):
+        x = torch.randn(n, 4, generator=gen, dtype=dtype)
+        w = torch.randn(3, 4, generator=gen, dtype=dtype)
+        return (x, w, torch.randn(3, generator=gen, dtype=dtype)) if bias else (x, w)
+
+    return sample
+
+
+def _ce_inputs(n, gen, dtype):
+    return (torch.randn(n, 6, generator=gen, dtype=dtype), torch.randint(0, 6, (n,), generator=gen))
+
+
+def _se_inputs(n, gen, dtype):
+    return (torch.randn(n, 6, generator=gen, dtype=dtype), torch.randn(n, 6, generator=gen, dtype=dtype))
+
+
+CASES = [
+    Case("sigmoid", nf.sigmoid, torch.sigmoid, _x, True),
+    Case("tanh", nf.tanh, torch.tanh, _x, True),
+    Case("relu", nf.relu, torch.relu, lambda n, g, d: (_away_from_zero((n, 5), g, d),), True),
+    Case("identity", nf.identity, lambda a: a * 1, _x, True),
+    Case("square", nf.square, lambda a: a * a, _x, True),
+    Case("affine", nf.affine, F.linear, _affine_inputs(bias=True), True),
+    Case("affine_no_bias", nf.affine, F.linear, _affine_inputs(bias=False), True),
+    Case("softmax_cross_entropy", nf.softmax_cross_entropy, F.cross_entropy, _ce_inputs, False),
+    Case("squared_error", nf.squared_error, F.mse_loss, _se_inputs, True),
+]
+IDS = [c.name for c in CASES]
+
+
+def _requiring_grad(inputs):
+    return tuple(t.clone().requires_grad_(t.is_floating_point()) for t in inputs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("batch", [1, 7])
+def test_gradcheck_float64(case, batch):
+    gen = torch.Generator().manual_seed(0)
+    inputs = _requiring_grad(case.sample(batch, gen, torch.float64))
+    assert gradcheck(case.fn, inputs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_double_backward(case):
+    gen = torch.Generator().manual_seed(1)
+    inputs = _requiring_grad(case.sample(4, gen, torch.float64))
+    if case.double_backward:
+        assert gradgradcheck(case.fn, inputs)
+    else:
+        # once_differentiable: asking for a second derivative must fail loudly.
+        out = case.fn(*inputs)
+        (g,) = torch.autograd.grad(out.sum(), inputs[0], create_graph=True)
+        with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+            torch.autograd.grad(g.sum(), inputs[0])
+
+
+def _rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("batch", [1, 64])
+def test_matches_builtin_float32(case, batch):
+    gen = torch.Generator().manual_seed(2)
+    raw = case.sample(batch, gen, torch.float32)
+    ours_in, ref_in = _requiring_grad(raw), _requiring_grad(raw)
+    ours, ref = case.fn(*ours_in), case.reference(*ref_in)
+    assert ours.shape == ref.shape
+    assert _rel_err(ours.detach(), ref.detach()) <= 1e-6
+    # A fixed random upstream gradient exercises every entry of backward.
+    upstream = torch.randn(ref.shape, generator=gen)
+    ours_grads = torch.autograd.grad(ours, [t for t in ours_in if t.requires_grad], upstream)
+    ref_grads = torch.autograd.grad(ref, [t for t in ref_in if t.requires_grad], upstream)
+    for mine, theirs in zip(ours_grads, ref_grads):
+        assert _rel_err(mine, theirs) <= 1e-6
+
+
+def test_two_hidden_layer_mlp_gradient_matches_builtins():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(32, 784, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 10, (32,), generator=gen)
+    shapes = [(64, 784), (32, 64), (10, 32)]
+    params = []
+    for out, inp in shapes:
+        params += [torch.randn(out, inp, generator=gen, dtype=torch.float64) / inp**0.5, torch.randn(out, generator=gen, dtype=torch.float64) * 0.1]
+    ours = [p.clone().requires_grad_() for p in params]
+    ref = [p.clone().requires_grad_() for p in params]
+
+    h = nf.tanh(nf.affine(x, ours[0], ours[1]))
+    h = nf.relu(nf.affine(h, ours[2], ours[3]))
+    loss_ours = nf.softmax_cross_entropy(nf.affine(h, ours[4], ours[5]), y)
+
+    h = torch.tanh(F.linear(x, ref[0], ref[1]))
+    h = torch.relu(F.linear(h, ref[2], ref[3]))
+    loss_ref = F.cross_entropy(F.linear(h, ref[4], ref[5]), y)
+
+    torch.testing.assert_close(loss_ours, loss_ref, rtol=1e-12, atol=0)
+    for g_ours, g_ref in zip(torch.autograd.grad(loss_ours, ours), torch.autograd.grad(loss_ref, ref)):
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-10, atol=1e-14)
+
+
+# --------------------------------------------------------------------------- #
+# Numerical stability at |a| = 1e4                                            #
+# --------------------------------------------------------------------------- #
+
+BIG = torch.tensor([-1e4, -1e3, -50.0, 0.0, 50.0, 1e3, 1e4], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("fn", [nf.sigmoid, nf.tanh, nf.relu, nf.identity], ids=["sigmoid", "tanh", "relu", "identity"])
+def test_transfer_finite_at_large_inputs(fn):
+    a = BIG.clone().requires_grad_()
+    y = fn(a)
+    (g,) = torch.autograd.grad(y.sum(), a)
+    assert torch.isfinite(y).all() and torch.isfinite(g).all()
+
+
+def test_sigmoid_saturates_exactly():
+    y = nf.sigmoid(torch.tensor([-1e4, 1e4]))
+    assert y.tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e4])
+def test_cross_entropy_finite_at_large_logits(scale):
+    logits = (torch.tensor([[1.0, -1.0, 0.5], [-1.0, 1.0, 0.0]]) * scale).requires_grad_()
+    target = torch.tensor([1, 1])  # the first row is confidently wrong
+    loss = nf.softmax_cross_entropy(logits, target)
+    (g,) = torch.autograd.grad(loss, logits)
+    assert torch.isfinite(loss) and torch.isfinite(g).all()
+    torch.testing.assert_close(loss, F.cross_entropy(logits.detach(), target))
+    # The first row's loss is the margin 2*scale: huge but exact.
+    assert loss.item() == pytest.approx(scale, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- #
+# Bad input                                                                   #
+# --------------------------------------------------------------------------- #
+
+
+def test_cross_entropy_rejects_targets_out_of_range():
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 3\).*-1 to 3"):
+        nf.softmax_cross_entropy(torch.zeros(2, 3), torch.tensor([-1, 3]))
+
+
+def test_cross_entropy_rejects_integer_logits():
+    with pytest.raises(ValueError, match="floating-point.*int64"):
+        nf.softmax_cross_entropy(torch.zeros(2, 3, dtype=torch.int64), torch.tensor([0, 1]))
+
+
+def test_cross_entropy_rejects_non_int64_targets():
+    with pytest.raises(ValueError, match="int64 class indices"):
+        nf.softmax_cross_entropy(torch.zeros(2, 3), torch.tensor([0.0, 1.0]))
+
+
+def test_cross_entropy_rejects_mismatched_batch():
+    with pytest.raises(ValueError, match=r"target \(3,\) does not match logits \(2, 3\)"):
+        nf.softmax_cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1, 2]))
+
+
+def test_squared_error_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
+        nf.squared_error(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def test_affine_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="x has 5 features"):
+        nf.affine(torch.zeros(2, 5), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="bias"):
+        nf.affine(torch.zeros(2, 4), torch.zeros(3, 4), torch.zeros(2))
+
+
+@pytest.mark.parametrize("fn", [nf.sigmoid, nf.tanh, nf.relu, nf.square, nf.identity])
+def test_transfers_reject_integer_input(fn):
+    with pytest.raises(ValueError, match="floating-point"):
+        fn(torch.tensor([1, 2]))
