@@ -1,0 +1,271 @@
+"""Configuration: dataclass defaults <- TOML file <- `section.key=value` overrides, validated.
+
+The dataclasses below are the single source of every default, its type, its
+allowed range and its help text (the README's key table is generated from
+them: `python -m nnhw.config`). Anything wrong raises ConfigError with one line
+that names the key; `nnhw.train` turns that into exit code 2.
+"""
+
+import dataclasses
+import difflib
+import math
+import re
+import sys
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that nnhw cannot use; the message is one line."""
+
+
+def opt(default, help, *, choices=None, min=None, gt=None, lt=None, le=None):
+    """A config field: its default, help text and allowed values."""
+    meta = dict(help=help, choices=choices, min=min, gt=gt, lt=lt, le=le)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+TRANSFER_NAMES = ["sigmoid", "tanh", "relu", "identity", "square"]
+LOSS_NAMES = ["cross_entropy", "squared_error"]
+INIT_NAMES = ["normal", "uniform", "xavier", "he", "zeros"]
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass
+class RunConfig:
+    name: str = opt("", "run name; the folder is <log_dir>/<name>/<run id>. Empty: the config file's stem. Letters, digits, '.', '_', '-' only")
+    log_dir: str = opt("tb_logs", "folder that holds every run's TensorBoard logs, checkpoints and summary")
+    seed: int = opt(0, "one seed for initialisation, data order and every other random choice", min=0)
+    device: str = opt("auto", "'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'")
+
+
+@dataclass
+class DataConfig:
+    root: str = opt("data", "folder holding MNIST/raw/ (torchvision's layout); the environment variable NNHW_DATA_ROOT overrides it")
+    download: bool = opt(False, "download MNIST with torchvision into root when the files are missing")
+    train_split: str = opt("train", "'train': the first 50,000 official training images (dev = the last 10,000); 'train+dev': all 60,000", choices=["train", "train+dev"])
+    standardize: bool = opt(False, "subtract the MNIST training pixels' mean (0.1307) and divide by their std (0.3081); else pixels stay in [0, 1]")
+
+
+@dataclass
+class ModelConfig:
+    hidden: list[int] = opt([], "hidden-layer widths; [] is softmax regression (a linear model)")
+    transfer: str = opt("sigmoid", "transfer function of the hidden layers", choices=TRANSFER_NAMES)
+    output_transfer: str = opt("identity", "transfer function on the k = 10 outputs", choices=TRANSFER_NAMES)
+    loss: str = opt("cross_entropy", "'cross_entropy' (softmax on the outputs) or 'squared_error' (against one-hot targets, averaged over samples and classes)", choices=LOSS_NAMES)
+    init: str = opt("xavier", "weight initialisation: 'normal' (std = init_scale), 'uniform' (+-init_scale), 'xavier' (Glorot normal times init_scale), 'he' (normal, std sqrt(2/fan_in) times init_scale), 'zeros'", choices=INIT_NAMES)
+    init_scale: float = opt(1.0, "scale of the initialisation (its std for 'normal', a multiplier for 'xavier' and 'he')", min=0.0)
+    bias_init: float = opt(0.0, "initial value of every bias")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = opt(0.1, "learning rate (step size) at the start of training", gt=0.0)
+    momentum: float = opt(0.9, "heavy-ball momentum mu in v <- mu v + g; w <- w - lr v (0 is plain SGD)", min=0.0, lt=1.0)
+    l2: float = opt(0.0, "lambda of the L2 penalty (lambda/2)||W||^2 on the weights", min=0.0)
+    l2_bias: bool = opt(False, "apply the L2 penalty to the biases too")
+    schedule: str = opt("constant", "learning-rate schedule: 'constant', 'step' (times gamma at each milestone), 'cosine' or 'linear' (down to lr * final_fraction at the end)", choices=["constant", "step", "cosine", "linear"])
+    milestones: list[float] = opt([], "epochs at which the 'step' schedule multiplies the rate by gamma")
+    gamma: float = opt(0.1, "factor of the 'step' schedule", gt=0.0, le=1.0)
+    final_fraction: float = opt(0.0, "the 'cosine' and 'linear' schedules end at lr * final_fraction", min=0.0, le=1.0)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = opt(100, "mini-batch size (1 is the homework's one-point-at-a-time SGD)", min=1)
+    epochs: float = opt(10.0, "passes over the training split (fractions allowed)", gt=0.0)
+
+
+@dataclass
+class EvalConfig:
+    every: int = opt(12500, "evaluate train, dev and test every this many training points touched (12,500 is a quarter epoch)", min=1)
+    batch_size: int = opt(10000, "batch size of evaluation (no effect on the numbers, only on speed and memory)", min=1)
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+
+
+def _suggest(word, options):
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(options)}"
+
+
+def _describe(value):
+    return f"{type(value).__name__} {value!r}"
+
+
+def _coerce(key, ftype, value):
+    """Check a value's type against the field's annotation; ints are accepted as floats."""
+    origin = typing.get_origin(ftype)
+    if origin is list:
+        (item_type,) = typing.get_args(ftype)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of {item_type.__name__}, got {_describe(value)}")
+        return [_coerce(f"{key}[{i}]", item_type, v) for i, v in enumerate(value)]
+    if ftype is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, ftype) or (ftype is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {ftype.__name__}, got {_describe(value)}")
+    if ftype is float and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    return value
+
+
+def _check_range(key, value, meta):
+    items = value if isinstance(value, list) else [value]
+    for v in items:
+        if meta["choices"] is not None and v not in meta["choices"]:
+            raise ConfigError(f"{key}: unknown value {v!r}{_suggest(str(v), meta['choices'])}")
+        if meta["min"] is not None and v < meta["min"]:
+            raise ConfigError(f"{key}: must be >= {meta['min']}, got {v!r}")
+        if meta["gt"] is not None and v <= meta["gt"]:
+            raise ConfigError(f"{key}: must be > {meta['gt']}, got {v!r}")
+        if meta["lt"] is not None and v >= meta["lt"]:
+            raise ConfigError(f"{key}: must be < {meta['lt']}, got {v!r}")
+        if meta["le"] is not None and v > meta["le"]:
+            raise ConfigError(f"{key}: must be <= {meta['le']}, got {v!r}")
+
+
+def _set(cfg, section, key, value):
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown section [{section}]{_suggest(section, SECTIONS)}")
+    sec = getattr(cfg, section)
+    fields = {f.name: f for f in dataclasses.fields(sec)}
+    if key not in fields:
+        all_keys = [f"{s}.{k.name}" for s in SECTIONS for k in dataclasses.fields(SECTIONS[s]())]
+        raise ConfigError(f"unknown key {section}.{key}{_suggest(f'{section}.{key}', all_keys)}")
+    f = fields[key]
+    hints = typing.get_type_hints(type(sec))
+    full = f"{section}.{key}"
+    value = _coerce(full, hints[key], value)
+    _check_range(full, value, f.metadata)
+    setattr(sec, key, value)
+
+
+def _apply(cfg, table, where):
+    for section, body in table.items():
+        if not isinstance(body, dict):
+            if section in SECTIONS:
+                raise ConfigError(f"{where}: [{section}] must be a table of keys")
+            raise ConfigError(f"{where}: unknown top-level key '{section}'{_suggest(section, SECTIONS)}")
+        for key, value in body.items():
+            _set(cfg, section, key, value)
+
+
+def parse_override(text):
+    """'section.key=value' with value in TOML syntax; a bare word is taken as a string."""
+    m = re.fullmatch(r"\s*([A-Za-z_][\w-]*)\.([A-Za-z_][\w-]*)\s*=(.*)", text, flags=re.S)
+    if not m:
+        raise ConfigError(f"bad override {text!r}: expected section.key=value, for example optim.lr=0.05")
+    section, key, raw = m.group(1), m.group(2), m.group(3).strip()
+    if raw == "":
+        raise ConfigError(f"bad override {text!r}: no value after '='")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if not re.fullmatch(r"[^\s\"'\[\]{},=#]+", raw):
+            raise ConfigError(f"bad override {text!r}: {raw!r} is not a TOML value (quote strings: key=\"text\")") from None
+        value = raw
+    return section, key, value
+
+
+def validate(cfg):
+    """Checks that span several keys."""
+    if cfg.run.name and (not RUN_NAME.fullmatch(cfg.run.name) or cfg.run.name in (".", "..")):
+        raise ConfigError(
+            f"run.name: {cfg.run.name!r} may only hold letters, digits, '.', '_' and '-' "
+            "(it names a folder inside run.log_dir)"
+        )
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.run.device):
+        raise ConfigError(f"run.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.run.device!r}")
+    if any(w < 1 for w in cfg.model.hidden):
+        raise ConfigError(f"model.hidden: every width must be >= 1, got {cfg.model.hidden}")
+    if cfg.optim.milestones != sorted(cfg.optim.milestones):
+        raise ConfigError(f"optim.milestones: must be increasing, got {cfg.optim.milestones}")
+    if cfg.optim.schedule == "step" and not cfg.optim.milestones:
+        raise ConfigError("optim.milestones: the 'step' schedule needs at least one milestone epoch")
+    return cfg
+
+
+def load(path=None, overrides=()):
+    """Defaults <- the TOML file at `path` <- overrides; returns a validated Config."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            table = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: malformed TOML: {e}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read: {e}") from None
+        _apply(cfg, table, str(path))
+        if not cfg.run.name:
+            cfg.run.name = path.stem
+    for text in overrides:
+        section, key, value = parse_override(text)
+        _set(cfg, section, key, value)
+    if not cfg.run.name:
+        cfg.run.name = "run"
+    return validate(cfg)
+
+
+def to_dict(cfg):
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(table):
+    cfg = Config()
+    _apply(cfg, table, "saved config")
+    return validate(cfg)
+
+
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def to_toml(cfg):
+    """The resolved config as TOML, each key with its help text; `load` reads it back."""
+    lines = []
+    for section in SECTIONS:
+        sec = getattr(cfg, section)
+        lines.append(f"[{section}]")
+        for f in dataclasses.fields(sec):
+            lines.append(f"{f.name} = {_toml_value(getattr(sec, f.name))}  # {f.metadata['help']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def markdown_table():
+    """Every key with its default and help, for the README."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for section, factory in SECTIONS.items():
+        for f in dataclasses.fields(factory()):
+            default = _toml_value(getattr(factory(), f.name))
+            rows.append(f"| `{section}.{f.name}` | `{default}` | {f.metadata['help']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown_table() + "\n")

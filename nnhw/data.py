@@ -1,0 +1,123 @@
+"""MNIST through torchvision, split as the homework splits it, held on the device.
+
+train = the first 50,000 official training images, dev = the last 10,000,
+test = the official 10,000 (or train+dev = all 60,000 for the extra credit).
+Each split is one float tensor (N, 784) on the device; the training loop slices
+batches out of a fresh permutation each epoch, so there is no DataLoader.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+FILES = {
+    "train-images-idx3-ubyte": (2051, 60000),
+    "train-labels-idx1-ubyte": (2049, 60000),
+    "t10k-images-idx3-ubyte": (2051, 10000),
+    "t10k-labels-idx1-ubyte": (2049, 10000),
+}
+N_TRAIN = 50000  # the homework's train split; one "effective epoch" is this many points
+PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081
+
+
+class DataError(RuntimeError):
+    """MNIST cannot be read; the message is one line that says what to do."""
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # (N, 784) float32 on the device
+    y: torch.Tensor  # (N,) int64 on the device
+
+    def __len__(self):
+        return len(self.y)
+
+
+def resolve_root(root):
+    """NNHW_DATA_ROOT, when set and not empty, overrides the config's data.root."""
+    return Path(os.environ.get("NNHW_DATA_ROOT") or root)
+
+
+def _fix_hint(raw):
+    return (
+        f"put the four MNIST files ({', '.join(FILES)}) in {raw}, "
+        "or set NNHW_DATA_ROOT to a folder whose MNIST/raw/ holds them, or set data.download = true"
+    )
+
+
+def check_raw_files(raw):
+    """Every file present, with the right magic number, count and size; labels in 0..9."""
+    missing = [name for name in FILES if not (raw / name).is_file()]
+    if missing:
+        what = "no MNIST files" if len(missing) == len(FILES) else f"missing {', '.join(missing)}"
+        raise DataError(f"{what} in {raw}: {_fix_hint(raw)}")
+    for name, (magic, count) in FILES.items():
+        path = raw / name
+        with open(path, "rb") as f:
+            header = f.read(16 if magic == 2051 else 8)
+        size = path.stat().st_size
+        if len(header) < 8 or int.from_bytes(header[:4], "big") != magic:
+            found = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
+            raise DataError(f"{path}: wrong magic number {found} (expected {magic}); the file is not MNIST or is corrupt: replace it")
+        n = int.from_bytes(header[4:8], "big")
+        expected = 16 + n * 28 * 28 if magic == 2051 else 8 + n
+        if n != count or size != expected:
+            raise DataError(
+                f"{path}: truncated or corrupt ({size} bytes for {n} items, expected {16 + count * 784 if magic == 2051 else 8 + count}); replace the file"
+            )
+        if magic == 2049:
+            labels = path.read_bytes()[8:]
+            if max(labels) > 9:
+                raise DataError(f"{path}: labels must lie in 0..9, found {max(labels)}; replace the file")
+
+
+def _download(root):
+    import torchvision
+
+    try:
+        for train in (True, False):
+            torchvision.datasets.MNIST(root=str(root), train=train, download=True)
+    except Exception as e:  # network, disk or mirror failures all end the same way
+        raw = root / "MNIST" / "raw"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"could not download MNIST into {raw} ({reason}): {_fix_hint(raw)}") from None
+
+
+def load_mnist(root, download=False):
+    """The 60,000 training and 10,000 test images as uint8 (N, 28, 28) and int64 labels."""
+    import torchvision
+
+    root = Path(root)
+    raw = root / "MNIST" / "raw"
+    if download and not all((raw / name).is_file() for name in FILES):
+        _download(root)
+    check_raw_files(raw)
+    sets = []
+    for train in (True, False):
+        try:
+            ds = torchvision.datasets.MNIST(root=str(root), train=train, download=False)
+        except Exception as e:
+            raise DataError(f"torchvision could not read MNIST in {raw}: {e}") from None
+        sets.append((ds.data, ds.targets))
+    return sets
+
+
+def load_splits(root, download=False, train_split="train", standardize=False, device="cpu"):
+    """{'train', 'dev', 'test'} -> Split on `device`; with train+dev, 'dev' is absent."""
+    (xtr, ytr), (xte, yte) = load_mnist(root, download)
+
+    def to_split(x, y):
+        x = x.reshape(len(x), 784).to(device=device, dtype=torch.float32) / 255.0
+        if standardize:
+            x = (x - PIXEL_MEAN) / PIXEL_STD
+        return Split(x, y.to(device=device, dtype=torch.int64))
+
+    if train_split == "train+dev":
+        return {"train": to_split(xtr, ytr), "test": to_split(xte, yte)}
+    return {
+        "train": to_split(xtr[:N_TRAIN], ytr[:N_TRAIN]),
+        "dev": to_split(xtr[N_TRAIN:], ytr[N_TRAIN:]),
+        "test": to_split(xte, yte),
+    }

@@ -1,0 +1,413 @@
+"""`python -m nnhw.train CONFIG [section.key=value ...]`: train one model, log it, checkpoint it.
+
+The loop is flat: set the learning rate, forward, backward, step, and every
+`eval.every` training points evaluate train, dev and test, log to TensorBoard
+and write a checkpoint. `--resume RUN_DIR` continues a run from its checkpoint
+and ends with the same parameters as an uninterrupted run (same device).
+"""
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import config as config_mod
+from . import data as data_mod
+from . import models
+from .config import ConfigError
+from .data import DataError
+from .optim import MomentumSGD, lr_at
+
+CHECKPOINT = "checkpoint.pt"
+EXIT_CONFIG = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+
+class RunError(RuntimeError):
+    """The run cannot start or continue; the message is one line."""
+
+
+class Diverged(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------- #
+# Run folder, checkpoints, provenance                                         #
+# --------------------------------------------------------------------------- #
+
+
+def make_run_dir(log_dir, name):
+    """<log_dir>/<name>/<run id>; mkdir is atomic, so two runs started at once never share one."""
+    parent = Path(log_dir) / name
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for i in range(1000):
+            run_dir = parent / (stamp if i == 0 else f"{stamp}-{i}")
+            try:
+                run_dir.mkdir()
+                break
+            except FileExistsError:
+                continue
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise RunError(f"cannot write the log folder {parent}: {e.strerror or e}; set run.log_dir to a writable folder") from None
+    return run_dir
+
+
+def atomic_write_bytes(path, write):
+    """write(f) into path.tmp, flush, fsync, then rename: a crash leaves the old file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path, text):
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def save_checkpoint(run_dir, state):
+    atomic_write_bytes(run_dir / CHECKPOINT, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(run_dir):
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise RunError(f"no checkpoint at {path}: --resume takes a run folder that nnhw.train wrote")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RunError(f"cannot read the checkpoint {path}: {str(e).splitlines()[0]}") from None
+
+
+def git_commit():
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def resolve_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"run.device: {name!r} asked for, but CUDA is not available here; use 'auto' or 'cpu'")
+    return device
+
+
+def describe_device(device):
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+# --------------------------------------------------------------------------- #
+# Evaluation                                                                  #
+# --------------------------------------------------------------------------- #
+
+
+@torch.no_grad()
+def evaluate(params, forward, loss_fn, split, batch_size):
+    """Average loss and misclassification % over a whole split, in large batches."""
+    total_loss = torch.zeros((), device=split.x.device, dtype=torch.float64)
+    wrong = torch.zeros((), device=split.x.device, dtype=torch.int64)
+    for i in range(0, len(split), batch_size):
+        x, y = split.x[i : i + batch_size], split.y[i : i + batch_size]
+        out = forward(params, x)
+        total_loss += loss_fn(out, y).double() * len(y)
+        wrong += (out.argmax(dim=1) != y).sum()
+    n = len(split)
+    return total_loss.item() / n, 100.0 * wrong.item() / n
+
+
+# --------------------------------------------------------------------------- #
+# The run                                                                     #
+# --------------------------------------------------------------------------- #
+
+
+class Interrupt:
+    """Turns SIGINT into a flag that the loop reads between steps, so the state stays whole."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            if self.requested:  # a second Ctrl-C: give up at once
+                raise KeyboardInterrupt
+            self.requested = True
+
+        try:
+            self._old = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _say(bar, text):
+    if bar is not None:
+        bar.write(text)
+    else:
+        print(text, flush=True)
+
+
+def run(cfg, run_dir=None, resume_state=None, command=None):
+    """Train per `cfg`; returns (run_dir, summary). Raises ConfigError, DataError, RunError, Diverged."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    device = resolve_device(cfg.run.device)
+    if run_dir is None:
+        run_dir = make_run_dir(cfg.run.log_dir, cfg.run.name)
+    run_dir = Path(run_dir)
+    atomic_write_text(run_dir / "config.toml", config_mod.to_toml(cfg))
+
+    root = data_mod.resolve_root(cfg.data.root)
+    splits = data_mod.load_splits(root, cfg.data.download, cfg.data.train_split, cfg.data.standardize, device)
+    train = splits["train"]
+    n_train = len(train)
+
+    torch.manual_seed(cfg.run.seed)
+    params = models.init_params(cfg.model, cfg.run.seed, device)
+    forward = models.make_forward(cfg.model)
+    loss_fn = models.make_loss(cfg.model)
+    opt = MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias)
+    order = torch.Generator().manual_seed(cfg.run.seed + 1)  # the data order's own stream
+
+    B = cfg.train.batch_size
+    total_points = max(1, round(cfg.train.epochs * n_train))
+    every = cfg.eval.every
+    state = dict(points=0, step=0, pos=0, epoch=0, history=[], train_seconds=0.0, eval_seconds=0.0)
+    perm = None
+    if resume_state is not None:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(resume_state["params"][name])
+        opt.load_state_dict(resume_state["velocity"])
+        order.set_state(resume_state["order_rng"])
+        perm = resume_state["perm"]
+        for key in state:
+            state[key] = resume_state[key]
+
+    purge = state["points"] + 1 if resume_state is not None else None
+    writers = {s: SummaryWriter(str(run_dir / s), purge_step=purge) for s in splits}
+    root_writer = SummaryWriter(str(run_dir), purge_step=purge)
+    if resume_state is None:
+        root_writer.add_text("config", "```\n" + config_mod.to_toml(cfg) + "\n```", 0)
+
+    def checkpoint():
+        save_checkpoint(
+            run_dir,
+            dict(
+                format=1,
+                config=config_mod.to_dict(cfg),
+                params={n: p.detach().cpu() for n, p in params.items()},
+                velocity={n: v.cpu() for n, v in opt.state_dict().items()},
+                order_rng=order.get_state(),
+                perm=perm.cpu() if perm is not None else torch.zeros(0, dtype=torch.int64),
+                **state,
+            ),
+        )
+
+    # A progress bar on a terminal; one line per evaluation otherwise.
+    bar = None
+    if sys.stderr.isatty():
+        bar = tqdm(total=total_points, initial=state["points"], unit="pt", unit_scale=True, dynamic_ncols=True)
+    lr = lr_at(cfg.optim, state["points"] / n_train, cfg.train.epochs)
+
+    def do_eval():
+        t0 = time.perf_counter()
+        row = dict(points=state["points"], epoch=state["points"] / data_mod.N_TRAIN, lr=lr)
+        for name, split in splits.items():
+            loss, err = evaluate(params, forward, loss_fn, split, cfg.eval.batch_size)
+            row[f"{name}_loss"], row[f"{name}_error"] = loss, err
+            writers[name].add_scalar("loss", loss, state["points"])
+            writers[name].add_scalar("error", err, state["points"])
+        root_writer.add_scalar("lr", lr, state["points"])
+        state["history"].append(row)
+        state["eval_seconds"] += time.perf_counter() - t0
+        text = f"epoch {row['epoch']:7.3f}  lr {lr:.3g}  " + "  ".join(
+            f"{s} loss {row[f'{s}_loss']:.4f} err {row[f'{s}_error']:5.2f}%" for s in splits
+        )
+        _say(bar, text)
+        if not math.isfinite(row["train_loss"]):
+            raise Diverged(
+                f"the training loss became {row['train_loss']} by step {state['step']} "
+                f"(epoch {row['epoch']:.3f}) at learning rate {lr:.6g}; lower optim.lr. "
+                f"The last good checkpoint is kept in {run_dir}"
+            )
+        checkpoint()
+
+    status = "finished"
+    try:
+        with Interrupt() as interrupt:
+            if not state["history"]:
+                do_eval()
+            next_eval = (state["points"] // every + 1) * every
+            x_epoch = None
+            t_start = time.perf_counter()
+            while state["points"] < total_points:
+                if perm is None or state["pos"] >= n_train:
+                    perm = torch.randperm(n_train, generator=order)
+                    state["pos"] = 0
+                    state["epoch"] += 1
+                    x_epoch = None
+                if x_epoch is None:  # this epoch's data in its shuffled order
+                    idx = perm.to(device)
+                    x_epoch, y_epoch = train.x[idx], train.y[idx]
+                pos = state["pos"]
+                b = min(B, n_train - pos, total_points - state["points"])
+                x, y = x_epoch[pos : pos + b], y_epoch[pos : pos + b]  # (b, 784), (b,)
+
+                lr = lr_at(cfg.optim, state["points"] / n_train, cfg.train.epochs)
+                loss = loss_fn(forward(params, x), y)
+                grads = torch.autograd.grad(loss, list(params.values()))
+                opt.step(dict(zip(params, grads)), lr)
+
+                state["step"] += 1
+                state["pos"] += b
+                state["points"] += b
+                if bar is not None:
+                    bar.update(b)
+                if state["points"] >= next_eval or state["points"] >= total_points:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    state["train_seconds"] += time.perf_counter() - t_start
+                    do_eval()
+                    next_eval = (state["points"] // every + 1) * every
+                    t_start = time.perf_counter()
+                if interrupt.requested:
+                    state["train_seconds"] += time.perf_counter() - t_start
+                    checkpoint()
+                    status = "interrupted"
+                    break
+    except Diverged:
+        status = "diverged"
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        if status != "interrupted" and state["history"]:
+            finish(cfg, run_dir, params, state, device, status, root_writer, command, n_train)
+        for w in [*writers.values(), root_writer]:
+            w.close()
+    return run_dir, status
+
+
+def summarize(cfg, state, device, status, command, n_train):
+    hist = state["history"]
+    has_dev = "dev_error" in hist[0]
+    best = min(hist, key=lambda r: r["dev_error"]) if has_dev else None
+    lowest = min(hist, key=lambda r: r["test_error"])
+    last = hist[-1]
+    return dict(
+        name=cfg.run.name,
+        status=status,
+        command=command,
+        best_dev_error=best["dev_error"] if best else None,
+        best_dev_epoch=best["epoch"] if best else None,
+        test_error_at_best_dev=best["test_error"] if best else None,
+        lowest_test_error=lowest["test_error"],
+        lowest_test_epoch=lowest["epoch"],
+        final={k: v for k, v in last.items() if k.endswith(("_loss", "_error"))},
+        epochs=state["points"] / data_mod.N_TRAIN,
+        passes=state["points"] / n_train,
+        steps=state["step"],
+        train_seconds=round(state["train_seconds"], 3),
+        eval_seconds=round(state["eval_seconds"], 3),
+        device=describe_device(device),
+        seed=cfg.run.seed,
+        git_commit=git_commit(),
+        torch=torch.__version__,
+    )
+
+
+def finish(cfg, run_dir, params, state, device, status, root_writer, command, n_train):
+    summary = summarize(cfg, state, device, status, command, n_train)
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run_dir / "history.json", json.dumps(state["history"], indent=1) + "\n")
+    if "W2" in params:  # an MLP: its first hidden units; softmax regression: its class templates
+        root_writer.add_images("hidden_units", models.first_layer_images(params, 8), state["points"])
+    else:
+        root_writer.add_images("class_weights", models.first_layer_images(params, 10), state["points"])
+
+
+# --------------------------------------------------------------------------- #
+# Command line                                                                #
+# --------------------------------------------------------------------------- #
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(EXIT_CONFIG, f"nnhw.train: error: {message} (see --help)\n")
+
+
+def build_parser():
+    p = _Parser(
+        prog="python -m nnhw.train",
+        description="Train one model from a TOML config; logs go to <run.log_dir>/<run.name>/<run id>/.",
+    )
+    p.add_argument("config", nargs="?", help="the TOML config, for example configs/relu.toml")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides in TOML value syntax, e.g. optim.lr=0.05")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint (overrides still apply)")
+    return p
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    command = "python -m nnhw.train " + " ".join(argv)
+    try:
+        if args.resume:
+            overrides = ([args.config] if args.config else []) + args.overrides
+            saved = load_checkpoint(args.resume)
+            cfg = config_mod.from_dict(saved["config"])
+            for text in overrides:
+                config_mod._set(cfg, *config_mod.parse_override(text))
+            config_mod.validate(cfg)
+            run_dir, status = run(cfg, Path(args.resume), saved, command)
+        else:
+            if not args.config:
+                raise ConfigError("no config given: python -m nnhw.train CONFIG [section.key=value ...]")
+            cfg = config_mod.load(args.config, args.overrides)
+            run_dir, status = run(cfg, command=command)
+    except (ConfigError, DataError, RunError) as e:
+        print(f"nnhw.train: error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Diverged as e:
+        print(f"nnhw.train: diverged: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    if status == "interrupted":
+        print(f"interrupted; checkpoint saved. Resume with: python -m nnhw.train --resume {run_dir}", file=sys.stderr)
+        print(run_dir)
+        return EXIT_INTERRUPTED
+    print(run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
