@@ -181,6 +181,7 @@ def run(cfg, run_dir=None, resume_state=None, command=None):
     from tqdm import tqdm
 
     device = resolve_device(cfg.run.device)
+    commit = git_commit()  # the code that starts the run, whatever is edited while it runs
     if run_dir is None:
         run_dir = make_run_dir(cfg.run.log_dir, cfg.run.name)
     run_dir = Path(run_dir)
@@ -308,17 +309,20 @@ def run(cfg, run_dir=None, resume_state=None, command=None):
     except Diverged:
         status = "diverged"
         raise
+    except BaseException:
+        status = "crashed"  # the last checkpoint stands; no summary for a run that did not end
+        raise
     finally:
         if bar is not None:
             bar.close()
-        if status != "interrupted" and state["history"]:
-            finish(cfg, run_dir, params, state, device, status, root_writer, command, n_train)
+        if status in ("finished", "diverged") and state["history"]:
+            finish(cfg, run_dir, params, state, device, status, root_writer, command, n_train, commit)
         for w in [*writers.values(), root_writer]:
             w.close()
     return run_dir, status
 
 
-def summarize(cfg, state, device, status, command, n_train):
+def summarize(cfg, state, device, status, command, n_train, commit):
     hist = state["history"]
     has_dev = "dev_error" in hist[0]
     best = min(hist, key=lambda r: r["dev_error"]) if has_dev else None
@@ -341,12 +345,12 @@ def summarize(cfg, state, device, status, command, n_train):
         eval_seconds=round(state["eval_seconds"], 3),
         device=describe_device(device),
         seed=cfg.run.seed,
-        git_commit=git_commit(),
+        git_commit=commit,
         torch=torch.__version__,
     )
 
 
-def finish(cfg, run_dir, params, state, device, status, root_writer, command, n_train):
+def finish(cfg, run_dir, params, state, device, status, root_writer, command, n_train, commit):
     summary = summarize(cfg, state, device, status, command, n_train)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(run_dir / "history.json", json.dumps(state["history"], indent=1) + "\n")
