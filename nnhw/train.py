@@ -351,9 +351,11 @@ def summarize(cfg, state, device, status, command, n_train, commit):
 
 
 def finish(cfg, run_dir, params, state, device, status, root_writer, command, n_train, commit):
-    summary = summarize(cfg, state, device, status, command, n_train)
+    summary = summarize(cfg, state, device, status, command, n_train, commit)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(run_dir / "history.json", json.dumps(state["history"], indent=1) + "\n")
+    if status != "finished":
+        return
     if "W2" in params:  # an MLP: its first hidden units; softmax regression: its class templates
         root_writer.add_images("hidden_units", models.first_layer_images(params, 8), state["points"])
     else:

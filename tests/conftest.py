@@ -1,0 +1,31 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _mnist_root():
+    for root in (os.environ.get("NNHW_DATA_ROOT"), SHARED_DATA):
+        if root and (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+            return Path(root)
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_root():
+    """The real MNIST, from NNHW_DATA_ROOT or ../shared/data; tests never download it."""
+    root = _mnist_root()
+    if root is None:
+        pytest.skip("real MNIST not found: neither NNHW_DATA_ROOT nor ../shared/data holds MNIST/raw/")
+    return root
+
+
+def run_cli(*args, env=None, cwd=REPO, timeout=600):
+    """`python -m <args>` in a fresh process; returns CompletedProcess with text output."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,121 @@
+import pytest
+
+from nnhw import config
+from nnhw.config import ConfigError
+
+from conftest import REPO, run_cli
+
+
+def write(tmp_path, text, name="c.toml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_name_from_file(tmp_path):
+    cfg = config.load(write(tmp_path, "[optim]\nlr = 0.05\n", "mine.toml"))
+    assert cfg.optim.lr == 0.05 and cfg.optim.momentum == 0.9 and cfg.run.name == "mine"
+
+
+def test_overrides_in_toml_syntax(tmp_path):
+    cfg = config.load(
+        write(tmp_path, ""),
+        ["optim.lr=0.5", "model.hidden=[300, 100]", "model.transfer=tanh", 'run.name="x1"', "data.download=true", "train.epochs=2"],
+    )
+    assert cfg.optim.lr == 0.5 and cfg.model.hidden == [300, 100] and cfg.model.transfer == "tanh"
+    assert cfg.run.name == "x1" and cfg.data.download is True and cfg.train.epochs == 2.0
+
+
+def test_committed_configs_load():
+    for name in ["softmax", "sigmoid", "relu"]:
+        cfg = config.load(REPO / "configs" / f"{name}.toml")
+        assert cfg.run.name == name
+
+
+def test_saved_toml_round_trips(tmp_path):
+    cfg = config.load(REPO / "configs" / "relu.toml", ["optim.milestones=[1.5]"])
+    again = config.load(write(tmp_path, config.to_toml(cfg)))
+    assert config.to_dict(again) == config.to_dict(cfg)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[optim]\nlrr = 0.1\n", r"unknown key optim.lrr; did you mean 'optim.lr'\?"),
+        ("[optimm]\nlr = 0.1\n", r"unknown section \[optimm\]; did you mean 'optim'\?"),
+        ('[optim]\nlr = "fast"\n', r"optim.lr: expected float, got str 'fast'"),
+        ("[train]\nbatch_size = 1.5\n", r"train.batch_size: expected int, got float 1.5"),
+        ("[train]\nbatch_size = true\n", r"train.batch_size: expected int, got bool True"),
+        ("[optim]\nlr = 0\n", r"optim.lr: must be > 0.0, got 0.0"),
+        ("[optim]\nlr = -1\n", r"optim.lr: must be > 0.0"),
+        ("[train]\nbatch_size = 0\n", r"train.batch_size: must be >= 1"),
+        ("[optim]\nmomentum = 1.0\n", r"optim.momentum: must be < 1.0"),
+        ("[optim]\nl2 = -0.1\n", r"optim.l2: must be >= 0.0"),
+        ("[eval]\nevery = 0\n", r"eval.every: must be >= 1"),
+        ('[model]\ntransfer = "relux"\n', r"model.transfer: unknown value 'relux'; did you mean 'relu'\?"),
+        ('[model]\nloss = "hinge"\n', r"model.loss: unknown value 'hinge'"),
+        ("[model]\nhidden = [200, 0]\n", r"model.hidden: every width must be >= 1"),
+        ("[model]\nhidden = 200\n", r"model.hidden: expected a list of int"),
+        ('[optim]\nschedule = "step"\n', r"optim.milestones: the 'step' schedule needs"),
+        ('[run]\nname = "../../etc"\n', r"run.name: '../../etc' may only hold"),
+        ('[run]\nname = ".."\n', r"run.name"),
+        ('[run]\ndevice = "gpu"\n', r"run.device"),
+        ("[optim]\nlr = nan\n", r"optim.lr: expected a finite number"),
+        ("lr = 0.1\n", r"unknown top-level key 'lr'"),
+        ("[optim\nlr = 0.1\n", r"malformed TOML: .*line 1"),
+    ],
+)
+def test_bad_config_is_one_line_error(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        config.load(write(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr", r"expected section.key=value"),
+        ("lr=0.1", r"expected section.key=value"),
+        ("optim.lr=", r"no value after '='"),
+        ("optim.lr=[1,", r"is not a TOML value"),
+        ("optim.lr=abc", r"optim.lr: expected float, got str 'abc'"),
+        ("optim.lrate=0.1", r"did you mean 'optim.lr'"),
+    ],
+)
+def test_bad_override(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        config.load(write(tmp_path, ""), [override])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        config.load(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.toml"], "config file not found: missing.toml"),
+        (["bad.toml"], "unknown key optim.lrr; did you mean 'optim.lr'?"),
+        (["good.toml", "optim.lr=0"], "optim.lr: must be > 0.0"),
+        (["good.toml", "optim.lr=fast"], "optim.lr: expected float"),
+        ([], "no config given"),
+        (["--resume", "nowhere"], "no checkpoint at nowhere"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_cli_exits_2_with_one_line(tmp_path, args, message):
+    write(tmp_path, "[optim]\nlrr = 0.1\n", "bad.toml")
+    write(tmp_path, "[optim]\nlr = 0.1\n", "good.toml")
+    res = run_cli("nnhw.train", *args, cwd=tmp_path, env={"PYTHONPATH": str(REPO)})
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_markdown_table_lists_every_key():
+    table = config.markdown_table()
+    for section, factory in config.SECTIONS.items():
+        for f in config.dataclasses.fields(factory()):
+            assert f"`{section}.{f.name}`" in table

@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from nnhw import data
+from nnhw.data import FILES, DataError
+
+
+def fake_mnist(root, skip=(), truncate=None, bad_label=False):
+    """Sparse files with valid headers and sizes: zeros for pixels and labels."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, (magic, count) in FILES.items():
+        if name in skip:
+            continue
+        header = magic.to_bytes(4, "big") + count.to_bytes(4, "big")
+        if magic == 2051:
+            header += (28).to_bytes(4, "big") * 2
+        size = len(header) + count * (784 if magic == 2051 else 1)
+        with open(raw / name, "wb") as f:
+            f.write(header)
+            if bad_label and magic == 2049:
+                f.write(bytes([10]))
+            f.truncate(size - 100 if name == truncate else size)
+    return raw
+
+
+def test_missing_root_names_folder_and_files(tmp_path):
+    with pytest.raises(DataError) as info:
+        data.load_mnist(tmp_path / "nowhere")
+    msg = str(info.value)
+    assert "no MNIST files in" in msg and "nowhere/MNIST/raw" in msg
+    assert all(name in msg for name in FILES) and "NNHW_DATA_ROOT" in msg and "\n" not in msg
+
+
+def test_some_files_missing_are_named(tmp_path):
+    fake_mnist(tmp_path, skip=("t10k-labels-idx1-ubyte",))
+    with pytest.raises(DataError, match=r"missing t10k-labels-idx1-ubyte in"):
+        data.load_mnist(tmp_path)
+
+
+def test_truncated_file_is_named(tmp_path):
+    fake_mnist(tmp_path, truncate="train-images-idx3-ubyte")
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: truncated or corrupt"):
+        data.load_mnist(tmp_path)
+
+
+def test_wrong_magic_is_named(tmp_path):
+    raw = fake_mnist(tmp_path)
+    p = raw / "t10k-images-idx3-ubyte"
+    b = bytearray(p.read_bytes())
+    b[:4] = (1234).to_bytes(4, "big")
+    p.write_bytes(bytes(b))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: wrong magic number 1234 \(expected 2051\)"):
+        data.load_mnist(tmp_path)
+
+
+def test_label_out_of_range_is_named(tmp_path):
+    fake_mnist(tmp_path, bad_label=True)
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: labels must lie in 0..9, found 10"):
+        data.load_mnist(tmp_path)
+
+
+def test_failed_download_says_what_to_do(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: <urlopen error [Errno -3] no network>")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
+    with pytest.raises(DataError) as info:
+        data.load_mnist(tmp_path, download=True)
+    msg = str(info.value)
+    assert msg.startswith("could not download MNIST into") and "NNHW_DATA_ROOT" in msg and "\n" not in msg
+
+
+def test_env_overrides_root(monkeypatch):
+    monkeypatch.setenv("NNHW_DATA_ROOT", "/some/where")
+    assert str(data.resolve_root("data")) == "/some/where"
+    monkeypatch.setenv("NNHW_DATA_ROOT", "")
+    assert str(data.resolve_root("data")) == "data"
+
+
+def test_real_splits(mnist_root):
+    splits = data.load_splits(mnist_root)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 50000, "dev": 10000, "test": 10000}
+    x = splits["train"].x
+    assert x.shape == (50000, 784) and x.dtype == torch.float32
+    assert 0.0 <= x.min().item() and x.max().item() <= 1.0
+    # Label counts of the official test set, as published.
+    assert torch.bincount(splits["test"].y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    both = data.load_splits(mnist_root, train_split="train+dev", standardize=True)
+    assert set(both) == {"train", "test"} and len(both["train"]) == 60000
+    assert abs(both["train"].x.mean().item()) < 0.01

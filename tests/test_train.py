@@ -1,0 +1,123 @@
+"""Short real runs of the training loop on ../shared/data (a fraction of an epoch each)."""
+
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from nnhw import config, train
+from nnhw.train import load_checkpoint
+
+from conftest import REPO, run_cli
+
+SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50"]
+
+
+def short_cfg(tmp_path, name="relu", extra=()):
+    return config.load(REPO / "configs" / f"{name}.toml", [*SHORT, f'run.log_dir="{tmp_path}"', *extra])
+
+
+def scalars(path, tag):
+    acc = EventAccumulator(str(path))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else None
+
+
+def test_cli_short_run_writes_curves_checkpoint_and_summary(tmp_path, mnist_root):
+    res = run_cli("nnhw.train", "configs/sigmoid.toml", *SHORT, f"run.log_dir={tmp_path}", env={"NNHW_DATA_ROOT": str(mnist_root)})
+    assert res.returncode == 0, res.stderr
+    run_dir = tmp_path / "sigmoid" / res.stdout.strip().splitlines()[-1].split("/")[-1]
+    assert res.stdout.strip().splitlines()[-1] == str(run_dir)  # the last line printed is the run folder
+    # 0.04 epochs = 2,000 points = 40 updates of 50; evaluations at 0, 500, ..., 2000.
+    for split in ("train", "dev", "test"):
+        for tag in ("loss", "error"):
+            curve = scalars(run_dir / split, tag)
+            assert [s for s, _ in curve] == [0, 500, 1000, 1500, 2000], (split, tag)
+    assert scalars(run_dir, "lr")[0][1] == pytest.approx(0.5)
+    dev_loss = scalars(run_dir / "dev", "loss")
+    assert dev_loss[-1][1] < dev_loss[0][1]  # it learns
+    summary = json.loads((run_dir / "summary.json").read_text())
+    hist = json.loads((run_dir / "history.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 40 and summary["epochs"] == pytest.approx(0.04)
+    assert summary["best_dev_error"] == min(r["dev_error"] for r in hist)
+    assert summary["lowest_test_error"] == min(r["test_error"] for r in hist)
+    assert summary["device"].startswith("cpu") and summary["command"].startswith("python -m nnhw.train configs/sigmoid.toml")
+    assert config.load(run_dir / "config.toml").optim.lr == 0.5  # the resolved config, reloadable
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt["points"] == 2000 and set(ckpt["params"]) == {"W1", "b1", "W2", "b2"}
+
+
+def final_params(run_dir):
+    return load_checkpoint(run_dir)["params"]
+
+
+def test_resumed_run_ends_with_identical_parameters(tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
+    cfg = short_cfg(tmp_path / "a")
+    whole_dir, status = train.run(cfg)
+    assert status == "finished"
+
+    # The same run, killed right after its third checkpoint is on disk (as SIGKILL would leave it).
+    real_save = train.save_checkpoint
+    calls = {"n": 0}
+
+    class Killed(BaseException):
+        pass
+
+    def save_then_die(run_dir, state):
+        real_save(run_dir, state)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Killed
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    cfg = short_cfg(tmp_path / "b")
+    with pytest.raises(Killed):
+        train.run(cfg)
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    (killed_dir,) = (tmp_path / "b" / "relu").iterdir()
+    assert not (killed_dir / "summary.json").exists()
+    saved = load_checkpoint(killed_dir)
+    assert saved["points"] == 1000
+
+    assert train.main(["--resume", str(killed_dir)]) == 0
+    a, b = final_params(whole_dir), final_params(killed_dir)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    # The resumed run's curves have each evaluation once.
+    assert [s for s, _ in scalars(killed_dir / "dev", "loss")] == [0, 500, 1000, 1500, 2000]
+
+
+def test_same_seed_same_curves(tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
+    runs = [train.run(short_cfg(tmp_path, extra=["run.seed=3"]))[0] for _ in range(2)]
+    assert runs[0] != runs[1]  # two runs of one config never share a folder
+    h = [json.loads((r / "history.json").read_text()) for r in runs]
+    assert [{k: v for k, v in r.items()} for r in h[0]] == h[1]
+
+
+def test_unwritable_log_dir_fails_before_training(tmp_path, mnist_root):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    res = run_cli("nnhw.train", "configs/relu.toml", f"run.log_dir={blocker}", env={"NNHW_DATA_ROOT": str(mnist_root)})
+    assert res.returncode == 2 and "cannot write the log folder" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_missing_data_is_one_line(tmp_path):
+    res = run_cli("nnhw.train", "configs/relu.toml", "data.download=false", f"run.log_dir={tmp_path}", env={"NNHW_DATA_ROOT": str(tmp_path / "none")})
+    assert res.returncode == 2 and "no MNIST files in" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_divergence_stops_with_lr_and_keeps_checkpoint(tmp_path, mnist_root):
+    res = run_cli(
+        "nnhw.train", "configs/sigmoid.toml", *SHORT, "optim.lr=1e30", "optim.schedule=constant", f"run.log_dir={tmp_path}",
+        env={"NNHW_DATA_ROOT": str(mnist_root)},
+    )
+    assert res.returncode == train.EXIT_DIVERGED, res.stderr
+    assert "learning rate 1e+30" in res.stderr and "Traceback" not in res.stderr
+    (run_dir,) = (tmp_path / "sigmoid").iterdir()
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt["points"] == 0 and all(torch.isfinite(p).all() for p in ckpt["params"].values())
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
