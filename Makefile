@@ -5,6 +5,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/relu.toml
 
+# Read the MNIST copy beside the checkout (../shared/data) when there is one and
+# NNHW_DATA_ROOT is not set already; otherwise configs download into data/.
+ifneq ($(wildcard ../shared/data/MNIST/raw/train-images-idx3-ubyte),)
+export NNHW_DATA_ROOT ?= $(abspath ../shared/data)
+endif
+
 .PHONY: train test venv clean-venv
 
 # One-time set-up: a venv with nnhw (editable) and its dev extra.
