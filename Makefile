@@ -11,7 +11,7 @@ ifneq ($(wildcard ../shared/data/MNIST/raw/train-images-idx3-ubyte),)
 export NNHW_DATA_ROOT ?= $(abspath ../shared/data)
 endif
 
-.PHONY: train test venv clean-venv
+.PHONY: train test venv clean-venv report report-only
 
 # One-time set-up: a venv with nnhw (editable) and its dev extra.
 $(STAMP): pyproject.toml
@@ -32,3 +32,16 @@ test: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+## make report: full runs of every committed config, their learning-rate sweeps, then reports/REPORT.md
+REPORT_CONFIGS ?= softmax sigmoid relu
+report: $(STAMP)
+	set -e; for c in $(REPORT_CONFIGS); do \
+	  $(PY) -m nnhw.train configs/$$c.toml; \
+	  $(PY) -m nnhw.sweep configs/$$c.toml; \
+	done
+	$(PY) -m nnhw.report
+
+## make report-only: rebuild reports/REPORT.md from the runs already in tb_logs/
+report-only: $(STAMP)
+	$(PY) -m nnhw.report

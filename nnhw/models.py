@@ -78,12 +78,3 @@ def make_loss(cfg_model):
         return nf.squared_error(out, onehot)
 
     return squared_error_onehot
-
-
-def first_layer_images(params, n=8):
-    """The input weights of the first n units of layer 1 as (n, 1, 28, 28), each scaled to [0, 1]."""
-    w = params["W1"].detach()[:n].float().cpu()
-    lo = w.min(dim=1, keepdim=True).values
-    hi = w.max(dim=1, keepdim=True).values
-    w = (w - lo) / (hi - lo).clamp_min(1e-12)
-    return w.reshape(-1, 1, 28, 28)

@@ -356,10 +356,11 @@ def finish(cfg, run_dir, params, state, device, status, root_writer, command, n_
     atomic_write_text(run_dir / "history.json", json.dumps(state["history"], indent=1) + "\n")
     if status != "finished":
         return
-    if "W2" in params:  # an MLP: its first hidden units; softmax regression: its class templates
-        root_writer.add_images("hidden_units", models.first_layer_images(params, 8), state["points"])
-    else:
-        root_writer.add_images("class_weights", models.first_layer_images(params, 10), state["points"])
+    from .plot import save_figures, weight_images
+
+    # 8 hidden units' input weights (softmax regression: the 10 class templates), each in [0, 1].
+    root_writer.add_images("first_layer", weight_images(params).unsqueeze(1), state["points"])
+    save_figures(run_dir, root_writer, state["points"])
 
 
 # --------------------------------------------------------------------------- #

@@ -1,0 +1,140 @@
+"""`python -m nnhw.plot RUN_DIR`: the homework's figures for one run, as PNGs in the run folder.
+
+- loss.png: average loss on train and dev (or test) against effective epochs
+  (training points touched / 50,000), one point per evaluation;
+- error.png: misclassification % on the same splits, from the first evaluation
+  where every plotted error is below 20% (15% for softmax regression);
+- weights.png: the input weights of 8 hidden units as 28x28 images (the class
+  templates for softmax regression), or a CNN's first-layer filters, each
+  scaled to [0, 1] by its own minimum and maximum.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from . import config as config_mod  # noqa: E402
+
+LOSS_NAMES = {"cross_entropy": "average cross-entropy", "squared_error": "average squared error"}
+COLORS = {"train": "tab:blue", "dev": "tab:orange", "test": "tab:green"}
+
+
+def curve_splits(history):
+    """train and dev, or train and test when dev is merged into training (train+dev)."""
+    return ["train", "dev"] if "dev_loss" in history[0] else ["train", "test"]
+
+
+def error_threshold(cfg):
+    return 15.0 if not cfg.model.hidden else 20.0  # softmax regression: 15%, as homework 3 asks
+
+
+def loss_figure(history, cfg, title):
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    x = [r["epoch"] for r in history]
+    for s in curve_splits(history):
+        ax.plot(x, [r[f"{s}_loss"] for r in history], marker=".", ms=3, lw=1, color=COLORS[s], label=s)
+    ax.set_xlabel("effective epoch (training points touched / 50,000)")
+    ax.set_ylabel(LOSS_NAMES[cfg.model.loss])
+    ax.set_yscale("log")
+    ax.set_title(f"{title}: loss")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def error_figure(history, cfg, title):
+    splits = curve_splits(history)
+    limit = error_threshold(cfg)
+    start = next((i for i, r in enumerate(history) if all(r[f"{s}_error"] < limit for s in splits)), None)
+    shown = history if start is None else history[start:]  # never below it: show everything
+    note = f"never below {limit:g}%" if start is None else f"from the first evaluation below {limit:g}%"
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for s in splits:
+        ax.plot([r["epoch"] for r in shown], [r[f"{s}_error"] for r in shown], marker=".", ms=3, lw=1, color=COLORS[s], label=s)
+    ax.set_xlabel("effective epoch (training points touched / 50,000)")
+    ax.set_ylabel("misclassification error (%)")
+    ax.set_title(f"{title}: error ({note})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def weight_images(params, n=8):
+    """(n, h, w) images, each scaled to [0, 1]: 8 hidden units' input weights, the class templates of
+    softmax regression, or a CNN's first-layer filters (averaged over input channels)."""
+    if "K1" in params:  # CNN: first-layer filters (out, in, kh, kw)
+        w = params["K1"].detach().float().cpu().mean(dim=1)[:n]
+    else:
+        w1 = params["W1"].detach().float().cpu()
+        w = w1[: (n if "W2" in params else w1.shape[0])].reshape(-1, 28, 28)
+    flat = w.reshape(len(w), -1)
+    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    return ((flat - lo) / (hi - lo).clamp_min(1e-12)).reshape(w.shape)
+
+
+def weights_figure(params, title):
+    imgs = weight_images(params)
+    what = "first-layer filters" if "K1" in params else ("class templates (W rows)" if "W2" not in params else "input weights of hidden units 1-8")
+    fig, axes = plt.subplots(1, len(imgs), figsize=(1.3 * len(imgs), 1.9), dpi=100)
+    for i, (ax, img) in enumerate(zip(axes, imgs)):
+        ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(str(i if "W2" not in params and "K1" not in params else i + 1), fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"{title}: {what}; each image scaled to [0, 1] by its own min and max", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def figures(run_dir):
+    """name -> matplotlib figure for a run folder that holds history.json and checkpoint.pt."""
+    run_dir = Path(run_dir)
+    cfg = config_mod.load(run_dir / "config.toml")
+    history = json.loads((run_dir / "history.json").read_text())
+    params = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["params"]
+    title = cfg.run.name
+    return {
+        "loss": loss_figure(history, cfg, title),
+        "error": error_figure(history, cfg, title),
+        "weights": weights_figure(params, title),
+    }
+
+
+def save_figures(run_dir, writer=None, step=0):
+    """Write loss.png, error.png and weights.png into run_dir (and to TensorBoard when given a writer)."""
+    paths = []
+    for name, fig in figures(run_dir).items():
+        path = Path(run_dir) / f"{name}.png"
+        fig.savefig(path, metadata={"Software": None})
+        if writer is not None:
+            writer.add_figure(f"figures/{name}", fig, step)  # closes the figure
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m nnhw.plot", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", help="a run folder written by nnhw.train")
+    args = p.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    missing = [f for f in ("config.toml", "history.json", "checkpoint.pt") if not (run_dir / f).is_file()]
+    if missing:
+        print(f"nnhw.plot: error: {run_dir} is not a finished run folder (missing {', '.join(missing)})", file=sys.stderr)
+        return 2
+    for path in save_figures(run_dir):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""`python -m nnhw.report`: reports/REPORT.md and its figures, built from finished runs.
+
+For each homework question it takes the newest finished run of the committed
+config (a run started as `python -m nnhw.train configs/<name>.toml`, with no
+overrides) from the log folder, and the newest learning-rate sweep of it, copies
+their PNGs beside the report, and writes every number from their summary.json
+and sweep.json. The same runs always give the same file.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+
+# (question, config name, what the homework asks for)
+QUESTIONS = [
+    ("3", "softmax", "Softmax regression by SGD, one point at a time"),
+    ("4.1", "sigmoid", "One hidden layer of 200 sigmoid units, softmax cross-entropy"),
+    ("4.2", "relu", "One hidden layer of 200 ReLU units, ReLU outputs, squared error"),
+    ("4.3 (wide)", "wide", "Extra credit: a wide one-hidden-layer MLP on train+dev"),
+    ("4.3 (deep)", "deep", "Extra credit: an MLP with at least two hidden layers on train+dev"),
+    ("6", "cnn", "Extra credit: a CNN with average pooling on train+dev"),
+    ("6 (augmented)", "cnn_aug", "Extra credit: the CNN with data augmentation on the device"),
+]
+
+# Published MNIST test errors (%), for the summary table.
+PUBLISHED = [
+    ("Linear classifier (1-layer NN)", 12.0, "LeCun et al. 1998, the MNIST table"),
+    ("Softmax (logistic) regression, tuned", 7.49, "deeplearning.net logistic-regression tutorial"),
+    ("1 hidden layer, 300 units, squared error", 4.7, "LeCun et al. 1998, the MNIST table"),
+    ("1 hidden layer, 800 units, cross-entropy", 1.6, "Simard et al. 2003"),
+    ("3x1024 ReLU, dropout and max-norm", 1.06, "Srivastava et al. 2014"),
+    ("2x8192 ReLU, dropout and max-norm", 0.95, "Srivastava et al. 2014"),
+    ("LeNet-5", 0.95, "LeCun et al. 1998"),
+    ("Best single CNN, elastic distortions", 0.35, "Ciresan et al. 2011"),
+]
+
+FIGURES = ["loss", "error", "weights"]
+
+
+def pct(x):
+    return "n/a" if x is None else f"{x:.2f}%"
+
+
+def latest_run(log_dir, name):
+    """The newest finished run of configs/<name>.toml without overrides, or None."""
+    want = f"python -m nnhw.train configs/{name}.toml"
+    found = []
+    for summary_path in sorted((Path(log_dir) / name).glob("*/summary.json")):
+        s = json.loads(summary_path.read_text())
+        if s.get("status") == "finished" and s.get("command", "").strip() == want:
+            found.append(summary_path.parent)
+    return found[-1] if found else None
+
+
+def latest_sweep(log_dir, name):
+    found = sorted((Path(log_dir) / f"{name}-sweep").glob("*/sweep.json"))
+    return found[-1].parent if found else None
+
+
+def schedule_text(o):
+    if o.schedule == "constant":
+        return "constant"
+    if o.schedule == "step":
+        return f"x{o.gamma:g} at epochs {', '.join(f'{m:g}' for m in o.milestones)}"
+    return f"{o.schedule} to {o.final_fraction:g} x lr"
+
+
+def parameter_rows(cfg):
+    m, o = cfg.model, cfg.optim
+    arch = getattr(m, "arch", "mlp")
+    if arch == "cnn":
+        model = f"CNN, conv channels {m.channels}, kernel {m.kernel}, avg-pool {m.pool}, hidden {m.hidden}, {m.transfer}"
+    else:
+        model = " - ".join(str(d) for d in [784, *m.hidden, 10]) + (f", {m.transfer} hidden" if m.hidden else "") + f", {m.output_transfer} outputs"
+    rows = [
+        ("model", model),
+        ("loss", m.loss),
+        ("training split", cfg.data.train_split + (" (standardised)" if cfg.data.standardize else "")),
+        ("batch size", f"{cfg.train.batch_size}"),
+        ("epochs", f"{cfg.train.epochs:g}"),
+        ("learning rate", f"{o.lr:g}"),
+        ("schedule", schedule_text(o)),
+        ("momentum", f"{o.momentum:g}"),
+        ("lambda (L2)", f"{o.l2:g}" + (" (biases too)" if o.l2_bias else " (weights only)")),
+        ("initialisation", f"{m.init} (scale {m.init_scale:g}), biases {m.bias_init:g}"),
+        ("seed", f"{cfg.run.seed}"),
+    ]
+    for key in ("dropout", "augment"):
+        if hasattr(m, key) or hasattr(cfg.train, key):
+            val = getattr(m, key, getattr(cfg.train, key, None))
+            rows.append((key, str(val)))
+    return rows
+
+
+def section(question, name, what, run_dir, sweep_dir, out):
+    lines = [f"## {question}: {what}", ""]
+    if run_dir is None:
+        return lines + [f"No finished run of `configs/{name}.toml` yet: `python -m nnhw.train configs/{name}.toml`.", ""], None
+    summary = json.loads((run_dir / "summary.json").read_text())
+    cfg = config_mod.load(run_dir / "config.toml")
+    dest = out / name
+    dest.mkdir(parents=True, exist_ok=True)
+    lines += [f"Config `configs/{name}.toml`; run `{run_dir.name}` at commit `{summary['git_commit'][:12]}`.", ""]
+    lines += ["| parameter | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in parameter_rows(cfg)] + [""]
+    if sweep_dir is not None:
+        sw = json.loads((sweep_dir / "sweep.json").read_text())
+        shutil.copyfile(sweep_dir / "sweep.png", dest / "sweep.png")
+        thr = "none on the grid" if sw["threshold_lr"] is None else f"{sw['threshold_lr']:g}"
+        div = "none on the grid" if sw["diverging_lr"] is None else f"{sw['diverging_lr']:g}"
+        lines += [
+            f"**Learning-rate threshold.** The smallest rate with a non-trivial decrease is **{thr}**; "
+            f"training diverges from **{div}** ({sw['rule']}). Command: `{sw['command']}`.",
+            "",
+            f"![{name} sweep]({name}/sweep.png)",
+            "",
+        ]
+    has_dev = summary["best_dev_error"] is not None
+    lines += [
+        "| result | value |",
+        "|---|---|",
+        f"| lowest test error | {pct(summary['lowest_test_error'])} (epoch {summary['lowest_test_epoch']:.2f}) |",
+    ]
+    if has_dev:
+        lines += [
+            f"| test error at best dev | {pct(summary['test_error_at_best_dev'])} (best dev {pct(summary['best_dev_error'])} at epoch {summary['best_dev_epoch']:.2f}) |",
+        ]
+    final = summary["final"]
+    lines += [
+        f"| final errors | train {pct(final['train_error'])}" + (f", dev {pct(final['dev_error'])}" if has_dev else "") + f", test {pct(final['test_error'])} |",
+        f"| training time | {summary['train_seconds'] / 60:.1f} min ({summary['train_seconds']:.0f} s; evaluation {summary['eval_seconds']:.0f} s more) |",
+        f"| device | {summary['device']} |",
+        f"| reproduce | `{summary['command']}` |",
+        "",
+    ]
+    for fig in FIGURES:
+        src = run_dir / f"{fig}.png"
+        if src.is_file():
+            shutil.copyfile(src, dest / f"{fig}.png")
+            lines += [f"![{name} {fig}]({name}/{fig}.png)", ""]
+    return lines, summary
+
+
+def build(log_dir="tb_logs", out="reports"):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    body, table = [], []
+    for question, name, what in QUESTIONS:
+        run_dir, sweep_dir = latest_run(log_dir, name), latest_sweep(log_dir, name)
+        lines, summary = section(question, name, what, run_dir, sweep_dir, out)
+        if summary is None and name in ("wide", "deep", "cnn", "cnn_aug"):
+            continue  # extra credit not run yet: leave it out rather than list an empty section
+        body += lines
+        if summary is not None:
+            table.append((f"nnhw `{name}` (question {question})", summary))
+    head = [
+        "# nnhw report: homework 4 on MNIST",
+        "",
+        "Built by `python -m nnhw.report` from the newest finished run of each committed config; every number",
+        "below is copied from that run's `summary.json` (and the sweep's `sweep.json`). Regenerate everything",
+        "with `make report` (trains each config, runs the sweeps, then builds this file).",
+        "",
+        "## Summary beside published MNIST test errors",
+        "",
+        "| model | test error at best dev | lowest test error | source |",
+        "|---|---|---|---|",
+    ]
+    for label, s in table:
+        head.append(f"| {label} | {pct(s['test_error_at_best_dev'])} | {pct(s['lowest_test_error'])} | this report |")
+    for label, err, source in PUBLISHED:
+        head.append(f"| {label} | | {err:.2f}% | {source} |")
+    head += ["", "Runs on train+dev have no dev split: their row gives the lowest test error only.", ""]
+    text = "\n".join(head + body).rstrip() + "\n"
+    (out / "REPORT.md").write_text(text)
+    return out / "REPORT.md"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m nnhw.report", description=__doc__.splitlines()[0])
+    p.add_argument("--log-dir", default="tb_logs", help="folder with the runs (default tb_logs)")
+    p.add_argument("--out", default="reports", help="folder for REPORT.md and its PNGs (default reports)")
+    args = p.parse_args(argv)
+    if not Path(args.log_dir).is_dir():
+        print(f"nnhw.report: error: no log folder {args.log_dir}; train the configs first (make report does it all)", file=sys.stderr)
+        return 2
+    print(build(args.log_dir, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""`python -m nnhw.sweep CONFIG [section.key=value ...]`: the learning-rate threshold.
+
+The homework asks (4.1.2, 4.2.2) "for what learning rate do you start observing a
+non-trivial decrease". For every rate on a log-spaced grid, train from the same
+initialisation and the same data order for a fixed budget (a quarter epoch by
+default) at that constant rate, then measure the average training loss.
+
+- non-trivial decrease: the loss after the budget is at least 10% below the
+  loss at initialisation;
+- diverged: the loss after the budget is NaN, infinite, or above the loss at
+  initialisation.
+
+It prints the table, the smallest rate with a non-trivial decrease and the
+smallest rate that diverges, and writes sweep.json and sweep.png into
+<run.log_dir>/<run.name>-sweep/<time>/.
+"""
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from . import config as config_mod  # noqa: E402
+from . import data as data_mod  # noqa: E402
+from . import models  # noqa: E402
+from .config import ConfigError  # noqa: E402
+from .data import DataError  # noqa: E402
+from .optim import MomentumSGD  # noqa: E402
+from .train import RunError, atomic_write_text, evaluate, make_run_dir, resolve_device  # noqa: E402
+
+DECREASE = 0.10  # "non-trivial": at least 10% below the starting loss
+
+
+def log_grid(lo, hi, per_decade):
+    n = round(math.log10(hi / lo) * per_decade)
+    return [float(f"{lo * 10 ** (i / per_decade):.3g}") for i in range(n + 1)]
+
+
+def loss_after_budget(cfg, splits, lr, budget_points, device):
+    """Average training loss after `budget_points` of constant-rate SGD from the config's init."""
+    train = splits["train"]
+    params = models.init_params(cfg.model, cfg.run.seed, device)
+    forward, loss_fn = models.make_forward(cfg.model), models.make_loss(cfg.model)
+    opt = MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias)
+    order = torch.Generator().manual_seed(cfg.run.seed + 1)
+    idx = torch.randperm(len(train), generator=order)[:budget_points].to(device)
+    x_all, y_all = train.x[idx], train.y[idx]
+    B = cfg.train.batch_size
+    for i in range(0, budget_points, B):
+        loss = loss_fn(forward(params, x_all[i : i + B]), y_all[i : i + B])
+        grads = torch.autograd.grad(loss, list(params.values()))
+        opt.step(dict(zip(params, grads)), lr)
+    return evaluate(params, forward, loss_fn, train, cfg.eval.batch_size)[0]
+
+
+def classify(start, end):
+    if not math.isfinite(end) or end > start:
+        return "diverged"
+    return "decrease" if end <= (1 - DECREASE) * start else "flat"
+
+
+def sweep(cfg, lrs, budget_epochs=0.25):
+    device = resolve_device(cfg.run.device)
+    root = data_mod.resolve_root(cfg.data.root)
+    splits = data_mod.load_splits(root, cfg.data.download, cfg.data.train_split, cfg.data.standardize, device)
+    budget = max(1, round(budget_epochs * data_mod.N_TRAIN))
+    params = models.init_params(cfg.model, cfg.run.seed, device)
+    start = evaluate(params, models.make_forward(cfg.model), models.make_loss(cfg.model), splits["train"], cfg.eval.batch_size)[0]
+    rows = []
+    for lr in lrs:
+        t0 = time.perf_counter()
+        end = loss_after_budget(cfg, splits, lr, budget, device)
+        rows.append(dict(lr=lr, loss=end, verdict=classify(start, end), seconds=round(time.perf_counter() - t0, 2)))
+        print(f"lr {lr:<9.3g} loss after {budget_epochs:g} epoch {end:<10.4g} {rows[-1]['verdict']}", flush=True)
+    threshold = next((r["lr"] for r in rows if r["verdict"] == "decrease"), None)
+    diverges = next((r["lr"] for r in rows if r["verdict"] == "diverged" and threshold is not None and r["lr"] > threshold), None)
+    return dict(
+        name=cfg.run.name,
+        budget_epochs=budget_epochs,
+        start_loss=start,
+        rule=f"non-trivial decrease: training loss after {budget_epochs:g} epoch at a constant rate <= {1 - DECREASE:.2f} x its initial value; "
+        "diverged: NaN, infinite, or above the initial value",
+        threshold_lr=threshold,
+        diverging_lr=diverges,
+        batch_size=cfg.train.batch_size,
+        momentum=cfg.optim.momentum,
+        rows=rows,
+        device=str(device),
+    )
+
+
+def sweep_figure(result):
+    rows = result["rows"]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    finite = [r for r in rows if math.isfinite(r["loss"])]
+    ax.plot([r["lr"] for r in finite], [r["loss"] for r in finite], marker="o", color="tab:blue", label="training loss after budget")
+    for r in rows:
+        if not math.isfinite(r["loss"]):
+            ax.axvline(r["lr"], color="tab:red", alpha=0.3)
+    ax.axhline(result["start_loss"], color="gray", ls="--", lw=1, label="loss at initialisation")
+    ax.axhline((1 - DECREASE) * result["start_loss"], color="gray", ls=":", lw=1, label=f"{1 - DECREASE:.0%} of it")
+    if result["threshold_lr"]:
+        ax.axvline(result["threshold_lr"], color="tab:green", lw=1, label=f"threshold {result['threshold_lr']:g}")
+    if result["diverging_lr"]:
+        ax.axvline(result["diverging_lr"], color="tab:red", lw=1, label=f"diverges at {result['diverging_lr']:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("learning rate (constant)")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"{result['name']}: loss after {result['budget_epochs']:g} epoch vs learning rate", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m nnhw.sweep", description="Find the learning rate at which the loss starts to fall non-trivially, and where it diverges.")
+    p.add_argument("config", help="the TOML config whose model, batch size, momentum and init are swept")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument("--lo", type=float, default=1e-4, help="smallest rate of the grid (default 1e-4)")
+    p.add_argument("--hi", type=float, default=100.0, help="largest rate of the grid (default 100)")
+    p.add_argument("--per-decade", type=int, default=2, help="grid points per decade (default 2)")
+    p.add_argument("--budget", type=float, default=0.25, help="training budget per rate in epochs of 50,000 points (default 0.25)")
+    args = p.parse_args(argv)
+    try:
+        if not (0 < args.lo < args.hi) or args.per_decade < 1 or not (0 < args.budget <= 10):
+            raise ConfigError("need 0 < --lo < --hi, --per-decade >= 1 and 0 < --budget <= 10")
+        cfg = config_mod.load(args.config, args.overrides)
+        out = make_run_dir(cfg.run.log_dir, cfg.run.name + "-sweep")
+        result = sweep(cfg, log_grid(args.lo, args.hi, args.per_decade), args.budget)
+    except (ConfigError, DataError, RunError) as e:
+        print(f"nnhw.sweep: error: {e}", file=sys.stderr)
+        return 2
+    result["command"] = "python -m nnhw.sweep " + " ".join(argv if argv is not None else sys.argv[1:])
+    atomic_write_text(out / "sweep.json", json.dumps(result, indent=2) + "\n")
+    fig = sweep_figure(result)
+    fig.savefig(out / "sweep.png", metadata={"Software": None})
+    plt.close(fig)
+    print(f"threshold: {result['threshold_lr']}  diverges from: {result['diverging_lr']}  ({result['rule']})")
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

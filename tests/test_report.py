@@ -1,0 +1,120 @@
+"""Plots, the learning-rate sweep and the report, on tiny real runs (no full training in CI)."""
+
+import json
+import re
+import shutil
+
+import pytest
+
+from nnhw import config, plot, report, sweep, train
+
+from conftest import REPO, run_cli
+
+TINY = ["train.epochs=0.1", "eval.every=1000", "train.batch_size=50", "optim.schedule=\"constant\"", "optim.lr=0.2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory, mnist_root):
+    """One tiny finished run of sigmoid and of softmax, filed as if run from the committed configs."""
+    import os
+
+    os.environ["NNHW_DATA_ROOT"] = str(mnist_root)
+    log_dir = tmp_path_factory.mktemp("logs")
+    runs = {}
+    for name in ("sigmoid", "softmax"):
+        cfg = config.load(REPO / "configs" / f"{name}.toml", [*TINY, f'run.log_dir="{log_dir}"'])
+        run_dir, status = train.run(cfg, command=f"python -m nnhw.train configs/{name}.toml")
+        assert status == "finished"
+        runs[name] = run_dir
+    return log_dir, runs
+
+
+def test_run_writes_figures(tiny_runs):
+    _, runs = tiny_runs
+    for run_dir in runs.values():
+        for name in ("loss", "error", "weights"):
+            png = run_dir / f"{name}.png"
+            assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_cli_redraws_identically(tiny_runs):
+    _, runs = tiny_runs
+    before = (runs["sigmoid"] / "loss.png").read_bytes()
+    (runs["sigmoid"] / "loss.png").unlink()
+    res = run_cli("nnhw.plot", str(runs["sigmoid"]))
+    assert res.returncode == 0, res.stderr
+    assert (runs["sigmoid"] / "loss.png").read_bytes() == before
+
+
+def test_plot_cli_rejects_non_run(tmp_path):
+    res = run_cli("nnhw.plot", str(tmp_path))
+    assert res.returncode == 2 and "not a finished run folder" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_error_plot_starts_below_threshold(tiny_runs):
+    _, runs = tiny_runs
+    cfg = config.load(runs["sigmoid"] / "config.toml")
+    history = json.loads((runs["sigmoid"] / "history.json").read_text())
+    fig = plot.error_figure(history, cfg, "t")
+    xs = fig.axes[0].lines[0].get_xdata()
+    first = next(r for r in history if r["train_error"] < 20 and r["dev_error"] < 20)
+    assert xs[0] == first["epoch"] and history[0]["train_error"] > 20  # the start (~90%) is left out
+
+
+def test_weight_images_scaled_to_unit_interval(tiny_runs):
+    _, runs = tiny_runs
+    import torch
+
+    params = torch.load(runs["sigmoid"] / "checkpoint.pt", weights_only=True)["params"]
+    imgs = plot.weight_images(params)
+    assert imgs.shape == (8, 28, 28)
+    assert torch.allclose(imgs.flatten(1).min(1).values, torch.zeros(8))
+    assert torch.allclose(imgs.flatten(1).max(1).values, torch.ones(8))
+
+
+def test_report_numbers_equal_summaries_and_rebuild_is_identical(tiny_runs, tmp_path):
+    log_dir, runs = tiny_runs
+    out = tmp_path / "reports"
+    text = report.build(log_dir, out).read_text()
+    for name, run_dir in runs.items():
+        s = json.loads((run_dir / "summary.json").read_text())
+        assert f"| lowest test error | {s['lowest_test_error']:.2f}% (epoch {s['lowest_test_epoch']:.2f}) |" in text
+        assert f"| test error at best dev | {s['test_error_at_best_dev']:.2f}% (best dev {s['best_dev_error']:.2f}%" in text
+        for fig in ("loss", "error", "weights"):
+            assert f"({name}/{fig}.png)" in text and (out / name / f"{fig}.png").is_file()
+    # Every figure the report names exists.
+    for ref in re.findall(r"\]\(([^)]+\.png)\)", text):
+        assert (out / ref).is_file(), ref
+    assert "| Softmax (logistic) regression, tuned | | 7.49% |" in text
+    again = report.build(log_dir, tmp_path / "again").read_text()
+    assert again == text
+    assert (out / "sigmoid" / "loss.png").read_bytes() == (tmp_path / "again" / "sigmoid" / "loss.png").read_bytes()
+
+
+def test_report_skips_runs_with_overrides(tiny_runs, tmp_path):
+    log_dir, runs = tiny_runs
+    copy = tmp_path / "logs"
+    shutil.copytree(log_dir, copy)
+    for s_path in copy.glob("*/*/summary.json"):
+        s = json.loads(s_path.read_text())
+        s["command"] += " optim.lr=9"
+        s_path.write_text(json.dumps(s))
+    text = report.build(copy, tmp_path / "r").read_text()
+    assert "No finished run of `configs/sigmoid.toml` yet" in text
+
+
+def test_sweep_classifies_and_finds_threshold(mnist_root, monkeypatch):
+    monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
+    cfg = config.load(REPO / "configs" / "sigmoid.toml")
+    result = sweep.sweep(cfg, [1e-4, 0.5, 1e4], budget_epochs=0.05)
+    verdicts = [r["verdict"] for r in result["rows"]]
+    assert verdicts == ["flat", "decrease", "diverged"], result["rows"]
+    assert result["threshold_lr"] == 0.5 and result["diverging_lr"] == 1e4
+    fig = sweep.sweep_figure(result)
+    assert fig.axes[0].get_xscale() == "log"
+
+
+def test_sweep_grid():
+    assert sweep.log_grid(1e-3, 1.0, 1) == [0.001, 0.01, 0.1, 1.0]
+    assert sweep.classify(2.0, float("nan")) == "diverged" and sweep.classify(2.0, 1.7) == "decrease"
+    assert sweep.classify(2.0, 1.9) == "flat"
