@@ -1,0 +1,182 @@
+"""Homework 5: reverse and forward mode by hand on the homework's evaluation trace.
+
+    f(w1, w2) = (sin(2 pi w1/w2) + 3 w1/w2 - exp(2 w2)) * (3 w1/w2 - exp(2 w2))
+
+    z1 = w1 / w2
+    z2 = sin(2 pi z1)
+    z3 = exp(2 w2)
+    z4 = 3 z1 - z3
+    z5 = z2 + z4
+    z6 = z4 z5          (= f)
+
+`python -m nnhw.autodiff` prints the trace, both derivatives, the autograd values
+they must equal, and (5.3) the cost of a d-dimensional gradient by forward mode
+(d passes) against one reverse pass.
+"""
+
+import argparse
+import math
+import time
+import warnings
+
+import torch
+
+TWO_PI = 2 * math.pi
+
+
+def trace(w1, w2):
+    """The evaluation trace z1..z6, plain floats."""
+    z1 = w1 / w2
+    z2 = math.sin(TWO_PI * z1)
+    z3 = math.exp(2 * w2)
+    z4 = 3 * z1 - z3
+    z5 = z2 + z4
+    z6 = z4 * z5
+    return z1, z2, z3, z4, z5, z6
+
+
+def reverse_mode(w1, w2):
+    """f and (df/dw1, df/dw2) by one reverse sweep.
+
+    The adjoint bar_t = dz6/dz_t is written with z1..z6 and the adjoints of later
+    lines only, one line per trace line (the input line last).
+    """
+    z1, z2, z3, z4, z5, z6 = trace(w1, w2)
+    bar6 = 1.0
+    bar5 = bar6 * z4  # z6 = z4 z5
+    bar4 = bar6 * z5 + bar5 * 1.0  # z4 feeds z6 = z4 z5 and z5 = z2 + z4
+    bar3 = bar4 * -1.0  # z4 = 3 z1 - z3
+    bar2 = bar5 * 1.0  # z5 = z2 + z4
+    bar1 = bar2 * TWO_PI * math.cos(TWO_PI * z1) + bar4 * 3.0  # z2 = sin(2 pi z1), z4 = 3 z1 - z3
+    # z1 = w1 / w2 and z3 = exp(2 w2): dz1/dw1 = 1/w2, dz1/dw2 = -z1/w2, dz3/dw2 = 2 z3.
+    dw1 = bar1 / w2
+    dw2 = bar1 * (-z1 / w2) + bar3 * 2.0 * z3
+    return z6, (dw1, dw2)
+
+
+def forward_mode(w1, w2, dw1=1.0, dw2=0.0):
+    """f and its directional derivative along (dw1, dw2), in the homework's 12 steps:
+    each line's value, then its tangent from earlier values and tangents only.
+    With the default direction (1, 0) the tangent is df/dw1.
+    """
+    z1 = w1 / w2  # 1
+    d1 = dw1 / w2 - w1 * dw2 / (w2 * w2)  # 2
+    z2 = math.sin(TWO_PI * z1)  # 3
+    d2 = TWO_PI * math.cos(TWO_PI * z1) * d1  # 4
+    z3 = math.exp(2 * w2)  # 5
+    d3 = 2 * z3 * dw2  # 6
+    z4 = 3 * z1 - z3  # 7
+    d4 = 3 * d1 - d3  # 8
+    z5 = z2 + z4  # 9
+    d5 = d2 + d4  # 10
+    z6 = z4 * z5  # 11
+    d6 = d4 * z5 + z4 * d5  # 12
+    return z6, d6
+
+
+def f_torch(w1, w2):
+    z1 = w1 / w2
+    return (torch.sin(TWO_PI * z1) + 3 * z1 - torch.exp(2 * w2)) * (3 * z1 - torch.exp(2 * w2))
+
+
+def autograd_gradient(w1, w2):
+    """(f, (df/dw1, df/dw2)) from torch.autograd in float64, for comparison."""
+    a = torch.tensor(w1, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(w2, dtype=torch.float64, requires_grad=True)
+    f = f_torch(a, b)
+    g1, g2 = torch.autograd.grad(f, (a, b))
+    return f.item(), (g1.item(), g2.item())
+
+
+# --------------------------------------------------------------------------- #
+# 5.3: forward mode needs d passes for a gradient in R^d, reverse mode one     #
+# --------------------------------------------------------------------------- #
+
+
+def linear_softmax_loss(n_inputs, n=256, k=10, seed=0):
+    """A loss R^d -> R with d = k * n_inputs: softmax regression's average cross-entropy
+    as a function of its flattened weights, on fixed random data."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, n_inputs, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, k, (n,), generator=gen)
+
+    def loss(w):  # w (d,)
+        logits = x @ w.view(k, n_inputs).t()  # (n, k)
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    return loss
+
+
+def gradient_forward_mode(loss, w):
+    """d passes of torch.func.jvp, one per basis tangent e_i: df/dw_i = jvp along e_i."""
+    grad = torch.empty_like(w)
+    basis = torch.eye(len(w), dtype=w.dtype)
+    for i in range(len(w)):
+        _, grad[i] = torch.func.jvp(loss, (w,), (basis[i],))
+    return grad
+
+
+def gradient_reverse_mode(loss, w):
+    w = w.detach().requires_grad_()
+    (grad,) = torch.autograd.grad(loss(w), w)
+    return grad
+
+
+def _best_time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def mode_cost_table(dims=(10, 100, 1000), repeats=3):
+    """For each d: seconds for the forward-mode gradient (d jvps) and the reverse-mode one, and their ratio."""
+    rows = []
+    for d in dims:
+        loss = linear_softmax_loss(d // 10)
+        w = torch.randn(d, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 0.1
+        g_fwd, g_rev = gradient_forward_mode(loss, w), gradient_reverse_mode(loss, w)
+        t_fwd = _best_time(lambda: gradient_forward_mode(loss, w), repeats)
+        t_rev = _best_time(lambda: gradient_reverse_mode(loss, w), repeats)
+        rows.append(dict(d=d, forward_s=t_fwd, reverse_s=t_rev, ratio=t_fwd / t_rev, max_abs_diff=(g_fwd - g_rev).abs().max().item()))
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m nnhw.autodiff", description=__doc__.splitlines()[0])
+    p.add_argument("--w1", type=float, default=1.5, help="the point (w1, w2) (default 1.5, 0.5)")
+    p.add_argument("--w2", type=float, default=0.5)
+    p.add_argument("--dims", type=int, nargs="+", default=[10, 100, 1000], help="d for the 5.3 table (multiples of 10)")
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")  # raised inside torch.func
+    w1, w2 = args.w1, args.w2
+    if w2 == 0 or any(d % 10 or d < 10 for d in args.dims):
+        p.error("w2 must not be 0, and every d a positive multiple of 10")
+
+    print(f"Evaluation trace at (w1, w2) = ({w1}, {w2}):")
+    for t, z in enumerate(trace(w1, w2), 1):
+        print(f"  z{t} = {z:.12g}")
+    f_rev, (g1, g2) = reverse_mode(w1, w2)
+    f_fwd, d1 = forward_mode(w1, w2)
+    _, d2 = forward_mode(w1, w2, 0.0, 1.0)
+    f_ag, (a1, a2) = autograd_gradient(w1, w2)
+    print("\n              f                    df/dw1               df/dw2")
+    print(f"  reverse  {f_rev:<20.14g} {g1:<20.14g} {g2:<20.14g}")
+    print(f"  forward  {f_fwd:<20.14g} {d1:<20.14g} {d2:<20.14g}  (df/dw2: a second pass along (0, 1))")
+    print(f"  autograd {f_ag:<20.14g} {a1:<20.14g} {a2:<20.14g}")
+    rel = max(abs(g1 - a1) / abs(a1), abs(g2 - a2) / abs(a2), abs(d1 - a1) / abs(a1))
+    print(f"  largest relative difference from autograd: {rel:.2e}")
+
+    print("\n5.3: the gradient of a loss R^d -> R (softmax regression's cross-entropy in its flattened weights)")
+    print("     forward mode: d passes of torch.func.jvp along e_1..e_d; reverse mode: one torch.autograd.grad")
+    print(f"  {'d':>6} {'forward (s)':>12} {'reverse (s)':>12} {'ratio':>9} {'ratio / d':>10} {'max |diff|':>11}")
+    for r in mode_cost_table(args.dims):
+        print(f"  {r['d']:>6} {r['forward_s']:>12.5f} {r['reverse_s']:>12.6f} {r['ratio']:>9.1f} {r['ratio'] / r['d']:>10.3f} {r['max_abs_diff']:>11.1e}")
+    print("  expected: the ratio grows as O(d) (forward mode costs about d x T, reverse mode about 5 T);")
+    print("  a steady ratio / d column is that linear growth.")
+
+
+if __name__ == "__main__":
+    main()

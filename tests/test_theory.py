@@ -1,0 +1,84 @@
+"""Homework 5's derivatives by hand and every claim of `python -m nnhw.theory`, as tests."""
+
+import math
+import random
+
+import pytest
+import torch
+
+from nnhw import autodiff, theory
+
+
+def points(n=20, seed=0):
+    rng = random.Random(seed)
+    return [(rng.uniform(-2, 2), rng.choice([-1, 1]) * rng.uniform(0.3, 1.5)) for _ in range(n)]
+
+
+def rel(a, b):
+    return abs(a - b) / max(abs(b), 1e-300)
+
+
+@pytest.mark.parametrize("w1, w2", points())
+def test_reverse_mode_equals_autograd(w1, w2):
+    f, (g1, g2) = autodiff.reverse_mode(w1, w2)
+    f_ag, (a1, a2) = autodiff.autograd_gradient(w1, w2)
+    assert rel(f, f_ag) <= 1e-12 and rel(g1, a1) <= 1e-12 and rel(g2, a2) <= 1e-12
+
+
+@pytest.mark.parametrize("w1, w2", points())
+def test_forward_mode_equals_autograd(w1, w2):
+    f, d1 = autodiff.forward_mode(w1, w2)
+    _, d2 = autodiff.forward_mode(w1, w2, 0.0, 1.0)
+    _, (a1, a2) = autodiff.autograd_gradient(w1, w2)
+    assert rel(d1, a1) <= 1e-12 and rel(d2, a2) <= 1e-12
+    assert f == autodiff.trace(w1, w2)[-1]
+
+
+def test_trace_is_f():
+    w1, w2 = 0.7, -0.4
+    f = (math.sin(2 * math.pi * w1 / w2) + 3 * w1 / w2 - math.exp(2 * w2)) * (3 * w1 / w2 - math.exp(2 * w2))
+    assert rel(autodiff.trace(w1, w2)[-1], f) <= 1e-14
+
+
+def test_forward_mode_gradient_equals_reverse_in_high_dimension():
+    loss = autodiff.linear_softmax_loss(5)
+    w = torch.randn(50, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(autodiff.gradient_forward_mode(loss, w), autodiff.gradient_reverse_mode(loss, w), rtol=1e-12, atol=1e-15)
+
+
+def test_mode_cost_grows_with_d():
+    rows = autodiff.mode_cost_table(dims=(10, 200), repeats=1)
+    assert all(r["max_abs_diff"] < 1e-12 for r in rows)
+    assert rows[1]["ratio"] > rows[0]["ratio"]  # d passes against one: the ratio grows with d
+
+
+@pytest.mark.parametrize("number, claim, fn", theory.CLAIMS, ids=[c[0] for c in theory.CLAIMS])
+def test_theory_claim_holds(number, claim, fn):
+    result = fn()
+    assert result["holds"], result
+
+
+def test_claims_fail_when_they_should():
+    # The claims' checks can fail: a tanh net with biases does not simply flip sign at depth 2,
+    # and a non-orthogonal target gives a non-zero gradient at w = 0.
+    x = torch.randn(5, 3, dtype=torch.float64)
+    ws = [torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64), torch.randn(1, 4, dtype=torch.float64)]
+    bs = [torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64), torch.randn(1, dtype=torch.float64)]
+    y = theory._net(x, ws, theory.nf.tanh, bs)
+    y_flip = theory._net(x, [-w for w in ws], theory.nf.tanh, [-b for b in bs])
+    assert (y_flip + y).abs().max() > 1e-3 and (y_flip - y).abs().max() > 1e-3
+    assert theory.claim_2_2_1()["grad_norm_generic_y"] > 1e-3
+
+
+def test_square_net_linear_weights():
+    g = torch.Generator().manual_seed(5)
+    w1, b1 = torch.randn(3, 2, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    w2, b2 = torch.randn(1, 3, generator=g, dtype=torch.float64), torch.randn(1, generator=g, dtype=torch.float64)
+    x = torch.randn(7, 2, generator=g, dtype=torch.float64)
+    y = ((x @ w1.t() + b1) ** 2) @ w2.t() + b2
+    torch.testing.assert_close(theory.quadratic_features(x) @ theory.square_net_as_linear(w1, b1, w2, b2), y[:, 0])
+
+
+def test_theory_cli_writes_figure(tmp_path):
+    assert theory.main(["--out", str(tmp_path)]) == 0
+    assert (tmp_path / "gd_rates.png").read_bytes()[:4] == b"\x89PNG"
