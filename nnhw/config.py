@@ -53,13 +53,21 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    hidden: list[int] = opt([], "hidden-layer widths; [] is softmax regression (a linear model)")
+    arch: str = opt("mlp", "'mlp' (fully connected layers only) or 'cnn' (conv + average-pool layers, then the fully connected ones)", choices=["mlp", "cnn"])
+    hidden: list[int] = opt([], "widths of the fully connected hidden layers; [] with arch 'mlp' is softmax regression (a linear model)")
     transfer: str = opt("sigmoid", "transfer function of the hidden layers", choices=TRANSFER_NAMES)
     output_transfer: str = opt("identity", "transfer function on the k = 10 outputs", choices=TRANSFER_NAMES)
     loss: str = opt("cross_entropy", "'cross_entropy' (softmax on the outputs) or 'squared_error' (against one-hot targets, averaged over samples and classes)", choices=LOSS_NAMES)
     init: str = opt("xavier", "weight initialisation: 'normal' (std = init_scale), 'uniform' (+-init_scale), 'xavier' (Glorot normal times init_scale), 'he' (normal, std sqrt(2/fan_in) times init_scale), 'zeros'", choices=INIT_NAMES)
     init_scale: float = opt(1.0, "scale of the initialisation (its std for 'normal', a multiplier for 'xavier' and 'he')", min=0.0)
     bias_init: float = opt(0.0, "initial value of every bias")
+    conv_channels: list[int] = opt([32, 64], "cnn: output channels of each convolution layer")
+    conv_kernel: list[int] = opt([5, 5], "cnn: filter size (k x k) of each convolution layer")
+    conv_padding: int = opt(0, "cnn: zero padding on each side of every convolution", min=0)
+    pool: int = opt(2, "cnn: average-pooling region (p x p) after each convolution; 1 is no pooling", min=1)
+    pool_stride: int = opt(2, "cnn: stride of the average pooling", min=1)
+    dropout_input: float = opt(0.0, "probability of dropping each input pixel in training (0 is off)", min=0.0, lt=1.0)
+    dropout_hidden: float = opt(0.0, "probability of dropping each fully connected hidden unit in training (0 is off)", min=0.0, lt=1.0)
 
 
 @dataclass
@@ -78,6 +86,10 @@ class OptimConfig:
 class TrainConfig:
     batch_size: int = opt(100, "mini-batch size (1 is the homework's one-point-at-a-time SGD)", min=1)
     epochs: float = opt(10.0, "passes over the training split (fractions allowed)", gt=0.0)
+    augment: str = opt("none", "data augmentation of each training batch on the device: 'none', 'shift' (random translations) or 'affine' (translation, rotation and scaling)", choices=["none", "shift", "affine"])
+    augment_shift: float = opt(2.0, "largest translation in pixels, each direction", min=0.0)
+    augment_rotate: float = opt(10.0, "'affine': largest rotation in degrees", min=0.0)
+    augment_scale: float = opt(0.1, "'affine': largest relative change of scale", min=0.0, lt=1.0)
 
 
 @dataclass
@@ -194,6 +206,21 @@ def validate(cfg):
         raise ConfigError(f"run.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.run.device!r}")
     if any(w < 1 for w in cfg.model.hidden):
         raise ConfigError(f"model.hidden: every width must be >= 1, got {cfg.model.hidden}")
+    m = cfg.model
+    if m.arch == "cnn":
+        if len(m.conv_kernel) != len(m.conv_channels) or not m.conv_channels:
+            raise ConfigError(f"model.conv_kernel: needs one size per entry of model.conv_channels {m.conv_channels}, got {m.conv_kernel}")
+        if any(c < 1 for c in m.conv_channels) or any(k < 1 for k in m.conv_kernel):
+            raise ConfigError("model.conv_channels, model.conv_kernel: every entry must be >= 1")
+        size = 28
+        for k in m.conv_kernel:
+            size = size + 2 * m.conv_padding - k + 1
+            size = (size - m.pool) // m.pool_stride + 1 if size >= m.pool else 0
+            if size < 1:
+                raise ConfigError(
+                    f"model.conv_kernel: the feature maps shrink to nothing with kernels {m.conv_kernel}, "
+                    f"padding {m.conv_padding}, pool {m.pool} stride {m.pool_stride}"
+                )
     if cfg.optim.milestones != sorted(cfg.optim.milestones):
         raise ConfigError(f"optim.milestones: must be increasing, got {cfg.optim.milestones}")
     if cfg.optim.schedule == "step" and not cfg.optim.milestones:

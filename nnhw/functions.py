@@ -17,6 +17,7 @@ Public aliases (``sigmoid = Sigmoid.apply`` ...) are what callers use.
 """
 
 import torch
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 
@@ -232,6 +233,67 @@ class SquaredError(torch.autograd.Function):
         )
 
 
+# --------------------------------------------------------------------------- #
+# Convolution and dropout (the CNN and the regularised MLPs of 4.3 and 6)     #
+# --------------------------------------------------------------------------- #
+
+
+class Conv2d(torch.autograd.Function):
+    """A = K * X + c: cross-correlation of X (N, C_in, H, W) with K (C_out, C_in, kh, kw), plus c (C_out,).
+
+    dA/dX: the transposed convolution of G with K   (torch.nn.grad.conv2d_input)
+    dA/dK: the correlation of X with G              (torch.nn.grad.conv2d_weight)
+    dA/dc: G summed over N, H and W
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None, stride=1, padding=0):
+        _check_float("conv2d input", x)
+        if x.dim() != 4 or weight.dim() != 4 or x.shape[1] != weight.shape[1]:
+            raise ValueError(
+                f"conv2d expects x (N, C_in, H, W) and weight (C_out, C_in, kh, kw), "
+                f"got x {tuple(x.shape)} and weight {tuple(weight.shape)}"
+            )
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias, ctx.stride, ctx.padding = bias is not None, stride, padding
+        return F.conv2d(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = (tuple(ctx.needs_input_grad) + (False,))[:3]
+        grad_x = torch.nn.grad.conv2d_input(x.shape, weight, g, ctx.stride, ctx.padding) if need_x else None
+        grad_w = torch.nn.grad.conv2d_weight(x, weight.shape, g, ctx.stride, ctx.padding) if need_w else None
+        grad_b = g.sum((0, 2, 3)) if (ctx.has_bias and need_b) else None
+        return grad_x, grad_w, grad_b, None, None
+
+
+class Dropout(torch.autograd.Function):
+    """y = a * m for a fixed mask m of 0 (dropped) and 1/(1-p) (kept): inverted dropout.
+    dy/da = m. The mask is an input, so gradcheck can hold it fixed."""
+
+    @staticmethod
+    def forward(ctx, a, mask):
+        _check_float("dropout", a)
+        if mask.shape != a.shape:
+            raise ValueError(f"dropout: mask {tuple(mask.shape)} does not match input {tuple(a.shape)}")
+        ctx.save_for_backward(mask)
+        return a * mask
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        return g * mask, None
+
+
+def dropout(a, p, generator):
+    """Drop each entry of a with probability p (a fresh mask from `generator`), scale the rest by 1/(1-p)."""
+    if p == 0.0:
+        return a
+    keep = torch.rand(a.shape, generator=generator, device=a.device, dtype=a.dtype) >= p
+    return Dropout.apply(a, keep.to(a.dtype) / (1.0 - p))
+
+
 sigmoid = Sigmoid.apply
 tanh = Tanh.apply
 relu = ReLU.apply
@@ -240,6 +302,7 @@ square = Square.apply
 affine = Affine.apply
 softmax_cross_entropy = SoftmaxCrossEntropy.apply
 squared_error = SquaredError.apply
+conv2d = Conv2d.apply
 
 # Transfer functions and losses by the names configs use.
 TRANSFERS = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "identity": identity, "square": square}

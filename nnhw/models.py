@@ -1,13 +1,16 @@
-"""Forward passes as plain functions of (params, x), and parameter initialisation.
+"""Forward passes as plain functions of (params, x), parameter initialisation, and augmentation.
 
 Parameters are a dict of plain tensors, named like the homework: W1, b1 for the
-first layer (W1 is d(1) x d(0)), up to W{L+1}, b{L+1} for the output layer.
-Softmax regression is the MLP with no hidden layer.
+first fully connected layer (W1 is d(1) x d(0)), up to W{L+1}, b{L+1} for the
+output layer. A CNN adds Wc1, bc1, ... for its convolution layers (Wc1 is
+C_out x C_in x k x k). Softmax regression is the MLP with no hidden layer.
+Names that start with "b" are biases (no L2 unless asked).
 """
 
 import math
 
 import torch
+import torch.nn.functional as F
 
 from . import functions as nf
 
@@ -15,12 +18,16 @@ N_CLASSES = 10
 N_PIXELS = 784
 
 
-def layer_sizes(cfg_model, d_in=N_PIXELS, k=N_CLASSES):
-    return [d_in, *cfg_model.hidden, k]
+def conv_output_size(cfg_model):
+    """Side of the feature maps after every convolution and pooling, and the flattened size."""
+    size = 28
+    for k in cfg_model.conv_kernel:
+        size = size + 2 * cfg_model.conv_padding - k + 1
+        size = (size - cfg_model.pool) // cfg_model.pool_stride + 1
+    return size, cfg_model.conv_channels[-1] * size * size
 
 
-def init_weight(shape, scheme, scale, gen):
-    fan_out, fan_in = shape
+def init_weight(shape, fan_in, fan_out, scheme, scale, gen):
     if scheme == "zeros":
         return torch.zeros(shape)
     if scheme == "uniform":
@@ -34,36 +41,49 @@ def init_weight(shape, scheme, scale, gen):
 
 
 def init_params(cfg_model, seed, device="cpu"):
-    """W1, b1, ..., W{L+1}, b{L+1}, drawn on the CPU from `seed` (so every device starts alike)."""
+    """Every parameter, drawn on the CPU from `seed` (so every device starts alike)."""
     gen = torch.Generator().manual_seed(seed)
-    sizes = layer_sizes(cfg_model)
+    m = cfg_model
     params = {}
+    d_in = N_PIXELS
+    if m.arch == "cnn":
+        c_in = 1
+        for l, (c_out, k) in enumerate(zip(m.conv_channels, m.conv_kernel), 1):
+            params[f"Wc{l}"] = init_weight((c_out, c_in, k, k), c_in * k * k, c_out * k * k, m.init, m.init_scale, gen)
+            params[f"bc{l}"] = torch.full((c_out,), m.bias_init)
+            c_in = c_out
+        d_in = conv_output_size(m)[1]
+    sizes = [d_in, *m.hidden, N_CLASSES]
     for l in range(1, len(sizes)):
-        params[f"W{l}"] = init_weight((sizes[l], sizes[l - 1]), cfg_model.init, cfg_model.init_scale, gen)
-        params[f"b{l}"] = torch.full((sizes[l],), cfg_model.bias_init)
+        params[f"W{l}"] = init_weight((sizes[l], sizes[l - 1]), sizes[l - 1], sizes[l], m.init, m.init_scale, gen)
+        params[f"b{l}"] = torch.full((sizes[l],), m.bias_init)
     return {name: p.to(device).requires_grad_() for name, p in params.items()}
 
 
-def n_layers(params):
-    return len(params) // 2
-
-
-def mlp(params, x, transfer, output_transfer):
-    """y_hat(x) = h_out(W{L+1} h(... h(W1 x + b1) ...) + b{L+1}); x (N, 784) -> (N, 10)."""
-    L = n_layers(params)
-    z = x
-    for l in range(1, L):
-        z = transfer(nf.affine(z, params[f"W{l}"], params[f"b{l}"]))  # (N, d(l))
-    return output_transfer(nf.affine(z, params[f"W{L}"], params[f"b{L}"]))  # (N, k)
-
-
 def make_forward(cfg_model):
-    """forward(params, x) -> outputs (N, 10) for the configured architecture."""
-    transfer = nf.TRANSFERS[cfg_model.transfer]
-    output_transfer = nf.TRANSFERS[cfg_model.output_transfer]
+    """forward(params, x, generator=None) -> outputs (N, 10). Dropout acts only when a generator is
+    given (training); evaluation passes none."""
+    m = cfg_model
+    transfer = nf.TRANSFERS[m.transfer]
+    output_transfer = nf.TRANSFERS[m.output_transfer]
+    n_conv = len(m.conv_channels) if m.arch == "cnn" else 0
+    n_fc = len(m.hidden) + 1
 
-    def forward(params, x):
-        return mlp(params, x, transfer, output_transfer)
+    def forward(params, x, generator=None):
+        drop = generator is not None
+        z = nf.dropout(x, m.dropout_input, generator) if drop else x  # (N, 784)
+        if n_conv:
+            z = z.view(len(z), 1, 28, 28)
+            for l in range(1, n_conv + 1):
+                z = transfer(nf.conv2d(z, params[f"Wc{l}"], params[f"bc{l}"], 1, m.conv_padding))  # (N, C_l, H, W)
+                if m.pool > 1:
+                    z = F.avg_pool2d(z, m.pool, m.pool_stride)
+            z = z.flatten(1)  # (N, C * H * W)
+        for l in range(1, n_fc):
+            z = transfer(nf.affine(z, params[f"W{l}"], params[f"b{l}"]))  # (N, d(l))
+            if drop:
+                z = nf.dropout(z, m.dropout_hidden, generator)
+        return output_transfer(nf.affine(z, params[f"W{n_fc}"], params[f"b{n_fc}"]))  # (N, k)
 
     return forward
 
@@ -78,3 +98,21 @@ def make_loss(cfg_model):
         return nf.squared_error(out, onehot)
 
     return squared_error_onehot
+
+
+def augment(x, cfg_train, generator, background=0.0):
+    """Each image of the batch moved by its own random map, on the batch's device: a translation of
+    up to augment_shift pixels ('shift'), plus a rotation and a change of scale ('affine')."""
+    n = len(x)
+    u = torch.rand(n, 4, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1  # (N, 4) in [-1, 1]
+    shift = u[:, 2:] * (2.0 * cfg_train.augment_shift / 28)  # pixels -> [-1, 1] coordinates
+    if cfg_train.augment == "affine":
+        angle = u[:, 0] * math.radians(cfg_train.augment_rotate)
+        scale = 1 + u[:, 1] * cfg_train.augment_scale
+    else:
+        angle, scale = torch.zeros_like(u[:, 0]), torch.ones_like(u[:, 0])
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)  # (N, 2, 3)
+    img = x.view(n, 1, 28, 28) - background
+    grid = F.affine_grid(theta, list(img.shape), align_corners=False)
+    return (F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + background).view(n, N_PIXELS)

@@ -71,9 +71,11 @@ def schedule_text(o):
 
 def parameter_rows(cfg):
     m, o = cfg.model, cfg.optim
-    arch = getattr(m, "arch", "mlp")
-    if arch == "cnn":
-        model = f"CNN, conv channels {m.channels}, kernel {m.kernel}, avg-pool {m.pool}, hidden {m.hidden}, {m.transfer}"
+    if m.arch == "cnn":
+        model = (
+            f"CNN: conv channels {m.conv_channels}, filters {m.conv_kernel} (padding {m.conv_padding}), "
+            f"average pooling {m.pool}x{m.pool} stride {m.pool_stride} after each; fully connected {m.hidden}; {m.transfer}"
+        )
     else:
         model = " - ".join(str(d) for d in [784, *m.hidden, 10]) + (f", {m.transfer} hidden" if m.hidden else "") + f", {m.output_transfer} outputs"
     rows = [
@@ -89,10 +91,13 @@ def parameter_rows(cfg):
         ("initialisation", f"{m.init} (scale {m.init_scale:g}), biases {m.bias_init:g}"),
         ("seed", f"{cfg.run.seed}"),
     ]
-    for key in ("dropout", "augment"):
-        if hasattr(m, key) or hasattr(cfg.train, key):
-            val = getattr(m, key, getattr(cfg.train, key, None))
-            rows.append((key, str(val)))
+    if m.dropout_input or m.dropout_hidden:
+        rows.append(("dropout", f"input {m.dropout_input:g}, hidden {m.dropout_hidden:g}"))
+    t = cfg.train
+    if t.augment == "shift":
+        rows.append(("augmentation", f"random shifts up to {t.augment_shift:g} px, on the device"))
+    elif t.augment == "affine":
+        rows.append(("augmentation", f"random shifts up to {t.augment_shift:g} px, rotations up to {t.augment_rotate:g} deg, scale +-{t.augment_scale:g}, on the device"))
     return rows
 
 

@@ -24,6 +24,7 @@ from . import models
 from .config import ConfigError
 from .data import DataError
 from .optim import MomentumSGD, lr_at
+from .plot import save_figures, weight_images
 
 CHECKPOINT = "checkpoint.pt"
 EXIT_CONFIG = 2
@@ -198,6 +199,9 @@ def run(cfg, run_dir=None, resume_state=None, command=None):
     loss_fn = models.make_loss(cfg.model)
     opt = MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias)
     order = torch.Generator().manual_seed(cfg.run.seed + 1)  # the data order's own stream
+    noise = torch.Generator(device=device).manual_seed(cfg.run.seed + 2)  # dropout masks and augmentation
+    background = -data_mod.PIXEL_MEAN / data_mod.PIXEL_STD if cfg.data.standardize else 0.0
+    augmenting = cfg.train.augment != "none"
 
     B = cfg.train.batch_size
     total_points = max(1, round(cfg.train.epochs * n_train))
@@ -210,6 +214,7 @@ def run(cfg, run_dir=None, resume_state=None, command=None):
                 p.copy_(resume_state["params"][name])
         opt.load_state_dict(resume_state["velocity"])
         order.set_state(resume_state["order_rng"])
+        noise.set_state(resume_state["noise_rng"])
         perm = resume_state["perm"]
         for key in state:
             state[key] = resume_state[key]
@@ -229,6 +234,7 @@ def run(cfg, run_dir=None, resume_state=None, command=None):
                 params={n: p.detach().cpu() for n, p in params.items()},
                 velocity={n: v.cpu() for n, v in opt.state_dict().items()},
                 order_rng=order.get_state(),
+                noise_rng=noise.get_state(),
                 perm=perm.cpu() if perm is not None else torch.zeros(0, dtype=torch.int64),
                 **state,
             ),
@@ -285,7 +291,9 @@ def run(cfg, run_dir=None, resume_state=None, command=None):
                 x, y = x_epoch[pos : pos + b], y_epoch[pos : pos + b]  # (b, 784), (b,)
 
                 lr = lr_at(cfg.optim, state["points"] / n_train, cfg.train.epochs)
-                loss = loss_fn(forward(params, x), y)
+                if augmenting:
+                    x = models.augment(x, cfg.train, noise, background)
+                loss = loss_fn(forward(params, x, noise), y)
                 grads = torch.autograd.grad(loss, list(params.values()))
                 opt.step(dict(zip(params, grads)), lr)
 
@@ -356,8 +364,6 @@ def finish(cfg, run_dir, params, state, device, status, root_writer, command, n_
     atomic_write_text(run_dir / "history.json", json.dumps(state["history"], indent=1) + "\n")
     if status != "finished":
         return
-    from .plot import save_figures, weight_images
-
     # 8 hidden units' input weights (softmax regression: the 10 class templates), each in [0, 1].
     root_writer.add_images("first_layer", weight_images(params).unsqueeze(1), state["points"])
     save_figures(run_dir, root_writer, state["points"])

@@ -31,6 +31,7 @@ class Case:
     reference: Callable  # the same math through built-ins
     sample: Callable  # (batch, generator, dtype) -> tuple of inputs
     double_backward: bool  # proved with gradgradcheck, or once_differentiable
+    constant_args: tuple = ()  # inputs held fixed (dropout's mask), not differentiated
 
 
 def _x(n, gen, dtype):
@@ -54,6 +55,31 @@ def _se_inputs(n, gen, dtype):
     return (torch.randn(n, 6, generator=gen, dtype=dtype), torch.randn(n, 6, generator=gen, dtype=dtype))
 
 
+# --------------------------------------------------------------------------- #
+# Conv2d and Dropout                                                          #
+# --------------------------------------------------------------------------- #
+
+
+def _conv_inputs(stride, padding, bias=True):
+    def sample(n, gen, dtype):
+        x = torch.randn(n, 2, 6, 6, generator=gen, dtype=dtype)
+        w = torch.randn(3, 2, 3, 3, generator=gen, dtype=dtype)
+        b = torch.randn(3, generator=gen, dtype=dtype)
+        return (x, w, b, stride, padding) if bias else (x, w, None, stride, padding)
+
+    return sample
+
+
+def _conv_ref(x, w, b, stride, padding):
+    return F.conv2d(x, w, b, stride, padding)
+
+
+def _dropout_inputs(n, gen, dtype):
+    a = torch.randn(n, 5, generator=gen, dtype=dtype)
+    mask = (torch.rand(n, 5, generator=gen) >= 0.4).to(dtype) / 0.6  # a fixed mask
+    return (a, mask)
+
+
 CASES = [
     Case("sigmoid", nf.sigmoid, torch.sigmoid, _x, True),
     Case("tanh", nf.tanh, torch.tanh, _x, True),
@@ -64,26 +90,34 @@ CASES = [
     Case("affine_no_bias", nf.affine, F.linear, _affine_inputs(bias=False), True),
     Case("softmax_cross_entropy", nf.softmax_cross_entropy, F.cross_entropy, _ce_inputs, False),
     Case("squared_error", nf.squared_error, F.mse_loss, _se_inputs, True),
+    Case("conv2d", nf.conv2d, _conv_ref, _conv_inputs(1, 0), True),
+    Case("conv2d_stride2_pad1", nf.conv2d, _conv_ref, _conv_inputs(2, 1), True),
+    Case("conv2d_no_bias", nf.conv2d, _conv_ref, _conv_inputs(1, 1, bias=False), True),
+    Case("dropout_fixed_mask", nf.Dropout.apply, lambda a, m: a * m, _dropout_inputs, True, constant_args=(1,)),
 ]
 IDS = [c.name for c in CASES]
 
 
-def _requiring_grad(inputs):
-    return tuple(t.clone().requires_grad_(t.is_floating_point()) for t in inputs)
+def _requiring_grad(inputs, constant_args=()):
+    """Floating tensors become leaves that require grad; other arguments pass through."""
+    return tuple(
+        t.clone().requires_grad_(t.is_floating_point() and i not in constant_args) if torch.is_tensor(t) else t
+        for i, t in enumerate(inputs)
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 @pytest.mark.parametrize("batch", [1, 7])
 def test_gradcheck_float64(case, batch):
     gen = torch.Generator().manual_seed(0)
-    inputs = _requiring_grad(case.sample(batch, gen, torch.float64))
+    inputs = _requiring_grad(case.sample(batch, gen, torch.float64), case.constant_args)
     assert gradcheck(case.fn, inputs)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_double_backward(case):
     gen = torch.Generator().manual_seed(1)
-    inputs = _requiring_grad(case.sample(4, gen, torch.float64))
+    inputs = _requiring_grad(case.sample(4, gen, torch.float64), case.constant_args)
     if case.double_backward:
         assert gradgradcheck(case.fn, inputs)
     else:
@@ -103,14 +137,14 @@ def _rel_err(a, b):
 def test_matches_builtin_float32(case, batch):
     gen = torch.Generator().manual_seed(2)
     raw = case.sample(batch, gen, torch.float32)
-    ours_in, ref_in = _requiring_grad(raw), _requiring_grad(raw)
+    ours_in, ref_in = _requiring_grad(raw, case.constant_args), _requiring_grad(raw, case.constant_args)
     ours, ref = case.fn(*ours_in), case.reference(*ref_in)
     assert ours.shape == ref.shape
     assert _rel_err(ours.detach(), ref.detach()) <= 1e-6
     # A fixed random upstream gradient exercises every entry of backward.
     upstream = torch.randn(ref.shape, generator=gen)
-    ours_grads = torch.autograd.grad(ours, [t for t in ours_in if t.requires_grad], upstream)
-    ref_grads = torch.autograd.grad(ref, [t for t in ref_in if t.requires_grad], upstream)
+    ours_grads = torch.autograd.grad(ours, [t for t in ours_in if torch.is_tensor(t) and t.requires_grad], upstream)
+    ref_grads = torch.autograd.grad(ref, [t for t in ref_in if torch.is_tensor(t) and t.requires_grad], upstream)
     for mine, theirs in zip(ours_grads, ref_grads):
         assert _rel_err(mine, theirs) <= 1e-6
 
@@ -212,3 +246,12 @@ def test_affine_rejects_mismatched_shapes():
 def test_transfers_reject_integer_input(fn):
     with pytest.raises(ValueError, match="floating-point"):
         fn(torch.tensor([1, 2]))
+
+
+def test_dropout_keeps_expectation_and_rate():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.ones(200, 500)
+    y = nf.dropout(a, 0.3, gen)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.01
+    assert abs(y.mean().item() - 1.0) < 0.02
+    assert nf.dropout(a, 0.0, gen) is a
