@@ -41,6 +41,7 @@ class RunConfig:
     log_dir: str = opt("tb_logs", "folder that holds every run's TensorBoard logs, checkpoints and summary")
     seed: int = opt(0, "one seed for initialisation, data order and every other random choice", min=0)
     device: str = opt("auto", "'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'")
+    dist_timeout: int = opt(300, "torchrun only: seconds a process waits for its peers before it stops with an error", min=1)
 
 
 @dataclass
@@ -195,6 +196,14 @@ def parse_override(text):
     return section, key, value
 
 
+def apply_overrides(cfg, overrides):
+    """Apply 'section.key=value' strings to cfg and validate the result."""
+    for text in overrides:
+        section, key, value = parse_override(text)
+        _set(cfg, section, key, value)
+    return validate(cfg)
+
+
 def validate(cfg):
     """Checks that span several keys."""
     if cfg.run.name and (not RUN_NAME.fullmatch(cfg.run.name) or cfg.run.name in (".", "..")):
@@ -244,12 +253,9 @@ def load(path=None, overrides=()):
         _apply(cfg, table, str(path))
         if not cfg.run.name:
             cfg.run.name = path.stem
-    for text in overrides:
-        section, key, value = parse_override(text)
-        _set(cfg, section, key, value)
     if not cfg.run.name:
         cfg.run.name = "run"
-    return validate(cfg)
+    return apply_overrides(cfg, overrides)
 
 
 def to_dict(cfg):

@@ -33,7 +33,7 @@ from . import models  # noqa: E402
 from .config import ConfigError  # noqa: E402
 from .data import DataError  # noqa: E402
 from .optim import MomentumSGD  # noqa: E402
-from .train import RunError, atomic_write_text, evaluate, make_run_dir, resolve_device  # noqa: E402
+from .train import RunError, atomic_write_text, evaluate, make_run_dir, make_train_step, resolve_device  # noqa: E402
 
 DECREASE = 0.10  # "non-trivial": at least 10% below the starting loss
 
@@ -48,15 +48,13 @@ def loss_after_budget(cfg, splits, lr, budget_points, device):
     train = splits["train"]
     params = models.init_params(cfg.model, cfg.run.seed, device)
     forward, loss_fn = models.make_forward(cfg.model), models.make_loss(cfg.model)
-    opt = MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias)
+    step = make_train_step(params, forward, loss_fn, MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias))
     order = torch.Generator().manual_seed(cfg.run.seed + 1)
     idx = torch.randperm(len(train), generator=order)[:budget_points].to(device)
     x_all, y_all = train.x[idx], train.y[idx]
     B = cfg.train.batch_size
     for i in range(0, budget_points, B):
-        loss = loss_fn(forward(params, x_all[i : i + B]), y_all[i : i + B])
-        grads = torch.autograd.grad(loss, list(params.values()))
-        opt.step(dict(zip(params, grads)), lr)
+        step(x_all[i : i + B], y_all[i : i + B], lr)  # no dropout or augmentation in the sweep
     return evaluate(params, forward, loss_fn, train, cfg.eval.batch_size)[0]
 
 
@@ -73,12 +71,19 @@ def sweep(cfg, lrs, budget_epochs=0.25):
     budget = max(1, round(budget_epochs * data_mod.N_TRAIN))
     params = models.init_params(cfg.model, cfg.run.seed, device)
     start = evaluate(params, models.make_forward(cfg.model), models.make_loss(cfg.model), splits["train"], cfg.eval.batch_size)[0]
-    rows = []
-    for lr in lrs:
+    def trial(lr):
         t0 = time.perf_counter()
         end = loss_after_budget(cfg, splits, lr, budget, device)
-        rows.append(dict(lr=lr, loss=end, verdict=classify(start, end), seconds=round(time.perf_counter() - t0, 2)))
-        print(f"lr {lr:<9.3g} loss after {budget_epochs:g} epoch {end:<10.4g} {rows[-1]['verdict']}", flush=True)
+        print(f"lr {lr:<9.3g} loss after {budget_epochs:g} epoch {end:<10.4g} {classify(start, end)}", flush=True)
+        return dict(lr=lr, loss=end, verdict=classify(start, end), seconds=round(time.perf_counter() - t0, 2))
+
+    rows = [trial(lr) for lr in lrs]
+    # When even the smallest rate decreases the loss, the threshold lies below the grid: extend it
+    # a decade at a time (up to 4) until a rate leaves the loss flat.
+    for _ in range(4):
+        if rows[0]["verdict"] != "decrease":
+            break
+        rows.insert(0, trial(float(f"{rows[0]['lr'] / 10:.3g}")))
     threshold = next((r["lr"] for r in rows if r["verdict"] == "decrease"), None)
     diverges = next((r["lr"] for r in rows if r["verdict"] == "diverged" and threshold is not None and r["lr"] > threshold), None)
     return dict(

@@ -20,6 +20,7 @@ import torch
 
 from . import config as config_mod
 from . import data as data_mod
+from . import dist as dist_mod
 from . import models
 from .config import ConfigError
 from .data import DataError
@@ -127,17 +128,40 @@ def describe_device(device):
 
 
 @torch.no_grad()
-def evaluate(params, forward, loss_fn, split, batch_size):
-    """Average loss and misclassification % over a whole split, in large batches."""
-    total_loss = torch.zeros((), device=split.x.device, dtype=torch.float64)
-    wrong = torch.zeros((), device=split.x.device, dtype=torch.int64)
-    for i in range(0, len(split), batch_size):
-        x, y = split.x[i : i + batch_size], split.y[i : i + batch_size]
+def evaluate(params, forward, loss_fn, split, batch_size, world=None):
+    """Average loss and misclassification % over a whole split, in large batches.
+    Under torchrun each process evaluates its shard and one all-reduce adds them up."""
+    world = world or dist_mod.World()
+    lo, hi = world.shard(len(split))
+    totals = torch.zeros(2, device=split.x.device, dtype=torch.float64)  # loss sum, mistakes
+    for i in range(lo, hi, batch_size):
+        x, y = split.x[i : min(i + batch_size, hi)], split.y[i : min(i + batch_size, hi)]
         out = forward(params, x)
-        total_loss += loss_fn(out, y).double() * len(y)
-        wrong += (out.argmax(dim=1) != y).sum()
+        totals[0] += loss_fn(out, y).double() * len(y)
+        totals[1] += (out.argmax(dim=1) != y).sum()
+    loss_sum, wrong = world.sum(totals).tolist()
     n = len(split)
-    return total_loss.item() / n, 100.0 * wrong.item() / n
+    return loss_sum / n, 100.0 * wrong / n
+
+
+def make_train_step(params, forward, loss_fn, opt, world=None):
+    """step(x, y, lr, generator=None, share=1.0) -> loss: forward, hand-written backward, momentum
+    update. No host synchronisation: the loss comes back as a tensor. Under torchrun, x is this
+    process's shard, `share` its fraction of the global batch, and the gradients are all-reduced."""
+    names, tensors = list(params), list(params.values())
+    world = world or dist_mod.World()
+
+    def step(x, y, lr, generator=None, share=1.0):
+        if len(y):
+            loss = loss_fn(forward(params, x, generator), y)
+            grads = torch.autograd.grad(loss, tensors)
+        else:  # an empty shard (a global batch smaller than the world) adds nothing
+            loss, grads = None, [torch.zeros_like(t) for t in tensors]
+        grads = world.reduce_gradients(grads, share)
+        opt.step(dict(zip(names, grads)), lr)
+        return loss
+
+    return step
 
 
 # --------------------------------------------------------------------------- #
@@ -176,17 +200,35 @@ def _say(bar, text):
         print(text, flush=True)
 
 
-def run(cfg, run_dir=None, resume_state=None, command=None):
-    """Train per `cfg`; returns (run_dir, summary). Raises ConfigError, DataError, RunError, Diverged."""
+class _NoWriter:
+    """Stands in for a SummaryWriter on the processes that do not log (torchrun ranks > 0)."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def run(cfg, run_dir=None, resume_state=None, command=None, world=None):
+    """Train per `cfg`; returns (run_dir, status). Raises ConfigError, DataError, RunError, Diverged.
+    Under torchrun (`world` with several processes) only rank 0 writes anything."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
+    world = world or dist_mod.World()
+    main_rank = world.is_main
     device = resolve_device(cfg.run.device)
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+    if cfg.train.batch_size % world.size:
+        raise ConfigError(
+            f"train.batch_size: {cfg.train.batch_size} does not split evenly over {world.size} processes; "
+            f"use a multiple of {world.size}"
+        )
     commit = git_commit()  # the code that starts the run, whatever is edited while it runs
-    if run_dir is None:
+    if run_dir is None and main_rank:
         run_dir = make_run_dir(cfg.run.log_dir, cfg.run.name)
-    run_dir = Path(run_dir)
-    atomic_write_text(run_dir / "config.toml", config_mod.to_toml(cfg))
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if main_rank:
+        atomic_write_text(run_dir / "config.toml", config_mod.to_toml(cfg))
 
     root = data_mod.resolve_root(cfg.data.root)
     splits = data_mod.load_splits(root, cfg.data.download, cfg.data.train_split, cfg.data.standardize, device)
@@ -198,8 +240,9 @@ def run(cfg, run_dir=None, resume_state=None, command=None):
     forward = models.make_forward(cfg.model)
     loss_fn = models.make_loss(cfg.model)
     opt = MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias)
+    train_step = make_train_step(params, forward, loss_fn, opt, world)
     order = torch.Generator().manual_seed(cfg.run.seed + 1)  # the data order's own stream
-    noise = torch.Generator(device=device).manual_seed(cfg.run.seed + 2)  # dropout masks and augmentation
+    noise = torch.Generator(device=device).manual_seed(cfg.run.seed + 2 + 1000 * world.rank)  # dropout, augmentation
     background = -data_mod.PIXEL_MEAN / data_mod.PIXEL_STD if cfg.data.standardize else 0.0
     augmenting = cfg.train.augment != "none"
 
@@ -220,12 +263,17 @@ def run(cfg, run_dir=None, resume_state=None, command=None):
             state[key] = resume_state[key]
 
     purge = state["points"] + 1 if resume_state is not None else None
-    writers = {s: SummaryWriter(str(run_dir / s), purge_step=purge) for s in splits}
-    root_writer = SummaryWriter(str(run_dir), purge_step=purge)
+    if main_rank:
+        writers = {s: SummaryWriter(str(run_dir / s), purge_step=purge) for s in splits}
+        root_writer = SummaryWriter(str(run_dir), purge_step=purge)
+    else:
+        writers, root_writer = {s: _NoWriter() for s in splits}, _NoWriter()
     if resume_state is None:
         root_writer.add_text("config", "```\n" + config_mod.to_toml(cfg) + "\n```", 0)
 
     def checkpoint():
+        if not main_rank:
+            return
         save_checkpoint(
             run_dir,
             dict(
@@ -242,7 +290,7 @@ def run(cfg, run_dir=None, resume_state=None, command=None):
 
     # A progress bar on a terminal; one line per evaluation otherwise.
     bar = None
-    if sys.stderr.isatty():
+    if sys.stderr.isatty() and main_rank:
         bar = tqdm(total=total_points, initial=state["points"], unit="pt", unit_scale=True, dynamic_ncols=True)
     lr = lr_at(cfg.optim, state["points"] / n_train, cfg.train.epochs)
 
@@ -250,7 +298,7 @@ def run(cfg, run_dir=None, resume_state=None, command=None):
         t0 = time.perf_counter()
         row = dict(points=state["points"], epoch=state["points"] / data_mod.N_TRAIN, lr=lr)
         for name, split in splits.items():
-            loss, err = evaluate(params, forward, loss_fn, split, cfg.eval.batch_size)
+            loss, err = evaluate(params, forward, loss_fn, split, cfg.eval.batch_size, world)
             row[f"{name}_loss"], row[f"{name}_error"] = loss, err
             writers[name].add_scalar("loss", loss, state["points"])
             writers[name].add_scalar("error", err, state["points"])
@@ -260,7 +308,8 @@ def run(cfg, run_dir=None, resume_state=None, command=None):
         text = f"epoch {row['epoch']:7.3f}  lr {lr:.3g}  " + "  ".join(
             f"{s} loss {row[f'{s}_loss']:.4f} err {row[f'{s}_error']:5.2f}%" for s in splits
         )
-        _say(bar, text)
+        if main_rank:
+            _say(bar, text)
         if not math.isfinite(row["train_loss"]):
             raise Diverged(
                 f"the training loss became {row['train_loss']} by step {state['step']} "
@@ -289,13 +338,13 @@ def run(cfg, run_dir=None, resume_state=None, command=None):
                 pos = state["pos"]
                 b = min(B, n_train - pos, total_points - state["points"])
                 x, y = x_epoch[pos : pos + b], y_epoch[pos : pos + b]  # (b, 784), (b,)
+                lo, hi = world.shard(b)  # this process's part of the global batch (all of it alone)
+                x, y = x[lo:hi], y[lo:hi]
 
                 lr = lr_at(cfg.optim, state["points"] / n_train, cfg.train.epochs)
                 if augmenting:
                     x = models.augment(x, cfg.train, noise, background)
-                loss = loss_fn(forward(params, x, noise), y)
-                grads = torch.autograd.grad(loss, list(params.values()))
-                opt.step(dict(zip(params, grads)), lr)
+                train_step(x, y, lr, noise, (hi - lo) / b)
 
                 state["step"] += 1
                 state["pos"] += b
@@ -309,7 +358,10 @@ def run(cfg, run_dir=None, resume_state=None, command=None):
                     do_eval()
                     next_eval = (state["points"] // every + 1) * every
                     t_start = time.perf_counter()
-                if interrupt.requested:
+                    stop = world.any(interrupt.requested, device)  # ranks agree to stop at an evaluation
+                else:
+                    stop = interrupt.requested and not world.distributed
+                if stop:
                     state["train_seconds"] += time.perf_counter() - t_start
                     checkpoint()
                     status = "interrupted"
@@ -323,14 +375,14 @@ def run(cfg, run_dir=None, resume_state=None, command=None):
     finally:
         if bar is not None:
             bar.close()
-        if status in ("finished", "diverged") and state["history"]:
-            finish(cfg, run_dir, params, state, device, status, root_writer, command, n_train, commit)
+        if status in ("finished", "diverged") and state["history"] and main_rank:
+            finish(cfg, run_dir, params, state, device, status, root_writer, command, n_train, commit, world.size)
         for w in [*writers.values(), root_writer]:
             w.close()
     return run_dir, status
 
 
-def summarize(cfg, state, device, status, command, n_train, commit):
+def summarize(cfg, state, device, status, command, n_train, commit, processes=1):
     hist = state["history"]
     has_dev = "dev_error" in hist[0]
     best = min(hist, key=lambda r: r["dev_error"]) if has_dev else None
@@ -355,11 +407,12 @@ def summarize(cfg, state, device, status, command, n_train, commit):
         seed=cfg.run.seed,
         git_commit=commit,
         torch=torch.__version__,
+        processes=processes,
     )
 
 
-def finish(cfg, run_dir, params, state, device, status, root_writer, command, n_train, commit):
-    summary = summarize(cfg, state, device, status, command, n_train, commit)
+def finish(cfg, run_dir, params, state, device, status, root_writer, command, n_train, commit, processes=1):
+    summary = summarize(cfg, state, device, status, command, n_train, commit, processes)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(run_dir / "history.json", json.dumps(state["history"], indent=1) + "\n")
     if status != "finished":
@@ -394,26 +447,38 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     command = "python -m nnhw.train " + " ".join(argv)
+    world = dist_mod.World()
     try:
         if args.resume:
-            overrides = ([args.config] if args.config else []) + args.overrides
             saved = load_checkpoint(args.resume)
-            cfg = config_mod.from_dict(saved["config"])
-            for text in overrides:
-                config_mod._set(cfg, *config_mod.parse_override(text))
-            config_mod.validate(cfg)
-            run_dir, status = run(cfg, Path(args.resume), saved, command)
+            cfg = config_mod.apply_overrides(config_mod.from_dict(saved["config"]), ([args.config] if args.config else []) + args.overrides)
+            run_dir, saved = Path(args.resume), saved
         else:
             if not args.config:
                 raise ConfigError("no config given: python -m nnhw.train CONFIG [section.key=value ...]")
             cfg = config_mod.load(args.config, args.overrides)
-            run_dir, status = run(cfg, command=command)
+            run_dir, saved = None, None
+        world = dist_mod.init(cfg.run.device, cfg.run.dist_timeout)
+        run_dir, status = run(cfg, run_dir, saved, command, world)
     except (ConfigError, DataError, RunError) as e:
         print(f"nnhw.train: error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     except Diverged as e:
-        print(f"nnhw.train: diverged: {e}", file=sys.stderr)
+        if world.is_main:
+            print(f"nnhw.train: diverged: {e}", file=sys.stderr)
         return EXIT_DIVERGED
+    except RuntimeError as e:
+        if not world.distributed:
+            raise  # a bug: keep its traceback
+        # A collective timed out or a peer vanished: say so instead of hanging or dumping a trace.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"nnhw.train: error: process {world.rank} of {world.size} lost its peers ({first[:200]}); "
+              f"the last checkpoint stands", file=sys.stderr)
+        return 1
+    finally:
+        world.close()
+    if not world.is_main:
+        return EXIT_INTERRUPTED if status == "interrupted" else 0
     if status == "interrupted":
         print(f"interrupted; checkpoint saved. Resume with: python -m nnhw.train --resume {run_dir}", file=sys.stderr)
         print(run_dir)

@@ -34,7 +34,7 @@ def test_cli_short_run_writes_curves_checkpoint_and_summary(tmp_path, mnist_root
         for tag in ("loss", "error"):
             curve = scalars(run_dir / split, tag)
             assert [s for s, _ in curve] == [0, 500, 1000, 1500, 2000], (split, tag)
-    assert scalars(run_dir, "lr")[0][1] == pytest.approx(0.5)
+    assert scalars(run_dir, "lr")[0][1] == pytest.approx(config.load(REPO / "configs" / "sigmoid.toml").optim.lr)
     dev_loss = scalars(run_dir / "dev", "loss")
     assert dev_loss[-1][1] < dev_loss[0][1]  # it learns
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -43,7 +43,7 @@ def test_cli_short_run_writes_curves_checkpoint_and_summary(tmp_path, mnist_root
     assert summary["best_dev_error"] == min(r["dev_error"] for r in hist)
     assert summary["lowest_test_error"] == min(r["test_error"] for r in hist)
     assert summary["device"].startswith("cpu") and summary["command"].startswith("python -m nnhw.train configs/sigmoid.toml")
-    assert config.load(run_dir / "config.toml").optim.lr == 0.5  # the resolved config, reloadable
+    assert config.load(run_dir / "config.toml").train.batch_size == 50  # the resolved config, reloadable
     ckpt = load_checkpoint(run_dir)
     assert ckpt["points"] == 2000 and set(ckpt["params"]) == {"W1", "b1", "W2", "b2"}
 
@@ -112,12 +112,12 @@ def test_missing_data_is_one_line(tmp_path):
 
 def test_divergence_stops_with_lr_and_keeps_checkpoint(tmp_path, mnist_root):
     res = run_cli(
-        "nnhw.train", "configs/sigmoid.toml", *SHORT, "optim.lr=1e30", "optim.schedule=constant", f"run.log_dir={tmp_path}",
+        "nnhw.train", "configs/relu.toml", *SHORT, "optim.lr=1e30", "optim.schedule=constant", f"run.log_dir={tmp_path}",
         env={"NNHW_DATA_ROOT": str(mnist_root)},
     )
     assert res.returncode == train.EXIT_DIVERGED, res.stderr
     assert "learning rate 1e+30" in res.stderr and "Traceback" not in res.stderr
-    (run_dir,) = (tmp_path / "sigmoid").iterdir()
+    (run_dir,) = (tmp_path / "relu").iterdir()
     ckpt = load_checkpoint(run_dir)
     assert ckpt["points"] == 0 and all(torch.isfinite(p).all() for p in ckpt["params"].values())
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
