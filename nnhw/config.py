@@ -87,6 +87,7 @@ class OptimConfig:
 class TrainConfig:
     batch_size: int = opt(100, "mini-batch size (1 is the homework's one-point-at-a-time SGD)", min=1)
     epochs: float = opt(10.0, "passes over the training split (fractions allowed)", gt=0.0)
+    engine: str = opt("autograd", "who runs the Functions' backward: 'autograd' (torch.autograd) or 'tape' (nnhw.tape, reverse mode written out; much less overhead per step, the cheap path for batch size 1)", choices=["autograd", "tape"])
     augment: str = opt("none", "data augmentation of each training batch on the device: 'none', 'shift' (random translations) or 'affine' (translation, rotation and scaling)", choices=["none", "shift", "affine"])
     augment_shift: float = opt(2.0, "largest translation in pixels, each direction", min=0.0)
     augment_rotate: float = opt(10.0, "'affine': largest rotation in degrees", min=0.0)

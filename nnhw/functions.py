@@ -165,8 +165,8 @@ class Affine(torch.autograd.Function):
 class SoftmaxCrossEntropy(torch.autograd.Function):
     """L = -(1/N) sum_n log softmax(A[n])[y_n], with A (N, k) logits and y (N,) int64.
 
-    log softmax(a) = a - logsumexp(a), computed with the max subtracted, so
-    logits of any size give a finite loss.
+    log softmax(a) = a - logsumexp(a), computed with the max subtracted
+    (torch.log_softmax), so logits of any size give a finite loss.
     dL/dA = (softmax(A) - onehot(y)) / N.
     """
 
@@ -182,27 +182,27 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
                 f"softmax_cross_entropy: target {tuple(target.shape)} does not match "
                 f"logits {tuple(logits.shape)}; expected ({logits.shape[0]},)"
             )
-        k = logits.shape[1]
-        # A range check reads the values back to the host: cheap on the CPU, a
-        # stall on a GPU, where nnhw.data has already checked every label once.
-        if target.device.type == "cpu" and target.numel() and (target.min() < 0 or target.max() >= k):
+        log_p = torch.log_softmax(logits, dim=1)  # (N, k)
+        try:
+            # -(1/N) sum_n log_p[n, y_n] in one op, which also checks every y_n on the CPU for free.
+            # (On a GPU an index out of range is a device error: nnhw.data checks all labels once.)
+            loss = F.nll_loss(log_p, target)
+        except (IndexError, RuntimeError):
+            k = logits.shape[1]
             raise ValueError(
                 f"softmax_cross_entropy: targets must lie in [0, {k}), "
                 f"got values from {int(target.min())} to {int(target.max())}"
-            )
-        log_p = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (N, k)
-        loss = -log_p.gather(1, target.unsqueeze(1)).mean()
-        ctx.save_for_backward(log_p.exp(), target)
+            ) from None
+        ctx.save_for_backward(log_p, target)
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        p, target = ctx.saved_tensors
-        grad = p.clone()
-        grad[torch.arange(len(target), device=target.device), target] -= 1
-        grad *= g / len(target)
-        return grad, None
+        log_p, target = ctx.saved_tensors
+        grad = log_p.exp()  # softmax(A), (N, k)
+        grad.scatter_add_(1, target.unsqueeze(1), torch.full((len(target), 1), -1.0, dtype=grad.dtype, device=grad.device))
+        return grad.mul_(g / len(target)), None
 
 
 class SquaredError(torch.autograd.Function):
@@ -268,6 +268,38 @@ class Conv2d(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
+class AvgPool2d(torch.autograd.Function):
+    """Average pooling: each output is the mean of a p x p region of X (N, C, H, W), regions `stride` apart.
+    dA/dX: every input of a region gets 1/p^2 of that output's gradient (summed where regions overlap)."""
+
+    @staticmethod
+    def forward(ctx, x, size, stride):
+        _check_float("avg_pool2d input", x)
+        ctx.save_for_backward(x)
+        ctx.size, ctx.stride = size, stride
+        return F.avg_pool2d(x, size, stride)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        k, s = [ctx.size] * 2, [ctx.stride] * 2
+        grad = torch.ops.aten.avg_pool2d_backward(g, x, k, s, [0, 0], False, True, None)
+        return grad, None, None
+
+
+class Flatten(torch.autograd.Function):
+    """(N, C, H, W) -> (N, C*H*W); the gradient is reshaped back."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return x.reshape(len(x), -1)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.reshape(ctx.shape)
+
+
 class Dropout(torch.autograd.Function):
     """y = a * m for a fixed mask m of 0 (dropped) and 1/(1-p) (kept): inverted dropout.
     dy/da = m. The mask is an input, so gradcheck can hold it fixed."""
@@ -286,12 +318,14 @@ class Dropout(torch.autograd.Function):
         return g * mask, None
 
 
-def dropout(a, p, generator):
-    """Drop each entry of a with probability p (a fresh mask from `generator`), scale the rest by 1/(1-p)."""
+def dropout(a, p, generator, call=None):
+    """Drop each entry of a with probability p (a fresh mask from `generator`), scale the rest by 1/(1-p).
+    `call(Function, *inputs)` applies the Function (default: through torch.autograd)."""
     if p == 0.0:
         return a
     keep = torch.rand(a.shape, generator=generator, device=a.device, dtype=a.dtype) >= p
-    return Dropout.apply(a, keep.to(a.dtype) / (1.0 - p))
+    mask = keep.to(a.dtype) / (1.0 - p)
+    return call(Dropout, a, mask) if call else Dropout.apply(a, mask)
 
 
 sigmoid = Sigmoid.apply
@@ -304,6 +338,6 @@ softmax_cross_entropy = SoftmaxCrossEntropy.apply
 squared_error = SquaredError.apply
 conv2d = Conv2d.apply
 
-# Transfer functions and losses by the names configs use.
+# Transfer functions by the names configs use: the aliases, and the classes (for nnhw.tape).
 TRANSFERS = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "identity": identity, "square": square}
-LOSSES = {"cross_entropy": softmax_cross_entropy, "squared_error": squared_error}
+TRANSFER_FUNCTIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "identity": Identity, "square": Square}

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from . import functions as nf
+from .tape import autograd_apply
 
 N_CLASSES = 10
 N_PIXELS = 784
@@ -61,41 +62,52 @@ def init_params(cfg_model, seed, device="cpu"):
 
 
 def make_forward(cfg_model):
-    """forward(params, x, generator=None) -> outputs (N, 10). Dropout acts only when a generator is
-    given (training); evaluation passes none."""
+    """forward(params, x, generator=None, call=None) -> outputs (N, 10).
+
+    Dropout acts only when a generator is given (training); evaluation passes none.
+    `call(Function, *inputs)` applies each Function: through torch.autograd by default,
+    or through an nnhw.tape.Tape (train.engine = "tape").
+    """
     m = cfg_model
-    transfer = nf.TRANSFERS[m.transfer]
-    output_transfer = nf.TRANSFERS[m.output_transfer]
+    transfer = nf.TRANSFER_FUNCTIONS[m.transfer]
+    output_transfer = nf.TRANSFER_FUNCTIONS[m.output_transfer]
     n_conv = len(m.conv_channels) if m.arch == "cnn" else 0
     n_fc = len(m.hidden) + 1
+    linear_output = m.output_transfer == "identity"  # identity(a) = a: skip the copy
 
-    def forward(params, x, generator=None):
+    def forward(params, x, generator=None, call=None):
+        call = call or autograd_apply
         drop = generator is not None
-        z = nf.dropout(x, m.dropout_input, generator) if drop else x  # (N, 784)
+        z = nf.dropout(x, m.dropout_input, generator, call) if drop else x  # (N, 784)
         if n_conv:
             z = z.view(len(z), 1, 28, 28)
             for l in range(1, n_conv + 1):
-                z = transfer(nf.conv2d(z, params[f"Wc{l}"], params[f"bc{l}"], 1, m.conv_padding))  # (N, C_l, H, W)
+                z = call(transfer, call(nf.Conv2d, z, params[f"Wc{l}"], params[f"bc{l}"], 1, m.conv_padding))  # (N, C_l, H, W)
                 if m.pool > 1:
-                    z = F.avg_pool2d(z, m.pool, m.pool_stride)
-            z = z.flatten(1)  # (N, C * H * W)
+                    z = call(nf.AvgPool2d, z, m.pool, m.pool_stride)
+            z = call(nf.Flatten, z)  # (N, C * H * W)
         for l in range(1, n_fc):
-            z = transfer(nf.affine(z, params[f"W{l}"], params[f"b{l}"]))  # (N, d(l))
+            z = call(transfer, call(nf.Affine, z, params[f"W{l}"], params[f"b{l}"]))  # (N, d(l))
             if drop:
-                z = nf.dropout(z, m.dropout_hidden, generator)
-        return output_transfer(nf.affine(z, params[f"W{n_fc}"], params[f"b{n_fc}"]))  # (N, k)
+                z = nf.dropout(z, m.dropout_hidden, generator, call)
+        out = call(nf.Affine, z, params[f"W{n_fc}"], params[f"b{n_fc}"])  # (N, k)
+        return out if linear_output else call(output_transfer, out)
 
     return forward
 
 
 def make_loss(cfg_model):
-    """loss(outputs, labels) -> scalar; squared error compares with one-hot targets."""
+    """loss(outputs, labels, call=None) -> scalar; squared error compares with one-hot targets."""
     if cfg_model.loss == "cross_entropy":
-        return nf.softmax_cross_entropy
 
-    def squared_error_onehot(out, y):
+        def cross_entropy(out, y, call=None):
+            return (call or autograd_apply)(nf.SoftmaxCrossEntropy, out, y)
+
+        return cross_entropy
+
+    def squared_error_onehot(out, y, call=None):
         onehot = torch.zeros_like(out).scatter_(1, y.unsqueeze(1), 1.0)
-        return nf.squared_error(out, onehot)
+        return (call or autograd_apply)(nf.SquaredError, out, onehot)
 
     return squared_error_onehot
 

@@ -32,24 +32,37 @@ def lr_at(cfg_optim, epoch, total_epochs):
 
 
 class MomentumSGD:
-    """Owns one velocity tensor per parameter; `step` updates the parameters in place."""
+    """Owns one velocity tensor per parameter; `step` updates the parameters in place.
+
+    The update runs on whole lists of tensors at once (torch._foreach_*: one call for every
+    parameter instead of a Python loop), the same arithmetic as the loop in the module docstring.
+    """
 
     def __init__(self, params, momentum=0.9, l2=0.0, l2_bias=False):
         self.params = params
         self.momentum = momentum
-        self.decay = {n: (l2 if (l2_bias or not is_bias(n)) else 0.0) for n in params}
+        self.l2 = l2
+        self.names = list(params)
+        self.tensors = list(params.values())
         self.velocity = {n: torch.zeros_like(p, requires_grad=False) for n, p in params.items()}
+        self.v = list(self.velocity.values())
+        decayed = [i for i, n in enumerate(self.names) if l2 and (l2_bias or not is_bias(n))]
+        self.decayed_p = [self.tensors[i] for i in decayed]
+        self.decayed_v = [self.v[i] for i in decayed]
 
     @torch.no_grad()
     def step(self, grads, lr):
-        """grads: name -> dL/dparam (the data loss only; the L2 term is added here)."""
-        for name, p in self.params.items():
-            g = grads[name]
-            if self.decay[name]:
-                g = g.add(p, alpha=self.decay[name])
-            v = self.velocity[name]
-            v.mul_(self.momentum).add_(g)
-            p.sub_(v, alpha=lr)
+        """grads: name -> dL/dparam, or a list in the params' order (the data loss only;
+        the L2 term is added here)."""
+        g = [grads[n] for n in self.names] if isinstance(grads, dict) else list(grads)
+        if self.momentum:
+            torch._foreach_mul_(self.v, self.momentum)  # v <- mu v
+            torch._foreach_add_(self.v, g)  #            + g
+        else:
+            torch._foreach_copy_(self.v, g)  # plain SGD: v <- g
+        if self.decayed_p:
+            torch._foreach_add_(self.decayed_v, self.decayed_p, alpha=self.l2)  # + lambda W
+        torch._foreach_add_(self.tensors, self.v, alpha=-lr)  # W <- W - lr v
 
     def state_dict(self):
         return {n: v.detach().clone() for n, v in self.velocity.items()}

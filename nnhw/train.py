@@ -26,6 +26,7 @@ from .config import ConfigError
 from .data import DataError
 from .optim import MomentumSGD, lr_at
 from .plot import save_figures, weight_images
+from .tape import Tape
 
 CHECKPOINT = "checkpoint.pt"
 EXIT_CONFIG = 2
@@ -144,21 +145,26 @@ def evaluate(params, forward, loss_fn, split, batch_size, world=None):
     return loss_sum / n, 100.0 * wrong / n
 
 
-def make_train_step(params, forward, loss_fn, opt, world=None):
+def make_train_step(params, forward, loss_fn, opt, world=None, engine="autograd"):
     """step(x, y, lr, generator=None, share=1.0) -> loss: forward, hand-written backward, momentum
     update. No host synchronisation: the loss comes back as a tensor. Under torchrun, x is this
-    process's shard, `share` its fraction of the global batch, and the gradients are all-reduced."""
-    names, tensors = list(params), list(params.values())
+    process's shard, `share` its fraction of the global batch, and the gradients are all-reduced.
+    engine 'autograd' lets torch.autograd call the Functions' backward; 'tape' calls them itself."""
+    tensors = list(params.values())
     world = world or dist_mod.World()
 
     def step(x, y, lr, generator=None, share=1.0):
-        if len(y):
+        if len(y) and engine == "tape":
+            tape = Tape(tensors)
+            loss = loss_fn(forward(params, x, generator, tape.apply), y, tape.apply)
+            grads = tape.gradients(loss, tensors)
+        elif len(y):
             loss = loss_fn(forward(params, x, generator), y)
             grads = torch.autograd.grad(loss, tensors)
         else:  # an empty shard (a global batch smaller than the world) adds nothing
             loss, grads = None, [torch.zeros_like(t) for t in tensors]
         grads = world.reduce_gradients(grads, share)
-        opt.step(dict(zip(names, grads)), lr)
+        opt.step(grads, lr)
         return loss
 
     return step
@@ -240,7 +246,7 @@ def run(cfg, run_dir=None, resume_state=None, command=None, world=None):
     forward = models.make_forward(cfg.model)
     loss_fn = models.make_loss(cfg.model)
     opt = MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias)
-    train_step = make_train_step(params, forward, loss_fn, opt, world)
+    train_step = make_train_step(params, forward, loss_fn, opt, world, cfg.train.engine)
     order = torch.Generator().manual_seed(cfg.run.seed + 1)  # the data order's own stream
     noise = torch.Generator(device=device).manual_seed(cfg.run.seed + 2 + 1000 * world.rank)  # dropout, augmentation
     background = -data_mod.PIXEL_MEAN / data_mod.PIXEL_STD if cfg.data.standardize else 0.0
@@ -338,8 +344,10 @@ def run(cfg, run_dir=None, resume_state=None, command=None, world=None):
                 pos = state["pos"]
                 b = min(B, n_train - pos, total_points - state["points"])
                 x, y = x_epoch[pos : pos + b], y_epoch[pos : pos + b]  # (b, 784), (b,)
-                lo, hi = world.shard(b)  # this process's part of the global batch (all of it alone)
-                x, y = x[lo:hi], y[lo:hi]
+                lo, hi = 0, b
+                if world.distributed:  # this process's part of the global batch
+                    lo, hi = world.shard(b)
+                    x, y = x[lo:hi], y[lo:hi]
 
                 lr = lr_at(cfg.optim, state["points"] / n_train, cfg.train.epochs)
                 if augmenting:

@@ -93,6 +93,9 @@ CASES = [
     Case("conv2d", nf.conv2d, _conv_ref, _conv_inputs(1, 0), True),
     Case("conv2d_stride2_pad1", nf.conv2d, _conv_ref, _conv_inputs(2, 1), True),
     Case("conv2d_no_bias", nf.conv2d, _conv_ref, _conv_inputs(1, 1, bias=False), True),
+    Case("avg_pool2d", nf.AvgPool2d.apply, F.avg_pool2d, lambda n, g, d: (torch.randn(n, 2, 6, 6, generator=g, dtype=d), 2, 2), True),
+    Case("avg_pool2d_overlap", nf.AvgPool2d.apply, F.avg_pool2d, lambda n, g, d: (torch.randn(n, 2, 7, 7, generator=g, dtype=d), 3, 2), True),
+    Case("flatten", nf.Flatten.apply, lambda x: x.flatten(1), lambda n, g, d: (torch.randn(n, 2, 3, 3, generator=g, dtype=d),), True),
     Case("dropout_fixed_mask", nf.Dropout.apply, lambda a, m: a * m, _dropout_inputs, True, constant_args=(1,)),
 ]
 IDS = [c.name for c in CASES]

@@ -182,7 +182,7 @@ def bench_config(name, splits, device, repeats, gflops):
     params = models.init_params(m, cfg.run.seed, device)
     init = {n: p.detach().clone() for n, p in params.items()}
     forward, loss_fn = models.make_forward(m), models.make_loss(m)
-    ours = make_train_step(params, forward, loss_fn, MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias))
+    ours = make_train_step(params, forward, loss_fn, MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias), engine=cfg.train.engine)
     noise = torch.Generator(device=device).manual_seed(0)
     lr = cfg.optim.lr
     warmup = min(50, n_steps)

@@ -1,0 +1,70 @@
+"""nnhw.tape runs the same Functions' backward as torch.autograd: the gradients must agree."""
+
+import pytest
+import torch
+
+from nnhw import config, models
+from nnhw.optim import MomentumSGD
+from nnhw.tape import Tape
+from nnhw.train import make_train_step
+
+from conftest import REPO
+
+
+def grads_both_ways(cfg, x, y, seed=0):
+    params = models.init_params(cfg.model, seed)
+    tensors = list(params.values())
+    forward, loss_fn = models.make_forward(cfg.model), models.make_loss(cfg.model)
+    gen = torch.Generator().manual_seed(7)
+    loss_a = loss_fn(forward(params, x, gen), y)
+    ga = torch.autograd.grad(loss_a, tensors)
+    gen = torch.Generator().manual_seed(7)  # the same dropout masks
+    tape = Tape(tensors)
+    loss_t = loss_fn(forward(params, x, gen, tape.apply), y, tape.apply)
+    gt = tape.gradients(loss_t, tensors)
+    return loss_a, ga, loss_t, gt
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("softmax", []),
+        ("sigmoid", ["model.hidden=[20, 15]", "model.transfer=tanh"]),
+        ("relu", []),
+        ("cnn", ["model.conv_channels=[4, 6]", "model.hidden=[12]", "model.dropout_hidden=0.5", "model.dropout_input=0.2"]),
+        ("sigmoid", ["model.transfer=square", "model.output_transfer=sigmoid", "model.loss=squared_error"]),
+    ],
+)
+def test_tape_gradients_equal_autograd(name, overrides):
+    cfg = config.load(REPO / "configs" / f"{name}.toml", overrides)
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.rand(8, 784, generator=gen), torch.randint(0, 10, (8,), generator=gen)
+    loss_a, ga, loss_t, gt = grads_both_ways(cfg, x, y)
+    assert torch.equal(loss_a.detach(), loss_t)
+    for a, t in zip(ga, gt):
+        torch.testing.assert_close(t, a, rtol=1e-6, atol=1e-9)
+
+
+def test_tape_zero_gradient_for_unused_parameter():
+    w, unused = torch.ones(2, 3, requires_grad=True), torch.ones(4, requires_grad=True)
+    from nnhw import functions as nf
+
+    tape = Tape([w, unused])
+    loss = tape.apply(nf.SquaredError, tape.apply(nf.Affine, torch.ones(5, 3), w), torch.zeros(5, 2))
+    gw, gu = tape.gradients(loss, [w, unused])
+    assert torch.equal(gu, torch.zeros(4)) and gw.abs().sum() > 0
+
+
+def test_training_steps_match_between_engines():
+    cfg = config.load(REPO / "configs" / "softmax.toml")
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.rand(50, 784, generator=gen), torch.randint(0, 10, (50,), generator=gen)
+    finals = []
+    for engine in ("autograd", "tape"):
+        params = models.init_params(cfg.model, 0)
+        step = make_train_step(params, models.make_forward(cfg.model), models.make_loss(cfg.model), MomentumSGD(params, 0.5, 1e-3), engine=engine)
+        for i in range(50):
+            step(x[i : i + 1], y[i : i + 1], 0.05)
+        finals.append(params)
+    for n in finals[0]:
+        torch.testing.assert_close(finals[0][n], finals[1][n], rtol=1e-6, atol=1e-8)
