@@ -179,15 +179,17 @@ def bench_config(name, splits, device, repeats, gflops):
     x_all, y_all = train.x[idx], train.y[idx]
     batches = [(x_all[i * B : (i + 1) * B], y_all[i * B : (i + 1) * B]) for i in range(n_steps)]
 
-    params = models.init_params(m, cfg.run.seed, device)
-    init = {n: p.detach().clone() for n, p in params.items()}
     forward, loss_fn = models.make_forward(m), models.make_loss(m)
-    ours = make_train_step(params, forward, loss_fn, MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias), engine=cfg.train.engine)
     noise = torch.Generator(device=device).manual_seed(0)
     lr = cfg.optim.lr
     warmup = min(50, n_steps)
-
-    t_ours = time_steps(lambda x, y: ours(x, y, lr, noise), batches, device, warmup, repeats)
+    init = {n: p.detach().clone() for n, p in models.init_params(m, cfg.run.seed, device).items()}
+    t_engine = {}
+    for engine in ("autograd", "tape"):
+        params = models.init_params(m, cfg.run.seed, device)
+        ours = make_train_step(params, forward, loss_fn, MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias), engine=engine)
+        t_engine[engine] = time_steps(lambda x, y: ours(x, y, lr, noise), batches, device, warmup, repeats)
+    t_ours = t_engine[cfg.train.engine]
     t_base = time_steps(builtin_step_fn(cfg, init), batches, device, warmup, repeats)
     flops_per_image = 6 * multiply_adds(cfg)  # forward + two products in backward, 2 flops each
     t_floor = flops_per_image * B / (gflops * 1e9)
@@ -199,7 +201,8 @@ def bench_config(name, splits, device, repeats, gflops):
     eval_s = (time.perf_counter() - t0) / 2
     per_epoch = EPOCH / B
     return dict(
-        config=name, batch_size=B, steps_timed=n_steps,
+        config=name, batch_size=B, steps_timed=n_steps, engine=cfg.train.engine,
+        autograd_engine_s_per_epoch=t_engine["autograd"] * per_epoch, tape_engine_s_per_epoch=t_engine["tape"] * per_epoch,
         nnhw_s_per_epoch=t_ours * per_epoch, builtin_s_per_epoch=t_base * per_epoch, floor_s_per_epoch=t_floor * per_epoch,
         nnhw_images_per_s=B / t_ours, builtin_images_per_s=B / t_base,
         nnhw_updates_per_s=1 / t_ours, builtin_updates_per_s=1 / t_base,
@@ -224,12 +227,13 @@ def main(argv=None):
         gflops = matmul_gflops(device)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
         print(f"\n{dev_name} ({name}): large float32 matmul {gflops:.1f} GFLOP/s; torch {torch.__version__}")
-        print(f"{'config':<8} {'batch':>5} {'nnhw s/ep':>10} {'builtin s/ep':>12} {'floor s/ep':>10} {'nnhw/builtin':>12} {'nnhw/floor':>10} {'nnhw upd/s':>10} {'builtin upd/s':>13} {'eval s':>7}")
+        print("nnhw = nnhw's step with the config's train.engine; 'autograd' and 'tape' give both engines' s/epoch")
+        print(f"{'config':<8} {'batch':>5} {'engine':>8} {'nnhw s/ep':>10} {'autograd':>9} {'tape':>7} {'builtin s/ep':>12} {'floor s/ep':>10} {'nnhw/builtin':>12} {'nnhw/floor':>10} {'nnhw upd/s':>10} {'builtin upd/s':>13} {'eval s':>7}")
         rows = []
         for cfg_name in args.configs:
             r = bench_config(cfg_name, splits, device, args.repeats, gflops)
             rows.append(r)
-            print(f"{r['config']:<8} {r['batch_size']:>5} {r['nnhw_s_per_epoch']:>10.3f} {r['builtin_s_per_epoch']:>12.3f} {r['floor_s_per_epoch']:>10.3f} "
+            print(f"{r['config']:<8} {r['batch_size']:>5} {r['engine']:>8} {r['nnhw_s_per_epoch']:>10.3f} {r['autograd_engine_s_per_epoch']:>9.3f} {r['tape_engine_s_per_epoch']:>7.3f} {r['builtin_s_per_epoch']:>12.3f} {r['floor_s_per_epoch']:>10.3f} "
                   f"{r['ratio_builtin']:>12.3f} {r['ratio_floor']:>10.2f} {r['nnhw_updates_per_s']:>10.0f} {r['builtin_updates_per_s']:>13.0f} {r['eval_s_train_dev_test']:>7.2f}", flush=True)
         loader = None
         if "sigmoid" in args.configs and not args.no_loader and device.type == "cpu":
