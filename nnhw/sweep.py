@@ -48,7 +48,7 @@ def loss_after_budget(cfg, splits, lr, budget_points, device):
     train = splits["train"]
     params = models.init_params(cfg.model, cfg.run.seed, device)
     forward, loss_fn = models.make_forward(cfg.model), models.make_loss(cfg.model)
-    step = make_train_step(params, forward, loss_fn, MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias))
+    step = make_train_step(params, forward, loss_fn, MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias), engine=cfg.train.engine)
     order = torch.Generator().manual_seed(cfg.run.seed + 1)
     idx = torch.randperm(len(train), generator=order)[:budget_points].to(device)
     x_all, y_all = train.x[idx], train.y[idx]
