@@ -61,3 +61,44 @@ def test_batch_must_split_evenly(tmp_path, mnist_root):
     res = torchrun(tmp_path, 2, "train.batch_size=101", mnist_root=mnist_root)
     assert res.returncode != 0
     assert "train.batch_size: 101 does not split evenly over 2 processes" in res.stderr
+
+
+def _rank_pids(parent_pid, rank):
+    """PIDs of the worker processes (descendants of parent_pid) whose environment says RANK=rank."""
+    pids = []
+    for proc in os.listdir("/proc"):
+        if not proc.isdigit():
+            continue
+        try:
+            env = open(f"/proc/{proc}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and b"LOCAL_RANK=%d" % rank in env and int(proc) != parent_pid:
+            pids.append(int(proc))
+    return pids
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the worker processes")
+def test_a_dead_rank_stops_the_others(tmp_path, mnist_root):
+    import signal
+    import time
+
+    env = dict(os.environ, NNHW_DATA_ROOT=str(mnist_root), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "nnhw.train",
+         "configs/relu.toml", "train.epochs=2", "eval.every=1000", f"run.log_dir={tmp_path}", "run.dist_timeout=60"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("relu/*/checkpoint.pt")):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    victims = _rank_pids(proc.pid, 1)
+    assert victims, "no rank-1 worker found"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    t0 = time.time()
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode != 0 and time.time() - t0 < 120  # stopped, did not hang
+    assert not list(tmp_path.glob("relu/*/summary.json"))  # the run is not reported finished
+    assert list(tmp_path.glob("relu/*/checkpoint.pt"))  # and its last checkpoint stands
