@@ -88,6 +88,7 @@ class TrainConfig:
     batch_size: int = opt(100, "mini-batch size (1 is the homework's one-point-at-a-time SGD)", min=1)
     epochs: float = opt(10.0, "passes over the training split (fractions allowed)", gt=0.0)
     engine: str = opt("autograd", "who runs the Functions' backward: 'autograd' (torch.autograd) or 'tape' (nnhw.tape, reverse mode written out; much less overhead per step, the cheap path for batch size 1)", choices=["autograd", "tape"])
+    compile: bool = opt(False, "compile the forward pass and loss with torch.compile (engine 'autograd' only); nnhw's Functions are what it traces. It pays off on a GPU; on a CPU the compile takes a minute and small batches run no faster")
     augment: str = opt("none", "data augmentation of each training batch on the device: 'none', 'shift' (random translations) or 'affine' (translation, rotation and scaling)", choices=["none", "shift", "affine"])
     augment_shift: float = opt(2.0, "largest translation in pixels, each direction", min=0.0)
     augment_rotate: float = opt(10.0, "'affine': largest rotation in degrees", min=0.0)
@@ -231,6 +232,8 @@ def validate(cfg):
                     f"model.conv_kernel: the feature maps shrink to nothing with kernels {m.conv_kernel}, "
                     f"padding {m.conv_padding}, pool {m.pool} stride {m.pool_stride}"
                 )
+    if cfg.train.compile and cfg.train.engine == "tape":
+        raise ConfigError("train.compile: torch.compile needs train.engine = 'autograd' (the tape runs outside torch)")
     if cfg.optim.milestones != sorted(cfg.optim.milestones):
         raise ConfigError(f"optim.milestones: must be increasing, got {cfg.optim.milestones}")
     if cfg.optim.schedule == "step" and not cfg.optim.milestones:

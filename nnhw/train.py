@@ -145,7 +145,7 @@ def evaluate(params, forward, loss_fn, split, batch_size, world=None):
     return loss_sum / n, 100.0 * wrong / n
 
 
-def make_train_step(params, forward, loss_fn, opt, world=None, engine="autograd"):
+def make_train_step(params, forward, loss_fn, opt, world=None, engine="autograd", compile=False):
     """step(x, y, lr, generator=None, share=1.0) -> loss: forward, hand-written backward, momentum
     update. No host synchronisation: the loss comes back as a tensor. Under torchrun, x is this
     process's shard, `share` its fraction of the global batch, and the gradients are all-reduced.
@@ -153,13 +153,19 @@ def make_train_step(params, forward, loss_fn, opt, world=None, engine="autograd"
     tensors = list(params.values())
     world = world or dist_mod.World()
 
+    def forward_loss(x, y, generator):
+        return loss_fn(forward(params, x, generator), y)
+
+    if compile:
+        forward_loss = torch.compile(forward_loss)
+
     def step(x, y, lr, generator=None, share=1.0):
         if len(y) and engine == "tape":
             tape = Tape(tensors)
             loss = loss_fn(forward(params, x, generator, tape.apply), y, tape.apply)
             grads = tape.gradients(loss, tensors)
         elif len(y):
-            loss = loss_fn(forward(params, x, generator), y)
+            loss = forward_loss(x, y, generator)
             grads = torch.autograd.grad(loss, tensors)
         else:  # an empty shard (a global batch smaller than the world) adds nothing
             loss, grads = None, [torch.zeros_like(t) for t in tensors]
@@ -246,7 +252,7 @@ def run(cfg, run_dir=None, resume_state=None, command=None, world=None):
     forward = models.make_forward(cfg.model)
     loss_fn = models.make_loss(cfg.model)
     opt = MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias)
-    train_step = make_train_step(params, forward, loss_fn, opt, world, cfg.train.engine)
+    train_step = make_train_step(params, forward, loss_fn, opt, world, cfg.train.engine, cfg.train.compile)
     order = torch.Generator().manual_seed(cfg.run.seed + 1)  # the data order's own stream
     noise = torch.Generator(device=device).manual_seed(cfg.run.seed + 2 + 1000 * world.rank)  # dropout, augmentation
     background = -data_mod.PIXEL_MEAN / data_mod.PIXEL_STD if cfg.data.standardize else 0.0

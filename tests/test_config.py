@@ -62,6 +62,9 @@ def test_saved_toml_round_trips(tmp_path):
         ('[run]\ndevice = "gpu"\n', r"run.device"),
         ("[optim]\nlr = nan\n", r"optim.lr: expected a finite number"),
         ("lr = 0.1\n", r"unknown top-level key 'lr'"),
+        ('[train]\ncompile = true\nengine = "tape"\n', r"train.compile: torch.compile needs train.engine = 'autograd'"),
+        ('[model]\narch = "cnn"\nconv_channels = [4]\n', r"model.conv_kernel: needs one size per entry"),
+        ('[model]\narch = "cnn"\nconv_kernel = [13, 13]\n', r"model.conv_kernel: the feature maps shrink to nothing"),
         ("[optim\nlr = 0.1\n", r"malformed TOML: .*line 1"),
     ],
 )

@@ -68,3 +68,19 @@ def test_training_steps_match_between_engines():
         finals.append(params)
     for n in finals[0]:
         torch.testing.assert_close(finals[0][n], finals[1][n], rtol=1e-6, atol=1e-8)
+
+
+def test_compiled_step_matches_eager():
+    """train.compile traces nnhw's Functions with torch.compile; the result matches eager."""
+    cfg = config.load(REPO / "configs" / "sigmoid.toml", ["model.hidden=[16]"])
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.rand(20, 784, generator=gen), torch.randint(0, 10, (20,), generator=gen)
+    finals = []
+    for compile in (False, True):
+        params = models.init_params(cfg.model, 0)
+        step = make_train_step(params, models.make_forward(cfg.model), models.make_loss(cfg.model), MomentumSGD(params, 0.9), compile=compile)
+        for i in range(0, 20, 10):
+            step(x[i : i + 10], y[i : i + 10], 0.1)
+        finals.append(params)
+    for n in finals[0]:
+        torch.testing.assert_close(finals[0][n], finals[1][n], rtol=1e-5, atol=1e-6)
