@@ -149,6 +149,44 @@ def section(question, name, what, run_dir, sweep_dir, out):
     return lines, summary
 
 
+def extras(out):
+    """Sections built from what the theory and speed commands left in the report folder, if anything."""
+    lines = []
+    theory, autodiff, gd = out / "theory.txt", out / "autodiff.txt", out / "theory" / "gd_rates.png"
+    if theory.is_file():
+        lines += ["## 2.2, 2.3 and 7: the claims, computed", "", "`python -m nnhw.theory` (each claim is also a test):", "",
+                  "```", theory.read_text().rstrip(), "```", ""]
+        if gd.is_file():
+            lines += ["![gradient descent rates](theory/gd_rates.png)", ""]
+    if autodiff.is_file():
+        lines += ["## 5: reverse and forward mode by hand", "", "`python -m nnhw.autodiff`:", "", "```", autodiff.read_text().rstrip(), "```", ""]
+    complexity = out / "complexity.json"
+    if complexity.is_file():
+        c = json.loads(complexity.read_text())
+        lines += ["## 2.1: measured cost against m * sum d(l) d(l+1)", "", f"`{c['command'].strip()}` ({c['threads']} CPU threads):", "",
+                  "| quantity | seconds per multiply-add | intercept | R^2 |", "|---|---|---|---|"]
+        for key, f in c["fits"].items():
+            lines.append(f"| {key} | {f['seconds_per_multiply_add']:.3e} | {1e3 * f['intercept_s']:.3f} ms | {f['r2']:.4f} |")
+        rows = c["rows"]
+        ratios = sorted(r["forward_backward_s"] / r["top_gradient_s"] for r in rows)
+        lines += ["", f"The full gradient costs {ratios[len(ratios) // 2]:.2f}x the top layer's alone (median over the grid, "
+                  f"{ratios[0]:.2f}x to {ratios[-1]:.2f}x).", ""]
+    for bench in sorted(out.glob("bench-*.json")):
+        b = json.loads(bench.read_text())
+        lines += [f"## Speed: {b['device']}", "", f"`{b['command'].strip()}`; seconds per 50,000 training images; "
+                  f"large float32 matmul {b['matmul_gflops']:.0f} GFLOP/s.", "",
+                  "| config | batch | engine | nnhw | autograd engine | tape engine | built-in ops | matmul floor | nnhw / built-in | nnhw / floor |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in b["rows"]:
+            lines.append(f"| {r['config']} | {r['batch_size']} | {r['engine']} | {r['nnhw_s_per_epoch']:.3f} | {r['autograd_engine_s_per_epoch']:.3f} | "
+                         f"{r['tape_engine_s_per_epoch']:.3f} | {r['builtin_s_per_epoch']:.3f} | {r['floor_s_per_epoch']:.3f} | "
+                         f"{r['ratio_builtin']:.3f} | {r['ratio_floor']:.2f} |")
+        if b.get("loader_s_per_epoch"):
+            lines += ["", f"The DataLoader way (nn.Module + DataLoader + ToTensor/Normalize) for the sigmoid model: {b['loader_s_per_epoch']:.2f} s per epoch."]
+        lines.append("")
+    return lines
+
+
 def build(log_dir="tb_logs", out="reports"):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,7 +216,7 @@ def build(log_dir="tb_logs", out="reports"):
     for label, err, source in PUBLISHED:
         head.append(f"| {label} | | {err:.2f}% | {source} |")
     head += ["", "Runs on train+dev have no dev split: their row gives the lowest test error only.", ""]
-    text = "\n".join(head + body).rstrip() + "\n"
+    text = "\n".join(head + body + extras(out)).rstrip() + "\n"
     (out / "REPORT.md").write_text(text)
     return out / "REPORT.md"
 
