@@ -90,6 +90,7 @@ def parameter_rows(cfg):
         ("lambda (L2)", f"{o.l2:g}" + (" (biases too)" if o.l2_bias else " (weights only)")),
         ("initialisation", f"{m.init} (scale {m.init_scale:g}), biases {m.bias_init:g}"),
         ("seed", f"{cfg.run.seed}"),
+        ("backward engine", cfg.train.engine + (", torch.compile" if cfg.train.compile else "")),
     ]
     if m.dropout_input or m.dropout_hidden:
         rows.append(("dropout", f"input {m.dropout_input:g}, hidden {m.dropout_hidden:g}"))
