@@ -121,3 +121,16 @@ def test_divergence_stops_with_lr_and_keeps_checkpoint(tmp_path, mnist_root):
     ckpt = load_checkpoint(run_dir)
     assert ckpt["points"] == 0 and all(torch.isfinite(p).all() for p in ckpt["params"].values())
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.parametrize("name", ["wide", "deep", "cnn", "cnn_aug"])
+def test_extra_credit_configs_train_a_few_steps(tmp_path, mnist_root, monkeypatch, name):
+    """Each extra-credit config, as committed, takes a few real steps (dropout, augmentation, conv) and learns."""
+    monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
+    cfg = config.load(REPO / "configs" / f"{name}.toml", ["train.epochs=0.05", f'run.log_dir="{tmp_path}"', "eval.every=3000"])
+    run_dir, status = train.run(cfg)
+    assert status == "finished"
+    hist = json.loads((run_dir / "history.json").read_text())
+    assert "dev_loss" not in hist[0]  # train+dev: curves are train and test
+    assert hist[-1]["points"] == 3000 and hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert (run_dir / "weights.png").is_file()
