@@ -183,7 +183,7 @@ def extras(out):
                          f"{r['tape_engine_s_per_epoch']:.3f} | {r['builtin_s_per_epoch']:.3f} | {r['floor_s_per_epoch']:.3f} | "
                          f"{r['ratio_builtin']:.3f} | {r['ratio_floor']:.2f} |")
         if b.get("loader_s_per_epoch"):
-            lines += ["", f"The DataLoader way (nn.Module + DataLoader + ToTensor/Normalize) for the sigmoid model: {b['loader_s_per_epoch']:.2f} s per epoch."]
+            lines += ["", f"The DataLoader way (a Module, a DataLoader over torchvision MNIST with ToTensor/Normalize, PyTorch's own SGD) for the sigmoid model: {b['loader_s_per_epoch']:.2f} s per epoch."]
         lines.append("")
     return lines
 
