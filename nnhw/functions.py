@@ -338,6 +338,5 @@ softmax_cross_entropy = SoftmaxCrossEntropy.apply
 squared_error = SquaredError.apply
 conv2d = Conv2d.apply
 
-# Transfer functions by the names configs use: the aliases, and the classes (for nnhw.tape).
-TRANSFERS = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "identity": identity, "square": square}
+# Transfer functions by the names configs use (the classes: models apply them through autograd or nnhw.tape).
 TRANSFER_FUNCTIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "identity": Identity, "square": Square}

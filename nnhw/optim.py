@@ -39,7 +39,6 @@ class MomentumSGD:
     """
 
     def __init__(self, params, momentum=0.9, l2=0.0, l2_bias=False):
-        self.params = params
         self.momentum = momentum
         self.l2 = l2
         self.names = list(params)
@@ -52,9 +51,9 @@ class MomentumSGD:
 
     @torch.no_grad()
     def step(self, grads, lr):
-        """grads: name -> dL/dparam, or a list in the params' order (the data loss only;
+        """grads: dL/dparam for each parameter, in the params' order (the data loss only;
         the L2 term is added here)."""
-        g = [grads[n] for n in self.names] if isinstance(grads, dict) else list(grads)
+        g = list(grads)
         if self.momentum:
             torch._foreach_mul_(self.v, self.momentum)  # v <- mu v
             torch._foreach_add_(self.v, g)  #            + g

@@ -466,7 +466,7 @@ def main(argv=None):
         if args.resume:
             saved = load_checkpoint(args.resume)
             cfg = config_mod.apply_overrides(config_mod.from_dict(saved["config"]), ([args.config] if args.config else []) + args.overrides)
-            run_dir, saved = Path(args.resume), saved
+            run_dir = Path(args.resume)
         else:
             if not args.config:
                 raise ConfigError("no config given: python -m nnhw.train CONFIG [section.key=value ...]")
