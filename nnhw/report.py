@@ -176,16 +176,24 @@ def extras(out):
         b = json.loads(bench.read_text())
         lines += [f"## Speed: {b['device']}", "", f"`{b['command'].strip()}`; seconds per 50,000 training images; "
                   f"large float32 matmul {b['matmul_gflops']:.0f} GFLOP/s.", "",
-                  "| config | batch | engine | nnhw | autograd engine | tape engine | built-in ops | matmul floor | nnhw / built-in | nnhw / floor |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| config | batch | engine | nnhw | autograd engine | tape engine | built-in ops | matmul floor | products alone | hand-fused | nnhw / built-in | nnhw / floor |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in b["rows"]:
             lines.append(f"| {r['config']} | {r['batch_size']} | {r['engine']} | {r['nnhw_s_per_epoch']:.3f} | {r['autograd_engine_s_per_epoch']:.3f} | "
                          f"{r['tape_engine_s_per_epoch']:.3f} | {r['builtin_s_per_epoch']:.3f} | {r['floor_s_per_epoch']:.3f} | "
+                         f"{_seconds(r.get('products_s_per_epoch'))} | {_seconds(r.get('fused_s_per_epoch'))} | "
                          f"{r['ratio_builtin']:.3f} | {r['ratio_floor']:.2f} |")
+        lines += ["", "Products alone: only the step's matrix products, at their own shapes. Hand-fused: the same step in raw "
+                  "tensor ops with no autograd and no Functions, gradients accumulated straight into the velocities "
+                  "(MLPs with cross-entropy and no dropout). Both come from `tools/bench.py`; n/a where they do not apply."]
         if b.get("loader_s_per_epoch"):
             lines += ["", f"The DataLoader way (a Module, a DataLoader over torchvision MNIST with ToTensor/Normalize, PyTorch's own SGD) for the sigmoid model: {b['loader_s_per_epoch']:.2f} s per epoch."]
         lines.append("")
     return lines
+
+
+def _seconds(v):
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def build(log_dir="tb_logs", out="reports"):

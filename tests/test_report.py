@@ -126,9 +126,12 @@ def test_report_extras_come_from_their_files(tiny_runs, tmp_path):
     out.mkdir()
     (out / "theory.txt").write_text("[holds] 2.2.1: something\n")
     row = dict(config="sigmoid", batch_size=100, engine="autograd", nnhw_s_per_epoch=1.0, autograd_engine_s_per_epoch=1.0,
-               tape_engine_s_per_epoch=0.9, builtin_s_per_epoch=1.1, floor_s_per_epoch=0.5, ratio_builtin=0.909, ratio_floor=2.0)
-    (out / "bench-cpu.json").write_text(json.dumps(dict(command="python tools/bench.py", device="cpu (x)", matmul_gflops=90.0, loader_s_per_epoch=19.0, rows=[row])))
+               tape_engine_s_per_epoch=0.9, builtin_s_per_epoch=1.1, floor_s_per_epoch=0.5, ratio_builtin=0.909, ratio_floor=2.0,
+               products_s_per_epoch=0.6, fused_s_per_epoch=0.8)
+    relu = dict(row, config="relu", products_s_per_epoch=0.7, fused_s_per_epoch=None)
+    (out / "bench-cpu.json").write_text(json.dumps(dict(command="python tools/bench.py", device="cpu (x)", matmul_gflops=90.0, loader_s_per_epoch=19.0, rows=[row, relu])))
     text = report.build(log_dir, out).read_text()
     assert "[holds] 2.2.1: something" in text
-    assert "| sigmoid | 100 | autograd | 1.000 | 1.000 | 0.900 | 1.100 | 0.500 | 0.909 | 2.00 |" in text
+    assert "| sigmoid | 100 | autograd | 1.000 | 1.000 | 0.900 | 1.100 | 0.500 | 0.600 | 0.800 | 0.909 | 2.00 |" in text
+    assert "| relu | 100 | autograd | 1.000 | 1.000 | 0.900 | 1.100 | 0.500 | 0.700 | n/a | 0.909 | 2.00 |" in text
     assert "19.00 s per epoch" in text

@@ -9,6 +9,11 @@ CUDA when present) it times, as the median of several repeats after a warm-up:
             F.cross_entropy, F.conv2d, ...) and torch.optim.SGD, on the same preloaded tensors;
   floor     the matrix-multiply floor: the step's multiply-adds (x3 for forward and backward)
             at the GFLOP/s this machine reaches in one large float32 matmul;
+  products  (MLPs) only the step's matrix products, at their own shapes, on the same batches: the
+            products a step cannot skip (no input gradient for the first layer), nothing else;
+  fused     (MLPs with cross-entropy and no dropout) the same step hand-fused in raw tensor ops,
+            no autograd and no Functions: gradients accumulate straight into the velocities
+            (addmm_ with beta = momentum). The least time eager PyTorch needs for this step here;
   loader    (sigmoid only) the pytorch/examples way: nn.Module + DataLoader over torchvision's
             MNIST with ToTensor/Normalize, timed over a slice of an epoch.
 
@@ -136,6 +141,79 @@ def builtin_step_fn(cfg, params_init):
     return step
 
 
+# --------------------------------------------------------------------------- #
+# Two lower references for MLPs: the products alone, and a hand-fused step      #
+# --------------------------------------------------------------------------- #
+
+FUSED_TRANSFERS = {  # f(a), and f'(a) written with z = f(a)
+    "sigmoid": (torch.sigmoid, lambda z: z - z * z),
+    "tanh": (torch.tanh, lambda z: 1 - z * z),
+    "relu": (torch.relu, lambda z: (z > 0).to(z.dtype)),
+}
+
+
+def mlp_sizes(cfg):
+    return [784, *cfg.model.hidden, 10]
+
+
+def products_step_fn(cfg, device):
+    """The step's matrix products and nothing else: per layer l, A = Z W^T and dW = G^T Z, and
+    dZ = G W for every layer but the first (the input needs no gradient)."""
+    sizes, B = mlp_sizes(cfg), cfg.train.batch_size
+    gen = torch.Generator().manual_seed(0)
+    W = [torch.randn(o, i, generator=gen).to(device) for i, o in zip(sizes, sizes[1:])]
+    Z = [torch.randn(B, d, generator=gen).to(device) for d in sizes[1:]]
+    G = [torch.randn(B, d, generator=gen).to(device) for d in sizes[1:]]
+
+    def step(x, y):
+        z = x
+        for l, w in enumerate(W):
+            torch.mm(z, w.t(), out=Z[l])
+            z = Z[l]
+        for l in reversed(range(len(W))):
+            torch.mm(G[l].t(), x if l == 0 else Z[l - 1])
+            if l:
+                torch.mm(G[l], W[l])
+
+    return step
+
+
+def fused_step_fn(cfg, params_init):
+    """The step hand-fused in raw ops, or None where the model is not a plain MLP with
+    cross-entropy. Same update as nnhw's: v <- mu v + g + lambda W, W <- W - lr v."""
+    m, o = cfg.model, cfg.optim
+    if m.arch != "mlp" or m.loss != "cross_entropy" or m.output_transfer != "identity" or m.transfer not in FUSED_TRANSFERS \
+            or m.dropout_input or m.dropout_hidden or (o.l2 and o.l2_bias):
+        return None
+    f, df = FUSED_TRANSFERS[m.transfer]
+    n = len(m.hidden) + 1
+    Ws = [params_init[f"W{l}"].detach().clone() for l in range(1, n + 1)]
+    bs = [params_init[f"b{l}"].detach().clone() for l in range(1, n + 1)]
+    vW, vb = [torch.zeros_like(w) for w in Ws], [torch.zeros_like(b) for b in bs]
+    tensors, velocities = Ws + bs, vW + vb
+    mu, lr = o.momentum, o.lr
+
+    @torch.no_grad()
+    def step(x, y):
+        zs = [x]
+        for l in range(n - 1):
+            zs.append(f(torch.addmm(bs[l], zs[-1], Ws[l].t())))
+        g = torch.softmax(torch.addmm(bs[-1], zs[-1], Ws[-1].t()), 1)  # dL/dA = (softmax - onehot) / N
+        g[torch.arange(len(y), device=y.device), y] -= 1
+        g.div_(len(y))
+        for l in reversed(range(n)):
+            vW[l].addmm_(g.t(), zs[l], beta=mu)  # v <- mu v + G^T Z
+            vb[l].mul_(mu).add_(g.sum(0))
+            if l:
+                g = (g @ Ws[l]).mul_(df(zs[l]))
+        if o.l2:
+            torch._foreach_add_(vW, Ws, alpha=o.l2)
+        torch._foreach_add_(tensors, velocities, alpha=-lr)
+
+    step.params = {**{f"W{l}": w for l, w in enumerate(Ws, 1)}, **{f"b{l}": b for l, b in enumerate(bs, 1)}}
+    return step
+
+
 def loader_seconds_per_epoch(root, repeats, n_batches=100):
     """The pytorch/examples way for the sigmoid config: nn.Module + DataLoader + torch.optim."""
     import torchvision
@@ -191,6 +269,12 @@ def bench_config(name, splits, device, repeats, gflops):
         t_engine[engine] = time_steps(lambda x, y: ours(x, y, lr, noise), batches, device, warmup, repeats)
     t_ours = t_engine[cfg.train.engine]
     t_base = time_steps(builtin_step_fn(cfg, init), batches, device, warmup, repeats)
+    t_products = t_fused = None
+    if m.arch == "mlp":
+        t_products = time_steps(products_step_fn(cfg, device), batches, device, warmup, repeats)
+        fused = fused_step_fn(cfg, init)
+        if fused is not None:
+            t_fused = time_steps(fused, batches, device, warmup, repeats)
     flops_per_image = 6 * multiply_adds(cfg)  # forward + two products in backward, 2 flops each
     t_floor = flops_per_image * B / (gflops * 1e9)
 
@@ -207,8 +291,14 @@ def bench_config(name, splits, device, repeats, gflops):
         nnhw_images_per_s=B / t_ours, builtin_images_per_s=B / t_base,
         nnhw_updates_per_s=1 / t_ours, builtin_updates_per_s=1 / t_base,
         ratio_builtin=t_ours / t_base, ratio_floor=t_ours / t_floor,
+        products_s_per_epoch=t_products and t_products * per_epoch, fused_s_per_epoch=t_fused and t_fused * per_epoch,
+        ratio_products=t_products and t_ours / t_products, fused_ratio_floor=t_fused and t_fused / t_floor,
         eval_s_train_dev_test=eval_s, gflop_per_epoch=flops_per_image * EPOCH / 1e9,
     )
+
+
+def opt_num(v):
+    return "-" if v is None else f"{v:.3f}"
 
 
 def main(argv=None):
@@ -227,14 +317,15 @@ def main(argv=None):
         gflops = matmul_gflops(device)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
         print(f"\n{dev_name} ({name}): large float32 matmul {gflops:.1f} GFLOP/s; torch {torch.__version__}")
-        print("nnhw = nnhw's step with the config's train.engine; 'autograd' and 'tape' give both engines' s/epoch")
-        print(f"{'config':<8} {'batch':>5} {'engine':>8} {'nnhw s/ep':>10} {'autograd':>9} {'tape':>7} {'builtin s/ep':>12} {'floor s/ep':>10} {'nnhw/builtin':>12} {'nnhw/floor':>10} {'nnhw upd/s':>10} {'builtin upd/s':>13} {'eval s':>7}")
+        print("nnhw = nnhw's step with the config's train.engine; 'autograd' and 'tape' give both engines' s/epoch;\n"
+              "products = the step's matrix products alone; fused = the step hand-fused in raw ops (MLPs; see the docstring)")
+        print(f"{'config':<8} {'batch':>5} {'engine':>8} {'nnhw s/ep':>10} {'autograd':>9} {'tape':>7} {'builtin s/ep':>12} {'floor s/ep':>10} {'products':>8} {'fused':>6} {'nnhw/builtin':>12} {'nnhw/floor':>10} {'nnhw upd/s':>10} {'builtin upd/s':>13} {'eval s':>7}")
         rows = []
         for cfg_name in args.configs:
             r = bench_config(cfg_name, splits, device, args.repeats, gflops)
             rows.append(r)
             print(f"{r['config']:<8} {r['batch_size']:>5} {r['engine']:>8} {r['nnhw_s_per_epoch']:>10.3f} {r['autograd_engine_s_per_epoch']:>9.3f} {r['tape_engine_s_per_epoch']:>7.3f} {r['builtin_s_per_epoch']:>12.3f} {r['floor_s_per_epoch']:>10.3f} "
-                  f"{r['ratio_builtin']:>12.3f} {r['ratio_floor']:>10.2f} {r['nnhw_updates_per_s']:>10.0f} {r['builtin_updates_per_s']:>13.0f} {r['eval_s_train_dev_test']:>7.2f}", flush=True)
+                  f"{opt_num(r['products_s_per_epoch']):>8} {opt_num(r['fused_s_per_epoch']):>6} {r['ratio_builtin']:>12.3f} {r['ratio_floor']:>10.2f} {r['nnhw_updates_per_s']:>10.0f} {r['builtin_updates_per_s']:>13.0f} {r['eval_s_train_dev_test']:>7.2f}", flush=True)
         loader = None
         if "sigmoid" in args.configs and not args.no_loader and device.type == "cpu":
             loader = loader_seconds_per_epoch(root, max(1, args.repeats // 2))
