@@ -196,6 +196,14 @@ def test_sigmoid_saturates_exactly():
     assert y.tolist() == [0.0, 1.0]
 
 
+def test_relu_derivative_at_zero_is_zero():
+    # the homework's convention f'(0) = 0; negative and positive sides give 0 and the incoming gradient
+    a = torch.tensor([-2.0, -0.0, 0.0, 1e-30, 3.0], dtype=torch.float64, requires_grad=True)
+    g = torch.tensor([5.0, 5.0, 5.0, 5.0, 5.0], dtype=torch.float64)
+    (grad,) = torch.autograd.grad(nf.relu(a), a, g)
+    assert grad.tolist() == [0.0, 0.0, 0.0, 5.0, 5.0]
+
+
 @pytest.mark.parametrize("scale", [1e3, 1e4])
 def test_cross_entropy_finite_at_large_logits(scale):
     logits = (torch.tensor([[1.0, -1.0, 0.5], [-1.0, 1.0, 0.0]]) * scale).requires_grad_()
