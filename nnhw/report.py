@@ -174,7 +174,7 @@ def extras(out):
                   f"{ratios[0]:.2f}x to {ratios[-1]:.2f}x).", ""]
     for bench in sorted(out.glob("bench-*.json")):
         b = json.loads(bench.read_text())
-        lines += [f"## Speed: {b['device']}", "", f"`{b['command'].strip()}`; seconds per 50,000 training images; "
+        lines += [f"## Speed: {b['device']}", "", f"`{b['command'].strip()}`" + (f" at commit `{b['commit'][:12]}`" if b.get("commit") else "") + "; seconds per 50,000 training images; "
                   f"large float32 matmul {b['matmul_gflops']:.0f} GFLOP/s.", "",
                   "| config | batch | engine | nnhw | autograd engine | tape engine | built-in ops | matmul floor | products alone | hand-fused | nnhw / built-in | nnhw / floor |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -42,7 +42,7 @@ from nnhw import config as config_mod  # noqa: E402
 from nnhw import data as data_mod  # noqa: E402
 from nnhw import models  # noqa: E402
 from nnhw.optim import MomentumSGD  # noqa: E402
-from nnhw.train import evaluate, make_train_step  # noqa: E402
+from nnhw.train import evaluate, git_commit, make_train_step  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH = 50000
@@ -336,7 +336,7 @@ def main(argv=None):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(dict(
             command="python tools/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            device=f"{dev_name} ({name})", torch=torch.__version__, matmul_gflops=gflops, loader_s_per_epoch=loader, rows=rows,
+            commit=git_commit(), device=f"{dev_name} ({name})", torch=torch.__version__, matmul_gflops=gflops, loader_s_per_epoch=loader, rows=rows,
         ), indent=1) + "\n")
         print(out)
 
