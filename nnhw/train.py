@@ -308,7 +308,7 @@ def run(cfg, run_dir=None, resume_state=None, command=None, world=None):
 
     def do_eval():
         t0 = time.perf_counter()
-        row = dict(points=state["points"], epoch=state["points"] / data_mod.N_TRAIN, lr=lr)
+        row = dict(points=state["points"], epoch=state["points"] / data_mod.N_TRAIN, lr=lr, train_seconds=round(state["train_seconds"], 3))
         for name, split in splits.items():
             loss, err = evaluate(params, forward, loss_fn, split, cfg.eval.batch_size, world)
             row[f"{name}_loss"], row[f"{name}_error"] = loss, err
@@ -402,6 +402,8 @@ def summarize(cfg, state, device, status, command, n_train, commit, processes=1)
     best = min(hist, key=lambda r: r["dev_error"]) if has_dev else None
     lowest = min(hist, key=lambda r: r["test_error"])
     last = hist[-1]
+    # the first evaluation at 99% test accuracy: how long a model takes to get good, not only how good it gets
+    first_99 = next((r for r in hist if r["test_error"] <= 1.0 and "train_seconds" in r), None)
     return dict(
         name=cfg.run.name,
         status=status,
@@ -411,6 +413,7 @@ def summarize(cfg, state, device, status, command, n_train, commit, processes=1)
         test_error_at_best_dev=best["test_error"] if best else None,
         lowest_test_error=lowest["test_error"],
         lowest_test_epoch=lowest["epoch"],
+        test_accuracy_99=dict(epoch=first_99["epoch"], train_seconds=first_99["train_seconds"]) if first_99 else None,
         final={k: v for k, v in last.items() if k.endswith(("_loss", "_error"))},
         epochs=state["points"] / data_mod.N_TRAIN,
         passes=state["points"] / n_train,

@@ -42,6 +42,9 @@ def test_cli_short_run_writes_curves_checkpoint_and_summary(tmp_path, mnist_root
     assert summary["status"] == "finished" and summary["steps"] == 40 and summary["epochs"] == pytest.approx(0.04)
     assert summary["best_dev_error"] == min(r["dev_error"] for r in hist)
     assert summary["lowest_test_error"] == min(r["test_error"] for r in hist)
+    seconds = [r["train_seconds"] for r in hist]
+    assert seconds[0] == 0 and seconds == sorted(seconds) and seconds[-1] == pytest.approx(summary["train_seconds"], abs=1e-3)
+    assert summary["test_accuracy_99"] is None  # 40 updates are far from 99%
     assert summary["device"].startswith("cpu") and summary["command"].startswith("python -m nnhw.train configs/sigmoid.toml")
     assert config.load(run_dir / "config.toml").train.batch_size == 50  # the resolved config, reloadable
     ckpt = load_checkpoint(run_dir)
@@ -93,7 +96,8 @@ def test_same_seed_same_curves(tmp_path, mnist_root, monkeypatch):
     runs = [train.run(short_cfg(tmp_path, extra=["run.seed=3"]))[0] for _ in range(2)]
     assert runs[0] != runs[1]  # two runs of one config never share a folder
     h = [json.loads((r / "history.json").read_text()) for r in runs]
-    assert [{k: v for k, v in r.items()} for r in h[0]] == h[1]
+    untimed = [[{k: v for k, v in r.items() if k != "train_seconds"} for r in run] for run in h]
+    assert untimed[0] == untimed[1]
 
 
 def test_unwritable_log_dir_fails_before_training(tmp_path, mnist_root):
@@ -134,3 +138,14 @@ def test_extra_credit_configs_train_a_few_steps(tmp_path, mnist_root, monkeypatc
     assert "dev_loss" not in hist[0]  # train+dev: curves are train and test
     assert hist[-1]["points"] == 3000 and hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert (run_dir / "weights.png").is_file()
+
+
+def test_summary_times_the_first_evaluation_at_99_percent():
+    cfg = config.load(REPO / "configs" / "cnn.toml")
+    hist = [dict(points=p, epoch=p / 50000, lr=0.1, train_seconds=t, train_loss=0.1, train_error=e, test_loss=0.1, test_error=e)
+            for p, t, e in [(0, 0.0, 90.0), (6000, 2.5, 1.2), (12000, 5.0, 0.99), (18000, 7.5, 1.01), (24000, 10.0, 0.8)]]
+    state = dict(points=24000, step=100, train_seconds=10.0, eval_seconds=1.0, history=hist)
+    summary = train.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000, "abc")
+    assert summary["test_accuracy_99"] == {"epoch": 12000 / 50000, "train_seconds": 5.0}  # the first, not the best
+    state["history"] = [dict(r, test_error=max(r["test_error"], 1.5)) for r in hist]
+    assert train.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000, "abc")["test_accuracy_99"] is None
