@@ -6,6 +6,8 @@
 #   OUT=gpu-check bash tools/gpu_check.sh          # from the repo root, on a machine with a GPU
 #   DEVICE=cpu EPOCHS=0.05 OUT=/tmp/g bash tools/gpu_check.sh   # the same steps on a CPU, to check the script
 #
+# BENCH_CONFIGS (default "softmax sigmoid relu cnn") picks the benchmarked configs; PYTHON the interpreter.
+#
 # Everything lands flat in $OUT (at most 8 files): device.txt, bench.txt, bench-<device>.json,
 # train-<config>.log and summary-<config>.json.
 # MNIST comes from NNHW_DATA_ROOT, else ../shared/data, else the gzipped raw files in .mnist/
@@ -32,7 +34,8 @@ if [ -z "${NNHW_DATA_ROOT:-}" ]; then
 fi
 
 "$py" -c "import torch, platform; print('torch', torch.__version__, '|', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA', '|', platform.processor() or platform.machine())" | tee "$out/device.txt"
-"$py" tools/bench.py --configs softmax sigmoid relu cnn --device "$device" --no-loader --out "$out/bench-$device.json" | tee "$out/bench.txt"
+# shellcheck disable=SC2086  # a list of config names
+"$py" tools/bench.py --configs ${BENCH_CONFIGS:-softmax sigmoid relu cnn} --device "$device" --no-loader --out "$out/bench-$device.json" | tee "$out/bench.txt"
 
 extra=()
 if [ -n "${EPOCHS:-}" ]; then extra=("train.epochs=$EPOCHS"); fi

@@ -1,0 +1,40 @@
+"""tools/gpu_check.sh waits for a session with a GPU; its CPU mode keeps it from rotting meanwhile."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def gpu_check(tmp_path, **env):
+    full = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", OUT=str(tmp_path / "out"), **env)
+    return subprocess.run(["bash", "tools/gpu_check.sh"], cwd=REPO, env=full, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_check_runs_every_step_on_the_cpu(tmp_path, mnist_root):
+    res = gpu_check(tmp_path, NNHW_DATA_ROOT=str(mnist_root), EPOCHS="0.01", BENCH_CONFIGS="sigmoid")
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "out"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["bench-cpu.json", "bench.txt", "device.txt", "summary-cnn.json", "summary-sigmoid.json", "train-cnn.log", "train-sigmoid.log"]
+    assert [r["config"] for r in json.loads((out / "bench-cpu.json").read_text())["rows"]] == ["sigmoid"]
+    for cfg in ("sigmoid", "cnn"):
+        summary = json.loads((out / f"summary-{cfg}.json").read_text())
+        assert summary["status"] == "finished" and summary["passes"] > 0 and "test_accuracy_99" in summary
+        assert f"{cfg}: " in res.stdout
+
+
+def test_gpu_check_without_mnist_says_what_to_do(tmp_path):
+    # a copy of the repo with no ../shared beside it and no .mnist/
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO / "tools", repo / "tools")
+    env = {k: v for k, v in os.environ.items() if k != "NNHW_DATA_ROOT"}
+    res = subprocess.run(["bash", "tools/gpu_check.sh"], cwd=repo, env=dict(env, OUT=str(tmp_path / "out")), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip() == "gpu_check: no MNIST: set NNHW_DATA_ROOT, or put the four gzipped raw files in .mnist/"
