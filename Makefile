@@ -33,15 +33,18 @@ test: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
-## make report: full runs of every committed config, their learning-rate sweeps, then reports/REPORT.md
-REPORT_CONFIGS ?= softmax sigmoid relu
+## make report: full runs of every committed config, their learning-rate sweeps, the theory, autodiff
+## and complexity outputs, then reports/REPORT.md and reports/REPORT.pdf (about an hour on a 2-core CPU)
+REPORT_CONFIGS ?= softmax sigmoid relu wide deep cnn cnn_aug
+SWEEP_CONFIGS  ?= softmax sigmoid relu
 report: $(STAMP)
-	set -e; for c in $(REPORT_CONFIGS); do \
-	  $(PY) -m nnhw.train configs/$$c.toml; \
-	  $(PY) -m nnhw.sweep configs/$$c.toml; \
-	done
+	set -e; for c in $(REPORT_CONFIGS); do $(PY) -m nnhw.train configs/$$c.toml; done
+	set -e; for c in $(SWEEP_CONFIGS); do $(PY) -m nnhw.sweep configs/$$c.toml; done
+	$(PY) -m nnhw.theory > reports/theory.txt
+	$(PY) -m nnhw.autodiff > reports/autodiff.txt
+	$(PY) tools/complexity.py
 	$(PY) -m nnhw.report
 
-## make report-only: rebuild reports/REPORT.md from the runs already in tb_logs/
+## make report-only: rebuild reports/REPORT.md and reports/REPORT.pdf from what is already in tb_logs/ and reports/
 report-only: $(STAMP)
 	$(PY) -m nnhw.report

@@ -15,9 +15,12 @@ they must equal, and (5.3) the cost of a d-dimensional gradient by forward mode
 """
 
 import argparse
+import json
 import math
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -149,6 +152,7 @@ def main(argv=None):
     p.add_argument("--w1", type=float, default=1.5, help="the point (w1, w2) (default 1.5, 0.5)")
     p.add_argument("--w2", type=float, default=0.5)
     p.add_argument("--dims", type=int, nargs="+", default=[10, 100, 1000], help="d for the 5.3 table (multiples of 10)")
+    p.add_argument("--out", default="reports", help="folder for autodiff.json, the numbers nnhw.report reads (default reports)")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")  # raised inside torch.func
     w1, w2 = args.w1, args.w2
@@ -172,10 +176,23 @@ def main(argv=None):
     print("\n5.3: the gradient of a loss R^d -> R (softmax regression's cross-entropy in its flattened weights)")
     print("     forward mode: d passes of torch.func.jvp along e_1..e_d; reverse mode: one torch.autograd.grad")
     print(f"  {'d':>6} {'forward (s)':>12} {'reverse (s)':>12} {'ratio':>9} {'ratio / d':>10} {'max |diff|':>11}")
-    for r in mode_cost_table(args.dims):
+    table = mode_cost_table(args.dims)
+    for r in table:
         print(f"  {r['d']:>6} {r['forward_s']:>12.5f} {r['reverse_s']:>12.6f} {r['ratio']:>9.1f} {r['ratio'] / r['d']:>10.3f} {r['max_abs_diff']:>11.1e}")
     print("  expected: the ratio grows as O(d) (forward mode costs about d x T, reverse mode about 5 T);")
     print("  a steady ratio / d column is that linear growth.")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    numbers = dict(
+        command="python -m nnhw.autodiff " + " ".join(argv if argv is not None else sys.argv[1:]),
+        w1=w1, w2=w2, trace=list(trace(w1, w2)),
+        reverse=dict(f=f_rev, df_dw1=g1, df_dw2=g2),
+        forward=dict(f=f_fwd, df_dw1=d1, df_dw2=d2),
+        autograd=dict(f=f_ag, df_dw1=a1, df_dw2=a2),
+        largest_relative_difference=rel,
+        cost_table=table,
+    )
+    (out / "autodiff.json").write_text(json.dumps(numbers, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""`python -m nnhw.report`: reports/REPORT.md and its figures, built from finished runs.
+"""`python -m nnhw.report`: reports/REPORT.md and reports/REPORT.pdf, built from finished runs.
 
 For each homework question it takes the newest finished run of the committed
 config (a run started as `python -m nnhw.train configs/<name>.toml`, with no
 overrides) from the log folder, and the newest learning-rate sweep of it, copies
 their PNGs beside the report, and writes every number from their summary.json
-and sweep.json. The same runs always give the same file.
+and sweep.json. The same runs always give the same files. REPORT.pdf is the
+hand-in: every question in the homework's order, then the code (nnhw/handin.py).
 """
 
 import argparse
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
+from . import handin
 
 # (question, config name, what the homework asks for)
 QUESTIONS = [
@@ -102,19 +104,32 @@ def parameter_rows(cfg):
     return rows
 
 
-def section(question, name, what, run_dir, sweep_dir, out):
-    lines = [f"## {question}: {what}", ""]
+def collect(name, log_dir, out):
+    """The newest finished run of configs/<name>.toml and its sweep, with their figures copied into
+    <out>/<name>/; None when there is no such run."""
+    run_dir, sweep_dir = latest_run(log_dir, name), latest_sweep(log_dir, name)
     if run_dir is None:
-        return lines + [f"No finished run of `configs/{name}.toml` yet: `python -m nnhw.train configs/{name}.toml`.", ""], None
-    summary = json.loads((run_dir / "summary.json").read_text())
-    cfg = config_mod.load(run_dir / "config.toml")
+        return None
     dest = out / name
     dest.mkdir(parents=True, exist_ok=True)
+    run = dict(dir=run_dir, summary=json.loads((run_dir / "summary.json").read_text()), cfg=config_mod.load(run_dir / "config.toml"), sweep=None)
+    if sweep_dir is not None:
+        run["sweep"] = json.loads((sweep_dir / "sweep.json").read_text())
+        shutil.copyfile(sweep_dir / "sweep.png", dest / "sweep.png")
+    for fig in FIGURES:
+        if (run_dir / f"{fig}.png").is_file():
+            shutil.copyfile(run_dir / f"{fig}.png", dest / f"{fig}.png")
+    return run
+
+
+def section(question, name, what, run, out):
+    lines = [f"## {question}: {what}", ""]
+    if run is None:
+        return lines + [f"No finished run of `configs/{name}.toml` yet: `python -m nnhw.train configs/{name}.toml`.", ""]
+    run_dir, summary, cfg, sw = run["dir"], run["summary"], run["cfg"], run["sweep"]
     lines += [f"Config `configs/{name}.toml`; run `{run_dir.name}` at commit `{summary['git_commit'][:12]}`.", ""]
     lines += ["| parameter | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in parameter_rows(cfg)] + [""]
-    if sweep_dir is not None:
-        sw = json.loads((sweep_dir / "sweep.json").read_text())
-        shutil.copyfile(sweep_dir / "sweep.png", dest / "sweep.png")
+    if sw is not None:
         thr = "none on the grid" if sw["threshold_lr"] is None else f"{sw['threshold_lr']:g}"
         div = "none on the grid" if sw["diverging_lr"] is None else f"{sw['diverging_lr']:g}"
         lines += [
@@ -148,11 +163,9 @@ def section(question, name, what, run_dir, sweep_dir, out):
         "",
     ]
     for fig in FIGURES:
-        src = run_dir / f"{fig}.png"
-        if src.is_file():
-            shutil.copyfile(src, dest / f"{fig}.png")
+        if (out / name / f"{fig}.png").is_file():
             lines += [f"![{name} {fig}]({name}/{fig}.png)", ""]
-    return lines, summary
+    return lines
 
 
 def extras(out):
@@ -201,18 +214,22 @@ def _seconds(v):
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def build(log_dir="tb_logs", out="reports"):
+def build(log_dir="tb_logs", out="reports", pdf=True):
+    """Write <out>/REPORT.md (and, with pdf, <out>/REPORT.pdf) from the runs in log_dir; returns the
+    Markdown file's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    body, table = [], []
+    if pdf:
+        handin.student_data(out)  # a bad student.toml stops the build before anything is written
+    body, table, runs = [], [], []
     for question, name, what in QUESTIONS:
-        run_dir, sweep_dir = latest_run(log_dir, name), latest_sweep(log_dir, name)
-        lines, summary = section(question, name, what, run_dir, sweep_dir, out)
-        if summary is None and name in ("wide", "deep", "cnn", "cnn_aug"):
+        run = collect(name, log_dir, out)
+        runs.append((question, name, run))
+        if run is None and name in ("wide", "deep", "cnn", "cnn_aug"):
             continue  # extra credit not run yet: leave it out rather than list an empty section
-        body += lines
-        if summary is not None:
-            table.append((f"nnhw `{name}` (question {question})", summary))
+        body += section(question, name, what, run, out)
+        if run is not None:
+            table.append((f"nnhw `{name}` (question {question})", run["summary"]))
     head = [
         "# nnhw report: homework 4 on MNIST",
         "",
@@ -232,18 +249,29 @@ def build(log_dir="tb_logs", out="reports"):
     head += ["", "Runs on train+dev have no dev split: their row gives the lowest test error only.", ""]
     text = "\n".join(head + body + extras(out)).rstrip() + "\n"
     (out / "REPORT.md").write_text(text)
+    if pdf:
+        handin.write_pdf(runs, out)
     return out / "REPORT.md"
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m nnhw.report", description=__doc__.splitlines()[0])
     p.add_argument("--log-dir", default="tb_logs", help="folder with the runs (default tb_logs)")
-    p.add_argument("--out", default="reports", help="folder for REPORT.md and its PNGs (default reports)")
+    p.add_argument("--out", default="reports", help="folder for REPORT.md, REPORT.pdf and their PNGs; problem 0 is read from student.toml there (default reports)")
     args = p.parse_args(argv)
     if not Path(args.log_dir).is_dir():
         print(f"nnhw.report: error: no log folder {args.log_dir}; train the configs first (make report does it all)", file=sys.stderr)
         return 2
-    print(build(args.log_dir, args.out))
+    try:
+        md = build(args.log_dir, args.out)
+    except handin.StudentFileError as e:
+        print(f"nnhw.report: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        print(f"nnhw.report: error: {e.name} is not installed; `pip install -e .` (or make report-only) installs it", file=sys.stderr)
+        return 2
+    print(md)
+    print(Path(args.out) / "REPORT.pdf")
     return 0
 
 

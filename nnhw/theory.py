@@ -6,6 +6,7 @@ Functions (affine, tanh, sigmoid, identity, square, squared_error) in float64.
 """
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -240,6 +241,13 @@ def claim_2_3_2():
     b2 = torch.tensor([1.0], dtype=DT)
     y_hat = nf.affine(nf.tanh(nf.affine(XOR_X, w1, b1)), w2, b2)[:, 0]
     return dict(
+        inputs=XOR_X.tolist(),
+        targets=XOR_Y.tolist(),
+        phi_weights=w.tolist(),
+        W1=w1.tolist(),
+        b1=b1.tolist(),
+        W2=w2.tolist(),
+        b2=b2.tolist(),
         linear_scores=linear_scores.tolist(),
         network_outputs=y_hat.tolist(),
         holds=torch.equal(torch.sign(linear_scores), XOR_Y) and torch.equal(torch.sign(y_hat), XOR_Y) and bool((y_hat != 0).all()),
@@ -339,26 +347,41 @@ def _fmt(v):
     return str(v)
 
 
+def summarize_7(result):
+    """The numbers that confirm 7, without the per-step rows."""
+    rows = result["rows"]
+    return dict(
+        L=result["L"],
+        F_0=result["F_0"],
+        F_star=result["F_star"],
+        steps=len(rows),
+        worst_decrease_minus_guarantee=min(r["decrease"] - r["guaranteed"] for r in rows),
+        worst_bound_minus_min_grad_sq=min(r["bound"] - r["min_grad_sq"] for r in rows),
+        holds=result["holds"],
+    )
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m nnhw.theory", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="reports/theory", help="folder for the figure of 7 (default reports/theory)")
+    p.add_argument("--out", default="reports/theory", help="folder for the figure of 7 and theory.json (default reports/theory)")
     args = p.parse_args(argv)
-    all_hold = True
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    all_hold, results = True, {}
     for number, claim, fn in CLAIMS:
         result = fn()
         all_hold &= result["holds"]
         print(f"[{'holds' if result['holds'] else 'FAILS'}] {number}: {claim}")
         if number == "7":
-            worst = min(r["decrease"] - r["guaranteed"] for r in result["rows"])
-            slack = min(r["bound"] - r["min_grad_sq"] for r in result["rows"])
-            print(f"    L = {result['L']:g}, F(w0) = {result['F_0']:.4g}, F* = {result['F_star']:.4g}, {len(result['rows'])} steps")
-            print(f"    smallest (decrease - guarantee) over the steps: {worst:.3g} (>= 0 up to rounding, 1e-12)")
-            print(f"    smallest (bound - min ||grad||^2) over the steps: {slack:.3g} (>= 0)")
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
             claim_7_figure(result, out / "gd_rates.png")
+            result = summarize_7(result)
+            print(f"    L = {result['L']:g}, F(w0) = {result['F_0']:.4g}, F* = {result['F_star']:.4g}, {result['steps']} steps")
+            print(f"    smallest (decrease - guarantee) over the steps: {result['worst_decrease_minus_guarantee']:.3g} (>= 0 up to rounding, 1e-12)")
+            print(f"    smallest (bound - min ||grad||^2) over the steps: {result['worst_bound_minus_min_grad_sq']:.3g} (>= 0)")
             print(f"    figure: {out / 'gd_rates.png'}")
+            results[number] = dict(result, claim=claim)
             continue
+        results[number] = dict(result, claim=claim)
         for key, value in result.items():
             if key == "holds":
                 continue
@@ -367,6 +390,8 @@ def main(argv=None):
                     print("    " + ", ".join(f"{k} = {_fmt(v)}" for k, v in r.items()))
             else:
                 print(f"    {key} = {_fmt(value)}")
+    # the same numbers for the report (nnhw.report reads this file; it never reruns the claims)
+    (out / "theory.json").write_text(json.dumps(results, indent=1) + "\n")
     return 0 if all_hold else 1
 
 
