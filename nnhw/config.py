@@ -33,13 +33,18 @@ TRANSFER_NAMES = ["sigmoid", "tanh", "relu", "identity", "square"]
 LOSS_NAMES = ["cross_entropy", "squared_error"]
 INIT_NAMES = ["normal", "uniform", "xavier", "he", "zeros"]
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+FLOAT32_MAX = 3.4028234663852886e38  # parameters are float32: larger values would be inf
+# Names people reach for from other trainers, mapped to ours (a typo's nearest key is found by spelling).
+ALIASES = {"learning_rate": "optim.lr", "weight_decay": "optim.l2", "l2_lambda": "optim.l2", "lambda": "optim.l2",
+           "batchsize": "train.batch_size", "bs": "train.batch_size", "epoch": "train.epochs", "n_epochs": "train.epochs",
+           "lr_schedule": "optim.schedule", "scheduler": "optim.schedule", "activation": "model.transfer", "layers": "model.hidden"}
 
 
 @dataclass
 class RunConfig:
     name: str = opt("", "run name; the folder is <log_dir>/<name>/<run id>. Empty: the config file's stem. Letters, digits, '.', '_', '-' only")
     log_dir: str = opt("tb_logs", "folder that holds every run's TensorBoard logs, checkpoints and summary")
-    seed: int = opt(0, "one seed for initialisation, data order and every other random choice", min=0)
+    seed: int = opt(0, "one seed for initialisation, data order and every other random choice", min=0, le=2**62)
     device: str = opt("auto", "'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'")
     dist_timeout: int = opt(300, "torchrun only: seconds a process waits for its peers before it stops with an error", min=1)
 
@@ -60,8 +65,8 @@ class ModelConfig:
     output_transfer: str = opt("identity", "transfer function on the k = 10 outputs", choices=TRANSFER_NAMES)
     loss: str = opt("cross_entropy", "'cross_entropy' (softmax on the outputs) or 'squared_error' (against one-hot targets, averaged over samples and classes)", choices=LOSS_NAMES)
     init: str = opt("xavier", "weight initialisation: 'normal' (std = init_scale), 'uniform' (+-init_scale), 'xavier' (Glorot normal times init_scale), 'he' (normal, std sqrt(2/fan_in) times init_scale), 'zeros'", choices=INIT_NAMES)
-    init_scale: float = opt(1.0, "scale of the initialisation (its std for 'normal', a multiplier for 'xavier' and 'he')", min=0.0)
-    bias_init: float = opt(0.0, "initial value of every bias")
+    init_scale: float = opt(1.0, "scale of the initialisation (its std for 'normal', a multiplier for 'xavier' and 'he')", min=0.0, le=FLOAT32_MAX)
+    bias_init: float = opt(0.0, "initial value of every bias", min=-FLOAT32_MAX, le=FLOAT32_MAX)
     conv_channels: list[int] = opt([32, 64], "cnn: output channels of each convolution layer")
     conv_kernel: list[int] = opt([5, 5], "cnn: filter size (k x k) of each convolution layer")
     conv_padding: int = opt(0, "cnn: zero padding on each side of every convolution", min=0)
@@ -86,12 +91,12 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = opt(100, "mini-batch size (1 is the homework's one-point-at-a-time SGD)", min=1)
-    epochs: float = opt(10.0, "passes over the training split (fractions allowed)", gt=0.0)
+    epochs: float = opt(10.0, "passes over the training split (fractions allowed)", gt=0.0, le=1e6)
     engine: str = opt("autograd", "who runs the Functions' backward: 'autograd' (torch.autograd) or 'tape' (nnhw.tape, reverse mode written out; much less overhead per step, the cheap path for batch size 1)", choices=["autograd", "tape"])
     compile: bool = opt(False, "compile the forward pass and loss with torch.compile (engine 'autograd' only); nnhw's Functions are what it traces. It pays off on a GPU; on a CPU the compile takes a minute and small batches run no faster")
     augment: str = opt("none", "data augmentation of each training batch on the device: 'none', 'shift' (random translations) or 'affine' (translation, rotation and scaling)", choices=["none", "shift", "affine"])
-    augment_shift: float = opt(2.0, "largest translation in pixels, each direction", min=0.0)
-    augment_rotate: float = opt(10.0, "'affine': largest rotation in degrees", min=0.0)
+    augment_shift: float = opt(2.0, "largest translation in pixels, each direction", min=0.0, le=28.0)
+    augment_rotate: float = opt(10.0, "'affine': largest rotation in degrees", min=0.0, le=180.0)
     augment_scale: float = opt(0.1, "'affine': largest relative change of scale", min=0.0, lt=1.0)
 
 
@@ -160,6 +165,8 @@ def _set(cfg, section, key, value):
         raise ConfigError(f"unknown section [{section}]{_suggest(section, SECTIONS)}")
     sec = getattr(cfg, section)
     fields = {f.name: f for f in dataclasses.fields(sec)}
+    if key not in fields and key in ALIASES:
+        raise ConfigError(f"unknown key {section}.{key}; did you mean '{ALIASES[key]}'?")
     if key not in fields:
         all_keys = [f"{s}.{k.name}" for s in SECTIONS for k in dataclasses.fields(SECTIONS[s]())]
         raise ConfigError(f"unknown key {section}.{key}{_suggest(f'{section}.{key}', all_keys)}")
@@ -208,13 +215,13 @@ def apply_overrides(cfg, overrides):
 
 def validate(cfg):
     """Checks that span several keys."""
-    if cfg.run.name and (not RUN_NAME.fullmatch(cfg.run.name) or cfg.run.name in (".", "..")):
+    if cfg.run.name and not RUN_NAME.fullmatch(cfg.run.name):
         raise ConfigError(
-            f"run.name: {cfg.run.name!r} may only hold letters, digits, '.', '_' and '-' "
-            "(it names a folder inside run.log_dir)"
+            f"run.name: {cfg.run.name!r} cannot name a folder inside run.log_dir: start with a letter or digit, "
+            "then use letters, digits, '.', '_' and '-' only"
         )
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.run.device):
-        raise ConfigError(f"run.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.run.device!r}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,4})?", cfg.run.device):
+        raise ConfigError(f"run.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N' (N a device number), got {cfg.run.device!r}")
     if any(w < 1 for w in cfg.model.hidden):
         raise ConfigError(f"model.hidden: every width must be >= 1, got {cfg.model.hidden}")
     m = cfg.model
@@ -264,6 +271,11 @@ def load(path=None, overrides=()):
 
 def to_dict(cfg):
     return dataclasses.asdict(cfg)
+
+
+def flatten(cfg):
+    """{'section.key': value} for every key."""
+    return {f"{section}.{key}": value for section, body in to_dict(cfg).items() for key, value in body.items()}
 
 
 def from_dict(table):

@@ -40,23 +40,33 @@ def resolve_root(root):
     return Path(os.environ.get("NNHW_DATA_ROOT") or root)
 
 
-def _fix_hint(raw):
+def _fix_hint(raw, download=False):
     return (
         f"put the four MNIST files ({', '.join(FILES)}) in {raw}, "
-        "or set NNHW_DATA_ROOT to a folder whose MNIST/raw/ holds them, or set data.download = true"
+        "or set NNHW_DATA_ROOT to a folder whose MNIST/raw/ holds them"
+        + ("" if download else ", or set data.download = true")
     )
 
 
-def check_raw_files(raw):
-    """Every file present, with the right magic number, count and size; labels in 0..9."""
+def _first_and_cause(e):
+    """An exception's first line and, when it spans several, its last (usually the cause)."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+
+
+def check_raw_files(raw, download=False):
+    """Every file present and readable, with the right magic number, count and size; labels in 0..9."""
     missing = [name for name in FILES if not (raw / name).is_file()]
     if missing:
         what = "no MNIST files" if len(missing) == len(FILES) else f"missing {', '.join(missing)}"
-        raise DataError(f"{what} in {raw}: {_fix_hint(raw)}")
+        raise DataError(f"{what} in {raw}: {_fix_hint(raw, download)}")
     for name, (magic, count) in FILES.items():
         path = raw / name
-        with open(path, "rb") as f:
-            header = f.read(16 if magic == 2051 else 8)
+        try:
+            with open(path, "rb") as f:
+                header = f.read(16 if magic == 2051 else 8)
+        except OSError as e:
+            raise DataError(f"cannot read {path}: {(e.strerror or str(e)).lower()}; make it readable (chmod a+r) or replace it") from None
         size = path.stat().st_size
         if len(header) < 8 or int.from_bytes(header[:4], "big") != magic:
             found = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
@@ -81,8 +91,7 @@ def _download(root):
             torchvision.datasets.MNIST(root=str(root), train=train, download=True)
     except Exception as e:  # network, disk or mirror failures all end the same way
         raw = root / "MNIST" / "raw"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"could not download MNIST into {raw} ({reason}): {_fix_hint(raw)}") from None
+        raise DataError(f"could not download MNIST into {raw} ({_first_and_cause(e)}); {_fix_hint(raw, download=True)}") from None
 
 
 def load_mnist(root, download=False):
@@ -93,13 +102,13 @@ def load_mnist(root, download=False):
     raw = root / "MNIST" / "raw"
     if download and not all((raw / name).is_file() for name in FILES):
         _download(root)
-    check_raw_files(raw)
+    check_raw_files(raw, download)
     sets = []
     for train in (True, False):
         try:
             ds = torchvision.datasets.MNIST(root=str(root), train=train, download=False)
         except Exception as e:
-            raise DataError(f"torchvision could not read MNIST in {raw}: {e}") from None
+            raise DataError(f"torchvision could not read MNIST in {raw} ({_first_and_cause(e)}); replace the files") from None
         sets.append((ds.data, ds.targets))
     return sets
 

@@ -16,6 +16,8 @@ marked ``@once_differentiable``.
 Public aliases (``sigmoid = Sigmoid.apply`` ...) are what callers use.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -167,6 +169,9 @@ class Affine(torch.autograd.Function):
 # --------------------------------------------------------------------------- #
 
 
+IGNORE_NONE = -(2**63)  # an index no target can hold: every row counts, and -100 is out of range like any other
+
+
 class SoftmaxCrossEntropy(torch.autograd.Function):
     """L = -(1/N) sum_n log softmax(A[n])[y_n], with A (N, k) logits and y (N,) int64.
 
@@ -191,7 +196,8 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
         try:
             # -(1/N) sum_n log_p[n, y_n] in one op, which also checks every y_n on the CPU for free.
             # (On a GPU an index out of range is a device error: nnhw.data checks all labels once.)
-            loss = F.nll_loss(log_p, target)
+            # ignore_index: nll_loss would silently drop rows whose target is -100, its default.
+            loss = F.nll_loss(log_p, target, ignore_index=IGNORE_NONE)
         except (IndexError, RuntimeError):
             k = logits.shape[1]
             raise ValueError(
@@ -226,12 +232,12 @@ class SquaredError(torch.autograd.Function):
             )
         ctx.save_for_backward(pred, target)
         diff = pred - target
-        return (diff * diff).mean()
+        return (diff * diff).mean()  # an empty batch gives nan, as F.mse_loss does
 
     @staticmethod
     def backward(ctx, g):
         pred, target = ctx.saved_tensors
-        grad = (2.0 / pred.numel()) * g * (pred - target)
+        grad = (2.0 / max(pred.numel(), 1)) * g * (pred - target)  # empty for an empty batch
         return (
             grad if ctx.needs_input_grad[0] else None,
             -grad if ctx.needs_input_grad[1] else None,
@@ -301,7 +307,7 @@ class Flatten(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
         ctx.shape = x.shape
-        return x.reshape(len(x), -1)
+        return x.reshape(len(x), math.prod(x.shape[1:]))  # (N, C*H*W), also for N = 0
 
     @staticmethod
     def backward(ctx, g):
@@ -329,6 +335,8 @@ class Dropout(torch.autograd.Function):
 def dropout(a, p, generator, call=None):
     """Drop each entry of a with probability p (a fresh mask from `generator`), scale the rest by 1/(1-p).
     `call(Function, *inputs)` applies the Function (default: through torch.autograd)."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout: p must lie in [0, 1), got {p}")
     if p == 0.0:
         return a
     keep = torch.rand(a.shape, generator=generator, device=a.device, dtype=a.dtype) >= p

@@ -57,7 +57,7 @@ def test_saved_toml_round_trips(tmp_path):
         ("[model]\nhidden = [200, 0]\n", r"model.hidden: every width must be >= 1"),
         ("[model]\nhidden = 200\n", r"model.hidden: expected a list of int"),
         ('[optim]\nschedule = "step"\n', r"optim.milestones: the 'step' schedule needs"),
-        ('[run]\nname = "../../etc"\n', r"run.name: '../../etc' may only hold"),
+        ('[run]\nname = "../../etc"\n', r"run.name: '../../etc' cannot name a folder inside run.log_dir"),
         ('[run]\nname = ".."\n', r"run.name"),
         ('[run]\ndevice = "gpu"\n', r"run.device"),
         ("[optim]\nlr = nan\n", r"optim.lr: expected a finite number"),
