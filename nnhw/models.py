@@ -41,23 +41,35 @@ def init_weight(shape, fan_in, fan_out, scheme, scale, gen):
     return torch.randn(shape, generator=gen) * std
 
 
+def param_shapes(cfg_model):
+    """name -> (shape, fan_in, fan_out) of every parameter, in the order they are drawn."""
+    m = cfg_model
+    shapes = {}
+    d_in = N_PIXELS
+    if m.arch == "cnn":
+        c_in = 1
+        for l, (c_out, k) in enumerate(zip(m.conv_channels, m.conv_kernel), 1):
+            shapes[f"Wc{l}"] = ((c_out, c_in, k, k), c_in * k * k, c_out * k * k)
+            shapes[f"bc{l}"] = ((c_out,), None, None)
+            c_in = c_out
+        d_in = conv_output_size(m)[1]
+    sizes = [d_in, *m.hidden, N_CLASSES]
+    for l in range(1, len(sizes)):
+        shapes[f"W{l}"] = ((sizes[l], sizes[l - 1]), sizes[l - 1], sizes[l])
+        shapes[f"b{l}"] = ((sizes[l],), None, None)
+    return shapes
+
+
 def init_params(cfg_model, seed, device="cpu"):
     """Every parameter, drawn on the CPU from `seed` (so every device starts alike)."""
     gen = torch.Generator().manual_seed(seed)
     m = cfg_model
     params = {}
-    d_in = N_PIXELS
-    if m.arch == "cnn":
-        c_in = 1
-        for l, (c_out, k) in enumerate(zip(m.conv_channels, m.conv_kernel), 1):
-            params[f"Wc{l}"] = init_weight((c_out, c_in, k, k), c_in * k * k, c_out * k * k, m.init, m.init_scale, gen)
-            params[f"bc{l}"] = torch.full((c_out,), m.bias_init)
-            c_in = c_out
-        d_in = conv_output_size(m)[1]
-    sizes = [d_in, *m.hidden, N_CLASSES]
-    for l in range(1, len(sizes)):
-        params[f"W{l}"] = init_weight((sizes[l], sizes[l - 1]), sizes[l - 1], sizes[l], m.init, m.init_scale, gen)
-        params[f"b{l}"] = torch.full((sizes[l],), m.bias_init)
+    for name, (shape, fan_in, fan_out) in param_shapes(m).items():
+        if fan_in is None:  # a bias
+            params[name] = torch.full(shape, m.bias_init)
+        else:
+            params[name] = init_weight(shape, fan_in, fan_out, m.init, m.init_scale, gen)
     return {name: p.to(device).requires_grad_() for name, p in params.items()}
 
 

@@ -29,11 +29,9 @@ import torch  # noqa: E402
 
 from . import config as config_mod  # noqa: E402
 from . import data as data_mod  # noqa: E402
-from . import models  # noqa: E402
 from .config import ConfigError  # noqa: E402
 from .data import DataError  # noqa: E402
-from .optim import MomentumSGD  # noqa: E402
-from .train import RunError, atomic_write_text, evaluate, make_run_dir, make_train_step, resolve_device  # noqa: E402
+from .train import RunError, atomic_write_text, build, evaluate, make_run_dir, make_train_step, resolve_device  # noqa: E402
 
 DECREASE = 0.10  # "non-trivial": at least 10% below the starting loss
 
@@ -46,9 +44,8 @@ def log_grid(lo, hi, per_decade):
 def loss_after_budget(cfg, splits, lr, budget_points, device):
     """Average training loss after `budget_points` of constant-rate SGD from the config's init."""
     train = splits["train"]
-    params = models.init_params(cfg.model, cfg.run.seed, device)
-    forward, loss_fn = models.make_forward(cfg.model), models.make_loss(cfg.model)
-    step = make_train_step(params, forward, loss_fn, MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias), engine=cfg.train.engine)
+    params, forward, loss_fn, opt = build(cfg, device)
+    step = make_train_step(params, forward, loss_fn, opt, engine=cfg.train.engine)
     order = torch.Generator().manual_seed(cfg.run.seed + 1)
     idx = torch.randperm(len(train), generator=order)[:budget_points].to(device)
     x_all, y_all = train.x[idx], train.y[idx]
@@ -69,8 +66,8 @@ def sweep(cfg, lrs, budget_epochs=0.25):
     root = data_mod.resolve_root(cfg.data.root)
     splits = data_mod.load_splits(root, cfg.data.download, cfg.data.train_split, cfg.data.standardize, device)
     budget = max(1, round(budget_epochs * data_mod.N_TRAIN))
-    params = models.init_params(cfg.model, cfg.run.seed, device)
-    start = evaluate(params, models.make_forward(cfg.model), models.make_loss(cfg.model), splits["train"], cfg.eval.batch_size)[0]
+    params, forward, loss_fn, _ = build(cfg, device)
+    start = evaluate(params, forward, loss_fn, splits["train"], cfg.eval.batch_size)[0]
     def trial(lr):
         t0 = time.perf_counter()
         end = loss_after_budget(cfg, splits, lr, budget, device)

@@ -1,19 +1,41 @@
 """`python -m nnhw.train CONFIG [section.key=value ...]`: train one model, log it, checkpoint it.
 
-The loop is flat: set the learning rate, forward, backward, step, and every
-`eval.every` training points evaluate train, dev and test, log to TensorBoard
-and write a checkpoint. `--resume RUN_DIR` continues a run from its checkpoint
-and ends with the same parameters as an uninterrupted run (same device).
+The loop (`run`, at the bottom) is flat: set the learning rate, take the next batch,
+step, advance, and every `eval.every` training points evaluate train, dev and test,
+log to TensorBoard and write a checkpoint. Everything a checkpoint holds besides
+the tensors lives in one `TrainState`. `--resume RUN_DIR` continues a run from its
+checkpoint and, on the same device, ends with the same parameters as an
+uninterrupted run, bit for bit.
+
+Two ways of counting progress, each with one name:
+  effective epochs = training points touched / 50,000 (the homework's x-axis, `epoch` in the history);
+  passes           = training points touched / the training split's size (what `train.epochs` counts).
 """
 
+if __name__ == "__main__":  # Ctrl-C while the modules below load, before main() runs: exit 130, no traceback
+    import signal as _signal
+    import sys as _sys
+
+    def _quit(signum, frame):
+        print("nnhw.train: interrupted while starting", file=_sys.stderr)
+        _sys.exit(130)
+
+    _signal.signal(_signal.SIGINT, _quit)
+
 import argparse
+import fcntl
 import json
 import math
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,13 +47,16 @@ from . import models
 from .config import ConfigError
 from .data import DataError
 from .optim import MomentumSGD, lr_at
-from .plot import save_figures, weight_images
 from .tape import Tape
 
 CHECKPOINT = "checkpoint.pt"
+LOCK = ".lock"
 EXIT_CONFIG = 2
 EXIT_DIVERGED = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143, SIGHUP 129
+DIVERGENCE_FACTOR = 10.0  # a training loss above this many times its initial value is divergence
+# What the checkpoint's tensors, permutation or meaning depend on: a resume cannot change these.
+FROZEN_ON_RESUME = ("model.", "data.train_split", "data.standardize", "run.seed", "run.name", "run.log_dir", "train.batch_size")
 
 
 class RunError(RuntimeError):
@@ -42,8 +67,16 @@ class Diverged(RuntimeError):
     pass
 
 
+def effective_epochs(points):
+    return points / data_mod.N_TRAIN
+
+
+def passes(points, n_train):
+    return points / n_train
+
+
 # --------------------------------------------------------------------------- #
-# Run folder, checkpoints, provenance                                         #
+# Run folder: files written atomically, one writer at a time                  #
 # --------------------------------------------------------------------------- #
 
 
@@ -60,7 +93,7 @@ def make_run_dir(log_dir, name):
                 break
             except FileExistsError:
                 continue
-        probe = run_dir / ".write-test"
+        probe = run_dir / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
@@ -69,31 +102,52 @@ def make_run_dir(log_dir, name):
 
 
 def atomic_write_bytes(path, write):
-    """write(f) into path.tmp, flush, fsync, then rename: a crash leaves the old file whole."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """write(f) into a temporary file of this writer's own, fsync, then rename over path: a crash or a
+    full disk leaves the old file whole, and the temporary file is removed on any failure."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise RunError(f"cannot write {path} in {path.parent}: {(e.strerror or str(e)).lower()}; the last good files stay") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def atomic_write_text(path, text):
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
-def save_checkpoint(run_dir, state):
-    atomic_write_bytes(run_dir / CHECKPOINT, lambda f: torch.save(state, f))
+class RunLock:
+    """An exclusive lock on <run_dir>/.lock for the life of the run: a second writer stops at once."""
 
+    def __init__(self, run_dir):
+        self.path = None if run_dir is None else Path(run_dir) / LOCK  # None: no lock (torchrun ranks > 0)
+        self.file = None
 
-def load_checkpoint(run_dir):
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
-        raise RunError(f"no checkpoint at {path}: --resume takes a run folder that nnhw.train wrote")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RunError(f"cannot read the checkpoint {path}: {str(e).splitlines()[0]}") from None
+    def __enter__(self):
+        if self.path is None:
+            return self
+        try:
+            self.file = open(self.path, "a+")
+        except OSError as e:
+            raise RunError(f"cannot write the run folder {self.path.parent}: {(e.strerror or str(e)).lower()}") from None
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise RunError(f"{self.path.parent} is in use by another nnhw.train; wait for it to end (or stop it) before resuming") from None
+        return self
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
 
 
 def git_commit():
@@ -111,10 +165,13 @@ def git_commit():
 def resolve_device(name):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device: {name!r} asked for, but CUDA is not available here; use 'auto' or 'cpu'")
-    return device
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"run.device: {name!r} asked for, but CUDA is not available here; use 'auto' or 'cpu'")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"run.device: {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(name)
 
 
 def describe_device(device):
@@ -124,8 +181,37 @@ def describe_device(device):
 
 
 # --------------------------------------------------------------------------- #
-# Evaluation                                                                  #
+# Assembling a model: the one way train, sweep, bench and the tests do it     #
 # --------------------------------------------------------------------------- #
+
+
+def check_memory(cfg, device):
+    """Stop before allocating a model that cannot fit: parameters, gradients, velocity and the
+    checkpoint's copy, 4 bytes each, plus one batch's activations."""
+    n_params = sum(math.prod(shape) for shape, _, _ in models.param_shapes(cfg.model).values())
+    widths = sum(cfg.model.hidden) + models.N_CLASSES + models.N_PIXELS
+    if cfg.model.arch == "cnn":
+        widths += sum(c * 28 * 28 for c in cfg.model.conv_channels)
+    need = 4 * (4 * n_params + 3 * max(cfg.train.batch_size, cfg.eval.batch_size) * widths)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > free:
+        raise ConfigError(
+            f"model: {n_params:,} parameters need about {need / 2**30:.1f} GiB (parameters, gradients, velocity, "
+            f"a checkpoint copy and a batch's activations), more than the {free / 2**30:.1f} GiB free on {device.type}; "
+            "use smaller model.hidden or batch sizes"
+        )
+    return n_params
+
+
+def build(cfg, device):
+    """(params, forward, loss_fn, opt) for cfg on device."""
+    check_memory(cfg, device)
+    params = models.init_params(cfg.model, cfg.run.seed, device)
+    opt = MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias)
+    return params, models.make_forward(cfg.model), models.make_loss(cfg.model), opt
 
 
 @torch.no_grad()
@@ -177,227 +263,311 @@ def make_train_step(params, forward, loss_fn, opt, world=None, engine="autograd"
 
 
 # --------------------------------------------------------------------------- #
+# The run's state, and its checkpoint                                         #
+# --------------------------------------------------------------------------- #
+
+# key -> the types a checkpoint's value may have
+CHECKPOINT_KEYS = {
+    "format": int, "config": dict, "params": dict, "velocity": dict, "order_rng": torch.Tensor, "noise_rng": torch.Tensor,
+    "perm": torch.Tensor, "points": int, "step": int, "pos": int, "history": list, "train_seconds": (int, float),
+    "eval_seconds": (int, float),
+}
+
+
+@dataclass
+class TrainState:
+    """Where the run is: everything a checkpoint holds besides the tensors and random generators."""
+
+    points: int = 0  # training points touched
+    step: int = 0  # updates made
+    pos: int = 0  # position in the current pass's permutation
+    perm: torch.Tensor | None = None  # the current pass's order (CPU int64); None before the first pass
+    history: list = field(default_factory=list)  # one row per evaluation
+    changes: list = field(default_factory=list)  # what each resume changed, and at how many points
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+    def to_checkpoint(self, cfg, params, opt, order, noise):
+        return dict(
+            format=2,
+            config=config_mod.to_dict(cfg),
+            params={n: p.detach().cpu() for n, p in params.items()},
+            velocity={n: v.cpu() for n, v in opt.state_dict().items()},
+            order_rng=order.get_state(),
+            noise_rng=noise.get_state(),
+            noise_device=noise.device.type,
+            perm=torch.zeros(0, dtype=torch.int64) if self.perm is None else self.perm,
+            points=self.points, step=self.step, pos=self.pos, history=self.history, changes=self.changes,
+            train_seconds=self.train_seconds, eval_seconds=self.eval_seconds,
+        )
+
+    @classmethod
+    def from_checkpoint(cls, ckpt):
+        perm = ckpt["perm"]
+        return cls(
+            points=ckpt["points"], step=ckpt["step"], pos=ckpt["pos"], perm=perm if perm.numel() else None,
+            history=list(ckpt["history"]), changes=list(ckpt.get("changes", [])),
+            train_seconds=float(ckpt["train_seconds"]), eval_seconds=float(ckpt["eval_seconds"]),
+        )
+
+
+def save_checkpoint(run_dir, ckpt):
+    atomic_write_bytes(Path(run_dir) / CHECKPOINT, lambda f: torch.save(ckpt, f))
+
+
+def load_checkpoint(run_dir):
+    """The checkpoint dict, read as data only (weights_only) and checked key by key; RunError otherwise."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise RunError(f"no checkpoint at {path}: --resume takes a run folder that nnhw.train wrote")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise RunError(f"cannot read the checkpoint {path}: it holds objects other than tensors and plain values, "
+                       "which nnhw never writes; it was not loaded") from None
+    except Exception:
+        raise RunError(f"cannot read the checkpoint {path}: it is empty, truncated or not a checkpoint") from None
+    if not isinstance(ckpt, dict):
+        raise RunError(f"cannot read the checkpoint {path}: it holds a {type(ckpt).__name__}, not an nnhw checkpoint")
+    for key, types in CHECKPOINT_KEYS.items():
+        if key not in ckpt:
+            raise RunError(f"cannot read the checkpoint {path}: no {key!r} in it (not written by nnhw.train)")
+        if not isinstance(ckpt[key], types) or isinstance(ckpt[key], bool):
+            raise RunError(f"cannot read the checkpoint {path}: {key!r} is a {type(ckpt[key]).__name__}")
+    for key in ("params", "velocity"):
+        if not all(isinstance(t, torch.Tensor) for t in ckpt[key].values()):
+            raise RunError(f"cannot read the checkpoint {path}: {key!r} holds something other than tensors")
+    if min(ckpt["points"], ckpt["step"], ckpt["pos"]) < 0:
+        raise RunError(f"cannot read the checkpoint {path}: negative progress counters")
+    return ckpt
+
+
+def restore(ckpt, path, params, opt, order, noise, seed, state):
+    """Load the checkpoint's tensors and random streams into a freshly built run."""
+    for name in ("params", "velocity"):
+        saved = ckpt[name]
+        if set(saved) != set(params) or any(saved[n].shape != p.shape for n, p in params.items()):
+            raise RunError(f"{path}: its {name} do not fit the config's model (was the checkpoint edited?)")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(ckpt["params"][n])
+    opt.load_state_dict(ckpt["velocity"])
+    try:
+        order.set_state(ckpt["order_rng"])
+    except RuntimeError:
+        raise RunError(f"{path}: its data-order random state is not a CPU generator's") from None
+    try:
+        noise.set_state(ckpt["noise_rng"])
+    except RuntimeError:  # written on another kind of device: derive a fresh stream from the seed and the step
+        noise.manual_seed(seed + 2 + 1_000_003 * (state.step + 1))
+        state.changes.append(dict(points=state.points, change=f"dropout/augmentation random stream re-seeded on {noise.device.type} "
+                                                             f"(checkpoint from another device)"))
+
+
+class Batches:
+    """The training split in this pass's shuffled order, one batch after another."""
+
+    def __init__(self, split, order, device):
+        self.split, self.order, self.device = split, order, device
+        self.x = self.y = None
+
+    def next(self, state, batch_size, total_points):
+        n = len(self.split)
+        if state.perm is None or state.pos >= n:  # a new pass: a fresh permutation
+            state.perm, state.pos, self.x = torch.randperm(n, generator=self.order), 0, None
+        if self.x is None:  # this pass's data in its order, gathered once on the device
+            idx = state.perm.to(self.device)
+            self.x, self.y = self.split.x[idx], self.split.y[idx]
+        b = min(batch_size, n - state.pos, total_points - state.points)
+        return self.x[state.pos : state.pos + b], self.y[state.pos : state.pos + b]  # (b, 784), (b,)
+
+
+# --------------------------------------------------------------------------- #
+# Logging, evaluation, signals                                                #
+# --------------------------------------------------------------------------- #
+
+
+class Log:
+    """TensorBoard writers (one per split, with the same tags, and one for the run) and the console:
+    a progress bar on a terminal, one line per evaluation otherwise. Silent on torchrun ranks > 0."""
+
+    def __init__(self, run_dir, splits, resumed_at, total, active):
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        self.active = active
+        purge = resumed_at + 1 if resumed_at is not None else None  # TensorBoard hides what came after the checkpoint
+        self.writers = {s: SummaryWriter(str(run_dir / s), purge_step=purge) for s in splits} if active else {}
+        if active:
+            self.writers["run"] = SummaryWriter(str(run_dir), purge_step=purge)
+        self.bar = None
+        if active and sys.stderr.isatty():
+            self.bar = tqdm(total=total, initial=resumed_at or 0, unit="pt", unit_scale=True, dynamic_ncols=True)
+
+    def scalar(self, writer, tag, value, step):
+        if self.active:
+            self.writers[writer].add_scalar(tag, value, step)
+
+    def say(self, text):
+        if self.active:
+            self.bar.write(text) if self.bar is not None else print(text, flush=True)
+
+    def advance(self, n):
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        for w in self.writers.values():
+            w.close()
+
+
+def evaluate_and_log(state, lr, params, forward, loss_fn, splits, batch_size, log, world):
+    """Evaluate every split, log it, add a history row. Diverged if the training loss is not finite
+    or is above DIVERGENCE_FACTOR times its first value."""
+    t0 = time.perf_counter()
+    row = dict(points=state.points, epoch=effective_epochs(state.points), lr=lr, train_seconds=round(state.train_seconds, 3))
+    for name, split in splits.items():
+        loss, err = evaluate(params, forward, loss_fn, split, batch_size, world)
+        row[f"{name}_loss"], row[f"{name}_error"] = loss, err
+        log.scalar(name, "loss", loss, state.points)
+        log.scalar(name, "error", err, state.points)
+    log.scalar("run", "lr", lr, state.points)
+    state.history.append(row)
+    state.eval_seconds += time.perf_counter() - t0
+    log.say(f"epoch {row['epoch']:7.3f}  lr {lr:9.3e}  " + "  ".join(
+        f"{s} loss {row[f'{s}_loss']:.4f} err {row[f'{s}_error']:5.2f}%" for s in splits))
+    first = state.history[0]["train_loss"]
+    if not math.isfinite(row["train_loss"]) or row["train_loss"] > DIVERGENCE_FACTOR * first:
+        why = "became" if not math.isfinite(row["train_loss"]) else f"rose above {DIVERGENCE_FACTOR:g}x its initial {first:.4g}, to"
+        raise Diverged(f"the training loss {why} {row['train_loss']:.4g} by step {state.step} (epoch {row['epoch']:.3f}) "
+                       f"at learning rate {lr:.6g}; lower optim.lr")
+    return row
+
+
+class Interrupt:
+    """SIGINT, SIGTERM and SIGHUP become a flag that the loop reads between steps, so the state stays
+    whole; a second signal gives up at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    @property
+    def requested(self):
+        return self.signum is not None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.signum = signum
+
+        try:
+            self._old = {s: signal.signal(s, handler) for s in self.SIGNALS}
+        except ValueError:  # not the main thread
+            self._old = {}
+        return self
+
+    def __exit__(self, *exc):
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+# --------------------------------------------------------------------------- #
 # The run                                                                     #
 # --------------------------------------------------------------------------- #
 
 
-class Interrupt:
-    """Turns SIGINT into a flag that the loop reads between steps, so the state stays whole."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-
-    def __enter__(self):
-        def handler(signum, frame):
-            if self.requested:  # a second Ctrl-C: give up at once
-                raise KeyboardInterrupt
-            self.requested = True
-
-        try:
-            self._old = signal.signal(signal.SIGINT, handler)
-        except ValueError:  # not the main thread
-            self._old = None
-        return self
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
-def _say(bar, text):
-    if bar is not None:
-        bar.write(text)
-    else:
-        print(text, flush=True)
-
-
-class _NoWriter:
-    """Stands in for a SummaryWriter on the processes that do not log (torchrun ranks > 0)."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
-def run(cfg, run_dir=None, resume_state=None, command=None, world=None):
-    """Train per `cfg`; returns (run_dir, status). Raises ConfigError, DataError, RunError, Diverged.
-    Under torchrun (`world` with several processes) only rank 0 writes anything."""
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
+def run(cfg, run_dir=None, resume=None, command=None, world=None):
+    """Train per `cfg`; returns (run_dir, status, signal number or None). `resume` is the loaded
+    checkpoint of run_dir. Raises ConfigError, DataError, RunError, Diverged. Under torchrun
+    (`world` with several processes) only rank 0 writes anything."""
     world = world or dist_mod.World()
-    main_rank = world.is_main
     device = resolve_device(cfg.run.device)
     if world.distributed and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
     if cfg.train.batch_size % world.size:
-        raise ConfigError(
-            f"train.batch_size: {cfg.train.batch_size} does not split evenly over {world.size} processes; "
-            f"use a multiple of {world.size}"
-        )
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} does not split evenly over {world.size} processes; "
+                          f"use a multiple of {world.size}")
     commit = git_commit()  # the code that starts the run, whatever is edited while it runs
-    if run_dir is None and main_rank:
-        run_dir = make_run_dir(cfg.run.log_dir, cfg.run.name)
-    run_dir = Path(run_dir) if run_dir is not None else None
-    if main_rank:
-        atomic_write_text(run_dir / "config.toml", config_mod.to_toml(cfg))
-
-    root = data_mod.resolve_root(cfg.data.root)
-    splits = data_mod.load_splits(root, cfg.data.download, cfg.data.train_split, cfg.data.standardize, device)
-    train = splits["train"]
-    n_train = len(train)
-
-    torch.manual_seed(cfg.run.seed)
-    params = models.init_params(cfg.model, cfg.run.seed, device)
-    forward = models.make_forward(cfg.model)
-    loss_fn = models.make_loss(cfg.model)
-    opt = MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias)
-    train_step = make_train_step(params, forward, loss_fn, opt, world, cfg.train.engine, cfg.train.compile)
+    params, forward, loss_fn, opt = build(cfg, device)
+    splits = data_mod.load_splits(data_mod.resolve_root(cfg.data.root), cfg.data.download, cfg.data.train_split, cfg.data.standardize, device)
+    n_train = len(splits["train"])
     order = torch.Generator().manual_seed(cfg.run.seed + 1)  # the data order's own stream
     noise = torch.Generator(device=device).manual_seed(cfg.run.seed + 2 + 1000 * world.rank)  # dropout, augmentation
+    state = TrainState() if resume is None else TrainState.from_checkpoint(resume)
+    if resume is not None:
+        restore(resume, Path(run_dir) / CHECKPOINT, params, opt, order, noise, cfg.run.seed + 1000 * world.rank, state)
+    train_step = make_train_step(params, forward, loss_fn, opt, world, cfg.train.engine, cfg.train.compile)
     background = -data_mod.PIXEL_MEAN / data_mod.PIXEL_STD if cfg.data.standardize else 0.0
-    augmenting = cfg.train.augment != "none"
-
-    B = cfg.train.batch_size
-    total_points = max(1, round(cfg.train.epochs * n_train))
-    every = cfg.eval.every
-    state = dict(points=0, step=0, pos=0, epoch=0, history=[], train_seconds=0.0, eval_seconds=0.0)
-    perm = None
-    if resume_state is not None:
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(resume_state["params"][name])
-        opt.load_state_dict(resume_state["velocity"])
-        order.set_state(resume_state["order_rng"])
-        noise.set_state(resume_state["noise_rng"])
-        perm = resume_state["perm"]
-        for key in state:
-            state[key] = resume_state[key]
-
-    purge = state["points"] + 1 if resume_state is not None else None
-    if main_rank:
-        writers = {s: SummaryWriter(str(run_dir / s), purge_step=purge) for s in splits}
-        root_writer = SummaryWriter(str(run_dir), purge_step=purge)
-    else:
-        writers, root_writer = {s: _NoWriter() for s in splits}, _NoWriter()
-    if resume_state is None:
-        root_writer.add_text("config", "```\n" + config_mod.to_toml(cfg) + "\n```", 0)
+    batches = Batches(splits["train"], order, device)
+    B, total_points, every = cfg.train.batch_size, max(1, round(cfg.train.epochs * n_train)), cfg.eval.every
 
     def checkpoint():
-        if not main_rank:
-            return
-        save_checkpoint(
-            run_dir,
-            dict(
-                format=1,
-                config=config_mod.to_dict(cfg),
-                params={n: p.detach().cpu() for n, p in params.items()},
-                velocity={n: v.cpu() for n, v in opt.state_dict().items()},
-                order_rng=order.get_state(),
-                noise_rng=noise.get_state(),
-                perm=perm.cpu() if perm is not None else torch.zeros(0, dtype=torch.int64),
-                **state,
-            ),
-        )
+        if world.is_main:
+            save_checkpoint(run_dir, state.to_checkpoint(cfg, params, opt, order, noise))
 
-    # A progress bar on a terminal; one line per evaluation otherwise.
-    bar = None
-    if sys.stderr.isatty() and main_rank:
-        bar = tqdm(total=total_points, initial=state["points"], unit="pt", unit_scale=True, dynamic_ncols=True)
-    lr = lr_at(cfg.optim, state["points"] / n_train, cfg.train.epochs)
-
-    def do_eval():
-        t0 = time.perf_counter()
-        row = dict(points=state["points"], epoch=state["points"] / data_mod.N_TRAIN, lr=lr, train_seconds=round(state["train_seconds"], 3))
-        for name, split in splits.items():
-            loss, err = evaluate(params, forward, loss_fn, split, cfg.eval.batch_size, world)
-            row[f"{name}_loss"], row[f"{name}_error"] = loss, err
-            writers[name].add_scalar("loss", loss, state["points"])
-            writers[name].add_scalar("error", err, state["points"])
-        root_writer.add_scalar("lr", lr, state["points"])
-        state["history"].append(row)
-        state["eval_seconds"] += time.perf_counter() - t0
-        text = f"epoch {row['epoch']:7.3f}  lr {lr:.3g}  " + "  ".join(
-            f"{s} loss {row[f'{s}_loss']:.4f} err {row[f'{s}_error']:5.2f}%" for s in splits
-        )
-        if main_rank:
-            _say(bar, text)
-        if not math.isfinite(row["train_loss"]):
-            raise Diverged(
-                f"the training loss became {row['train_loss']} by step {state['step']} "
-                f"(epoch {row['epoch']:.3f}) at learning rate {lr:.6g}; lower optim.lr. "
-                f"The last good checkpoint is kept in {run_dir}"
-            )
-        checkpoint()
-
-    status = "finished"
+    new_folder = run_dir is None and world.is_main
+    run_dir = make_run_dir(cfg.run.log_dir, cfg.run.name) if new_folder else (Path(run_dir) if run_dir else None)
+    status, stop, interrupt, log = "crashed", False, Interrupt(), None
     try:
-        with Interrupt() as interrupt:
-            if not state["history"]:
-                do_eval()
-            next_eval = (state["points"] // every + 1) * every
-            x_epoch = None
-            t_start = time.perf_counter()
-            while state["points"] < total_points:
-                if perm is None or state["pos"] >= n_train:
-                    perm = torch.randperm(n_train, generator=order)
-                    state["pos"] = 0
-                    state["epoch"] += 1
-                    x_epoch = None
-                if x_epoch is None:  # this epoch's data in its shuffled order
-                    idx = perm.to(device)
-                    x_epoch, y_epoch = train.x[idx], train.y[idx]
-                pos = state["pos"]
-                b = min(B, n_train - pos, total_points - state["points"])
-                x, y = x_epoch[pos : pos + b], y_epoch[pos : pos + b]  # (b, 784), (b,)
-                lo, hi = 0, b
-                if world.distributed:  # this process's part of the global batch
-                    lo, hi = world.shard(b)
-                    x, y = x[lo:hi], y[lo:hi]
-
-                lr = lr_at(cfg.optim, state["points"] / n_train, cfg.train.epochs)
-                if augmenting:
+        with RunLock(run_dir if world.is_main else None), interrupt:
+            if world.is_main:
+                atomic_write_text(run_dir / "config.toml", config_mod.to_toml(cfg))
+            log = Log(run_dir, splits, None if resume is None else state.points, total_points, world.is_main)
+            lr = lr_at(cfg.optim, passes(state.points, n_train), cfg.train.epochs)
+            if not state.history:
+                evaluate_and_log(state, lr, params, forward, loss_fn, splits, cfg.eval.batch_size, log, world)
+                checkpoint()
+            next_eval = (state.points // every + 1) * every
+            t0 = time.perf_counter()
+            while state.points < total_points and not stop:
+                lr = lr_at(cfg.optim, passes(state.points, n_train), cfg.train.epochs)
+                x, y = batches.next(state, B, total_points)
+                b, (lo, hi) = len(y), world.shard(len(y))
+                x, y = x[lo:hi], y[lo:hi]  # this process's part of the batch (all of it without torchrun)
+                if cfg.train.augment != "none":
                     x = models.augment(x, cfg.train, noise, background)
                 train_step(x, y, lr, noise, (hi - lo) / b)
-
-                state["step"] += 1
-                state["pos"] += b
-                state["points"] += b
-                if bar is not None:
-                    bar.update(b)
-                if state["points"] >= next_eval or state["points"] >= total_points:
+                state.step, state.pos, state.points = state.step + 1, state.pos + b, state.points + b
+                log.advance(b)
+                if state.points >= next_eval or state.points >= total_points:
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
-                    state["train_seconds"] += time.perf_counter() - t_start
-                    do_eval()
-                    next_eval = (state["points"] // every + 1) * every
-                    t_start = time.perf_counter()
-                    stop = world.any(interrupt.requested, device)  # ranks agree to stop at an evaluation
-                else:
-                    stop = interrupt.requested and not world.distributed
-                if stop:
-                    state["train_seconds"] += time.perf_counter() - t_start
+                    state.train_seconds += time.perf_counter() - t0
+                    evaluate_and_log(state, lr, params, forward, loss_fn, splits, cfg.eval.batch_size, log, world)
                     checkpoint()
-                    status = "interrupted"
-                    break
-    except Diverged:
+                    next_eval, t0 = (state.points // every + 1) * every, time.perf_counter()
+                    stop = world.any(interrupt.requested, device)  # ranks agree to stop at an evaluation
+                elif interrupt.requested and not world.distributed:
+                    state.train_seconds += time.perf_counter() - t0
+                    checkpoint()
+                    stop = True
+            status = "interrupted" if stop else "finished"
+    except Diverged as e:
         status = "diverged"
-        raise
+        kept = f"the checkpoint of epoch {state.history[-2]['epoch']:.3f} is kept in {run_dir}" if len(state.history) > 1 else "no checkpoint was written"
+        raise Diverged(f"{e}. {kept}") from None
     except BaseException:
-        status = "crashed"  # the last checkpoint stands; no summary for a run that did not end
-        raise
+        if new_folder and not state.history:  # a failed start leaves no folder behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise  # a crash: the last checkpoint stands, and no summary is written for a run that did not end
     finally:
-        if bar is not None:
-            bar.close()
-        if status in ("finished", "diverged") and state["history"] and main_rank:
-            finish(cfg, run_dir, params, state, device, status, root_writer, command, n_train, commit, world.size)
-        for w in [*writers.values(), root_writer]:
-            w.close()
-    return run_dir, status
+        try:
+            if status in ("finished", "diverged") and world.is_main:
+                finish(cfg, run_dir, params, state, device, status, log.writers["run"], command, n_train, commit, world.size)
+        finally:
+            if log is not None:
+                log.close()
+    return run_dir, status, interrupt.signum
 
 
 def summarize(cfg, state, device, status, command, n_train, commit, processes=1):
-    hist = state["history"]
+    hist = state.history
     has_dev = "dev_error" in hist[0]
     best = min(hist, key=lambda r: r["dev_error"]) if has_dev else None
     lowest = min(hist, key=lambda r: r["test_error"])
@@ -415,28 +585,32 @@ def summarize(cfg, state, device, status, command, n_train, commit, processes=1)
         lowest_test_epoch=lowest["epoch"],
         test_accuracy_99=dict(epoch=first_99["epoch"], train_seconds=first_99["train_seconds"]) if first_99 else None,
         final={k: v for k, v in last.items() if k.endswith(("_loss", "_error"))},
-        epochs=state["points"] / data_mod.N_TRAIN,
-        passes=state["points"] / n_train,
-        steps=state["step"],
-        train_seconds=round(state["train_seconds"], 3),
-        eval_seconds=round(state["eval_seconds"], 3),
+        epochs=effective_epochs(state.points),
+        passes=passes(state.points, n_train),
+        steps=state.step,
+        train_seconds=round(state.train_seconds, 3),
+        eval_seconds=round(state.eval_seconds, 3),
         device=describe_device(device),
         seed=cfg.run.seed,
         git_commit=commit,
         torch=torch.__version__,
         processes=processes,
+        changes=state.changes,
     )
 
 
-def finish(cfg, run_dir, params, state, device, status, root_writer, command, n_train, commit, processes=1):
+def finish(cfg, run_dir, params, state, device, status, writer, command, n_train, commit, processes=1):
+    """summary.json and history.json; for a finished run also the figures, as PNGs and in TensorBoard."""
+    from .plot import save_figures, weight_images
+
     summary = summarize(cfg, state, device, status, command, n_train, commit, processes)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(run_dir / "history.json", json.dumps(state["history"], indent=1) + "\n")
+    atomic_write_text(run_dir / "history.json", json.dumps(state.history, indent=1) + "\n")
     if status != "finished":
         return
     # 8 hidden units' input weights (softmax regression: the 10 class templates), each in [0, 1].
-    root_writer.add_images("first_layer", weight_images(params).unsqueeze(1), state["points"])
-    save_figures(run_dir, root_writer, state["points"])
+    writer.add_images("first_layer", weight_images(params).unsqueeze(1), state.points)
+    save_figures(run_dir, writer, state.points)
 
 
 # --------------------------------------------------------------------------- #
@@ -456,27 +630,49 @@ def build_parser():
     )
     p.add_argument("config", nargs="?", help="the TOML config, for example configs/relu.toml")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides in TOML value syntax, e.g. optim.lr=0.05")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint (overrides still apply)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
+                   "(overrides of the epochs, learning rate, schedule, evaluation and device apply)")
     return p
 
 
+def resume_config(saved, overrides):
+    """(config, what changed) for a resume: the saved config with the overrides that a resume may
+    apply. ConfigError names a key that cannot change, before anything is written."""
+    try:
+        old = config_mod.from_dict(saved)
+    except ConfigError as e:
+        raise RunError(f"the checkpoint's config is not valid: {e}") from None
+    new = config_mod.apply_overrides(config_mod.from_dict(saved), overrides)
+    before, after = config_mod.flatten(old), config_mod.flatten(new)
+    changed = {k: (before[k], after[k]) for k in after if after[k] != before[k]}
+    for key in changed:
+        if key.startswith(FROZEN_ON_RESUME):
+            raise ConfigError(f"{key}: cannot change on --resume (the checkpoint's tensors, data order or run folder depend on it); "
+                              "start a new run with it instead")
+    return new, ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+
+
 def main(argv=None):
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on Ctrl-C is a KeyboardInterrupt that main handles
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     command = "python -m nnhw.train " + " ".join(argv)
-    world = dist_mod.World()
+    world, status, signum = dist_mod.World(), None, None
     try:
         if args.resume:
-            saved = load_checkpoint(args.resume)
-            cfg = config_mod.apply_overrides(config_mod.from_dict(saved["config"]), ([args.config] if args.config else []) + args.overrides)
             run_dir = Path(args.resume)
+            saved = load_checkpoint(run_dir)
+            cfg, change = resume_config(saved["config"], ([args.config] if args.config else []) + args.overrides)
+            if change:  # the history of changes travels in the checkpoint
+                saved["changes"] = [*saved.get("changes", []), dict(points=saved["points"], change=change)]
         else:
             if not args.config:
                 raise ConfigError("no config given: python -m nnhw.train CONFIG [section.key=value ...]")
             cfg = config_mod.load(args.config, args.overrides)
             run_dir, saved = None, None
         world = dist_mod.init(cfg.run.device, cfg.run.dist_timeout)
-        run_dir, status = run(cfg, run_dir, saved, command, world)
+        run_dir, status, signum = run(cfg, run_dir, saved, command, world)
     except (ConfigError, DataError, RunError) as e:
         print(f"nnhw.train: error: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -484,6 +680,9 @@ def main(argv=None):
         if world.is_main:
             print(f"nnhw.train: diverged: {e}", file=sys.stderr)
         return EXIT_DIVERGED
+    except KeyboardInterrupt:  # Ctrl-C while starting, while drawing figures, or a second one mid-write
+        print("nnhw.train: interrupted; any checkpoint already written is intact", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except RuntimeError as e:
         if not world.distributed:
             raise  # a bug: keep its traceback
@@ -494,14 +693,13 @@ def main(argv=None):
         return 1
     finally:
         world.close()
-    if not world.is_main:
-        return EXIT_INTERRUPTED if status == "interrupted" else 0
-    if status == "interrupted":
-        print(f"interrupted; checkpoint saved. Resume with: python -m nnhw.train --resume {run_dir}", file=sys.stderr)
+    code = 128 + signum if status == "interrupted" else 0
+    if world.is_main:
+        if status == "interrupted":
+            name = signal.Signals(signum).name
+            print(f"interrupted by {name}; checkpoint saved. Resume with: python -m nnhw.train --resume {run_dir}", file=sys.stderr)
         print(run_dir)
-        return EXIT_INTERRUPTED
-    print(run_dir)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from nnhw import config, models
-from nnhw.optim import MomentumSGD
-from nnhw.train import make_train_step
+from nnhw.train import build, make_train_step
 
 from conftest import REPO
 
@@ -28,10 +27,9 @@ def test_fused_reference_makes_the_same_updates_as_nnhw(overrides):
     cfg = config.load(REPO / "configs" / "sigmoid.toml", ['run.device="cpu"', *overrides])
     gen = torch.Generator().manual_seed(3)
     batches = [(torch.randn(16, 784, generator=gen), torch.randint(0, 10, (16,), generator=gen)) for _ in range(5)]
-    params = models.init_params(cfg.model, 0)
+    params, forward, loss_fn, opt = build(cfg, torch.device("cpu"))
     fused = bench.fused_step_fn(cfg, params)
-    ours = make_train_step(params, models.make_forward(cfg.model), models.make_loss(cfg.model),
-                           MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2), engine="tape")
+    ours = make_train_step(params, forward, loss_fn, opt, engine="tape")
     for x, y in batches:
         ours(x, y, cfg.optim.lr)
         fused(x, y)

@@ -23,7 +23,7 @@ def tiny_runs(tmp_path_factory, mnist_root):
     runs = {}
     for name in ("sigmoid", "softmax"):
         cfg = config.load(REPO / "configs" / f"{name}.toml", [*TINY, f'run.log_dir="{log_dir}"'])
-        run_dir, status = train.run(cfg, command=f"python -m nnhw.train configs/{name}.toml")
+        run_dir, status, _ = train.run(cfg, command=f"python -m nnhw.train configs/{name}.toml")
         assert status == "finished"
         runs[name] = run_dir
     return log_dir, runs

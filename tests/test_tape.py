@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from nnhw import config, models
-from nnhw.optim import MomentumSGD
 from nnhw.tape import Tape
-from nnhw.train import make_train_step
+from nnhw.train import build, make_train_step
 
 from conftest import REPO
 
@@ -61,8 +60,8 @@ def test_training_steps_match_between_engines():
     x, y = torch.rand(50, 784, generator=gen), torch.randint(0, 10, (50,), generator=gen)
     finals = []
     for engine in ("autograd", "tape"):
-        params = models.init_params(cfg.model, 0)
-        step = make_train_step(params, models.make_forward(cfg.model), models.make_loss(cfg.model), MomentumSGD(params, 0.5, 1e-3), engine=engine)
+        params, forward, loss_fn, opt = build(config.apply_overrides(cfg, ["optim.momentum=0.5", "optim.l2=1e-3"]), torch.device("cpu"))
+        step = make_train_step(params, forward, loss_fn, opt, engine=engine)
         for i in range(50):
             step(x[i : i + 1], y[i : i + 1], 0.05)
         finals.append(params)
@@ -77,8 +76,8 @@ def test_compiled_step_matches_eager():
     x, y = torch.rand(20, 784, generator=gen), torch.randint(0, 10, (20,), generator=gen)
     finals = []
     for compile in (False, True):
-        params = models.init_params(cfg.model, 0)
-        step = make_train_step(params, models.make_forward(cfg.model), models.make_loss(cfg.model), MomentumSGD(params, 0.9), compile=compile)
+        params, forward, loss_fn, opt = build(config.apply_overrides(cfg, ["optim.momentum=0.9", "optim.l2=0"]), torch.device("cpu"))
+        step = make_train_step(params, forward, loss_fn, opt, compile=compile)
         for i in range(0, 20, 10):
             step(x[i : i + 10], y[i : i + 10], 0.1)
         finals.append(params)

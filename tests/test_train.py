@@ -58,7 +58,7 @@ def final_params(run_dir):
 def test_resumed_run_ends_with_identical_parameters(tmp_path, mnist_root, monkeypatch):
     monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
     cfg = short_cfg(tmp_path / "a")
-    whole_dir, status = train.run(cfg)
+    whole_dir, status, _ = train.run(cfg)
     assert status == "finished"
 
     # The same run, killed right after its third checkpoint is on disk (as SIGKILL would leave it).
@@ -132,7 +132,7 @@ def test_extra_credit_configs_train_a_few_steps(tmp_path, mnist_root, monkeypatc
     """Each extra-credit config, as committed, takes a few real steps (dropout, augmentation, conv) and learns."""
     monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
     cfg = config.load(REPO / "configs" / f"{name}.toml", ["train.epochs=0.05", f'run.log_dir="{tmp_path}"', "eval.every=3000"])
-    run_dir, status = train.run(cfg)
+    run_dir, status, _ = train.run(cfg)
     assert status == "finished"
     hist = json.loads((run_dir / "history.json").read_text())
     assert "dev_loss" not in hist[0]  # train+dev: curves are train and test
@@ -144,8 +144,8 @@ def test_summary_times_the_first_evaluation_at_99_percent():
     cfg = config.load(REPO / "configs" / "cnn.toml")
     hist = [dict(points=p, epoch=p / 50000, lr=0.1, train_seconds=t, train_loss=0.1, train_error=e, test_loss=0.1, test_error=e)
             for p, t, e in [(0, 0.0, 90.0), (6000, 2.5, 1.2), (12000, 5.0, 0.99), (18000, 7.5, 1.01), (24000, 10.0, 0.8)]]
-    state = dict(points=24000, step=100, train_seconds=10.0, eval_seconds=1.0, history=hist)
+    state = train.TrainState(points=24000, step=100, train_seconds=10.0, eval_seconds=1.0, history=hist)
     summary = train.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000, "abc")
     assert summary["test_accuracy_99"] == {"epoch": 12000 / 50000, "train_seconds": 5.0}  # the first, not the best
-    state["history"] = [dict(r, test_error=max(r["test_error"], 1.5)) for r in hist]
+    state.history = [dict(r, test_error=max(r["test_error"], 1.5)) for r in hist]
     assert train.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000, "abc")["test_accuracy_99"] is None

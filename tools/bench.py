@@ -41,8 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nnhw import config as config_mod  # noqa: E402
 from nnhw import data as data_mod  # noqa: E402
 from nnhw import models  # noqa: E402
-from nnhw.optim import MomentumSGD  # noqa: E402
-from nnhw.train import evaluate, git_commit, make_train_step  # noqa: E402
+from nnhw.train import build, evaluate, git_commit, make_train_step  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH = 50000
@@ -257,15 +256,14 @@ def bench_config(name, splits, device, repeats, gflops):
     x_all, y_all = train.x[idx], train.y[idx]
     batches = [(x_all[i * B : (i + 1) * B], y_all[i * B : (i + 1) * B]) for i in range(n_steps)]
 
-    forward, loss_fn = models.make_forward(m), models.make_loss(m)
     noise = torch.Generator(device=device).manual_seed(0)
     lr = cfg.optim.lr
     warmup = min(50, n_steps)
-    init = {n: p.detach().clone() for n, p in models.init_params(m, cfg.run.seed, device).items()}
+    init = {n: p.detach().clone() for n, p in build(cfg, device)[0].items()}
     t_engine = {}
     for engine in ("autograd", "tape"):
-        params = models.init_params(m, cfg.run.seed, device)
-        ours = make_train_step(params, forward, loss_fn, MomentumSGD(params, cfg.optim.momentum, cfg.optim.l2, cfg.optim.l2_bias), engine=engine)
+        params, forward, loss_fn, opt = build(cfg, device)
+        ours = make_train_step(params, forward, loss_fn, opt, engine=engine)
         t_engine[engine] = time_steps(lambda x, y: ours(x, y, lr, noise), batches, device, warmup, repeats)
     t_ours = t_engine[cfg.train.engine]
     t_base = time_steps(builtin_step_fn(cfg, init), batches, device, warmup, repeats)
