@@ -60,6 +60,30 @@ def param_shapes(cfg_model):
     return shapes
 
 
+def layer_table(cfg_model):
+    """The model summary: (layer, output shape per image, parameters, multiply-adds per image) for
+    each layer, in order; the caller adds the totals."""
+    m = cfg_model
+    shapes = param_shapes(m)
+    rows, c, size = [], 1, 28
+    if m.arch == "cnn":
+        for l, k in enumerate(m.conv_kernel, 1):
+            c_out = m.conv_channels[l - 1]
+            size = size + 2 * m.conv_padding - k + 1
+            n = math.prod(shapes[f"Wc{l}"][0]) + c_out
+            rows.append((f"conv{l} {k}x{k} + {m.transfer}", f"{c_out}x{size}x{size}", n, c_out * c * k * k * size * size))
+            c = c_out
+            if m.pool > 1:
+                size = (size - m.pool) // m.pool_stride + 1
+                rows.append((f"avgpool{l} {m.pool}x{m.pool} stride {m.pool_stride}", f"{c}x{size}x{size}", 0, 0))
+    sizes = [shapes["W1"][0][1], *m.hidden, N_CLASSES]
+    for l in range(1, len(sizes)):
+        transfer = m.transfer if l < len(sizes) - 1 else m.output_transfer
+        name = f"fc{l}" + ("" if transfer == "identity" else f" + {transfer}")
+        rows.append((name, str(sizes[l]), sizes[l - 1] * sizes[l] + sizes[l], sizes[l - 1] * sizes[l]))
+    return rows
+
+
 def init_params(cfg_model, seed, device="cpu"):
     """Every parameter, drawn on the CPU from `seed` (so every device starts alike)."""
     gen = torch.Generator().manual_seed(seed)

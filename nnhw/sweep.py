@@ -29,6 +29,7 @@ import torch  # noqa: E402
 
 from . import config as config_mod  # noqa: E402
 from . import data as data_mod  # noqa: E402
+from . import runlog  # noqa: E402
 from .config import ConfigError  # noqa: E402
 from .data import DataError  # noqa: E402
 from .train import RunError, atomic_write_text, build, evaluate, make_run_dir, make_train_step, resolve_device  # noqa: E402
@@ -123,6 +124,16 @@ def sweep_figure(result):
     return fig
 
 
+def write_rows(out, cfg, result):
+    """One TensorBoard HParams row per learning rate: <out>/lr_<rate>/, with the loss after the budget."""
+    for r in result["rows"]:
+        hparams = dict(runlog.hparams_of(cfg, "sweep"), lr=r["lr"], epochs=result["budget_epochs"], schedule="constant")
+        metrics = {"hparams/loss_after_budget": r["loss"]} if math.isfinite(r["loss"]) else {}
+        row_dir = out / f"lr_{r['lr']:g}"
+        row_dir.mkdir(exist_ok=True)
+        runlog.write_hparams(row_dir, hparams, metrics, r["verdict"])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m nnhw.sweep", description="Find the learning rate at which the loss starts to fall non-trivially, and where it diverges.")
     p.add_argument("config", help="the TOML config whose model, batch size, momentum and init are swept")
@@ -146,6 +157,7 @@ def main(argv=None):
     fig = sweep_figure(result)
     fig.savefig(out / "sweep.png", metadata={"Software": None})
     plt.close(fig)
+    write_rows(out, cfg, result)
     print(f"threshold: {result['threshold_lr']}  diverges from: {result['diverging_lr']}  ({result['rule']})")
     print(out)
     return 0

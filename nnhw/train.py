@@ -12,17 +12,39 @@ Two ways of counting progress, each with one name:
   passes           = training points touched / the training split's size (what `train.epochs` counts).
 """
 
-if __name__ == "__main__":  # Ctrl-C while the modules below load, before main() runs: exit 130, no traceback
-    import signal as _signal
-    import sys as _sys
+import argparse
+import sys
 
-    def _quit(signum, frame):
-        print("nnhw.train: interrupted while starting", file=_sys.stderr)
-        _sys.exit(130)
+EXIT_CONFIG = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(EXIT_CONFIG, f"nnhw.train: error: {message} (see --help)\n")
+
+
+def build_parser():
+    p = _Parser(
+        prog="python -m nnhw.train",
+        description="Train one model from a TOML config; logs go to <run.log_dir>/<run.name>/<run id>/.",
+    )
+    p.add_argument("config", nargs="?", help="the TOML config, for example configs/relu.toml")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides in TOML value syntax, e.g. optim.lr=0.05")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
+                   "(overrides of the epochs, learning rate, schedule, evaluation and device apply)")
+    return p
+
+
+if __name__ == "__main__":
+    import signal as _signal
+
+    def _quit(signum, frame):  # Ctrl-C while the modules below load, before main() runs: no traceback
+        print("nnhw.train: interrupted while starting", file=sys.stderr)
+        sys.exit(130)
 
     _signal.signal(_signal.SIGINT, _quit)
+    build_parser().parse_args()  # --help and usage errors answer at once, before torch loads
 
-import argparse
 import fcntl
 import json
 import math
@@ -31,7 +53,6 @@ import pickle
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -44,6 +65,7 @@ from . import config as config_mod
 from . import data as data_mod
 from . import dist as dist_mod
 from . import models
+from . import runlog
 from .config import ConfigError
 from .data import DataError
 from .optim import MomentumSGD, lr_at
@@ -51,7 +73,6 @@ from .tape import Tape
 
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
-EXIT_CONFIG = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143, SIGHUP 129
 DIVERGENCE_FACTOR = 10.0  # a training loss above this many times its initial value is divergence
@@ -80,12 +101,13 @@ def passes(points, n_train):
 # --------------------------------------------------------------------------- #
 
 
-def make_run_dir(log_dir, name):
-    """<log_dir>/<name>/<run id>; mkdir is atomic, so two runs started at once never share one."""
+def make_run_dir(log_dir, name, slug=""):
+    """<log_dir>/<name>/<run id>, the id a time stamp and the slug of the overrides (if any); mkdir
+    is atomic, so two runs started at once never share one."""
     parent = Path(log_dir) / name
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = time.strftime("%Y%m%d-%H%M%S") + (f"_{slug}" if slug else "")
         for i in range(1000):
             run_dir = parent / (stamp if i == 0 else f"{stamp}-{i}")
             try:
@@ -284,6 +306,7 @@ class TrainState:
     perm: torch.Tensor | None = None  # the current pass's order (CPU int64); None before the first pass
     history: list = field(default_factory=list)  # one row per evaluation
     changes: list = field(default_factory=list)  # what each resume changed, and at how many points
+    overrides: str = ""  # the overrides the run started with, for its HParams row
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
 
@@ -297,7 +320,7 @@ class TrainState:
             noise_rng=noise.get_state(),
             noise_device=noise.device.type,
             perm=torch.zeros(0, dtype=torch.int64) if self.perm is None else self.perm,
-            points=self.points, step=self.step, pos=self.pos, history=self.history, changes=self.changes,
+            points=self.points, step=self.step, pos=self.pos, history=self.history, changes=self.changes, overrides=self.overrides,
             train_seconds=self.train_seconds, eval_seconds=self.eval_seconds,
         )
 
@@ -306,7 +329,7 @@ class TrainState:
         perm = ckpt["perm"]
         return cls(
             points=ckpt["points"], step=ckpt["step"], pos=ckpt["pos"], perm=perm if perm.numel() else None,
-            history=list(ckpt["history"]), changes=list(ckpt.get("changes", [])),
+            history=list(ckpt["history"]), changes=list(ckpt.get("changes", [])), overrides=str(ckpt.get("overrides", "")),
             train_seconds=float(ckpt["train_seconds"]), eval_seconds=float(ckpt["eval_seconds"]),
         )
 
@@ -387,42 +410,6 @@ class Batches:
 # --------------------------------------------------------------------------- #
 
 
-class Log:
-    """TensorBoard writers (one per split, with the same tags, and one for the run) and the console:
-    a progress bar on a terminal, one line per evaluation otherwise. Silent on torchrun ranks > 0."""
-
-    def __init__(self, run_dir, splits, resumed_at, total, active):
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm import tqdm
-
-        self.active = active
-        purge = resumed_at + 1 if resumed_at is not None else None  # TensorBoard hides what came after the checkpoint
-        self.writers = {s: SummaryWriter(str(run_dir / s), purge_step=purge) for s in splits} if active else {}
-        if active:
-            self.writers["run"] = SummaryWriter(str(run_dir), purge_step=purge)
-        self.bar = None
-        if active and sys.stderr.isatty():
-            self.bar = tqdm(total=total, initial=resumed_at or 0, unit="pt", unit_scale=True, dynamic_ncols=True)
-
-    def scalar(self, writer, tag, value, step):
-        if self.active:
-            self.writers[writer].add_scalar(tag, value, step)
-
-    def say(self, text):
-        if self.active:
-            self.bar.write(text) if self.bar is not None else print(text, flush=True)
-
-    def advance(self, n):
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-        for w in self.writers.values():
-            w.close()
-
-
 def evaluate_and_log(state, lr, params, forward, loss_fn, splits, batch_size, log, world):
     """Evaluate every split, log it, add a history row. Diverged if the training loss is not finite
     or is above DIVERGENCE_FACTOR times its first value."""
@@ -436,8 +423,7 @@ def evaluate_and_log(state, lr, params, forward, loss_fn, splits, batch_size, lo
     log.scalar("run", "lr", lr, state.points)
     state.history.append(row)
     state.eval_seconds += time.perf_counter() - t0
-    log.say(f"epoch {row['epoch']:7.3f}  lr {lr:9.3e}  " + "  ".join(
-        f"{s} loss {row[f'{s}_loss']:.4f} err {row[f'{s}_error']:5.2f}%" for s in splits))
+    log.say(runlog.eval_line(row, splits))
     first = state.history[0]["train_loss"]
     if not math.isfinite(row["train_loss"]) or row["train_loss"] > DIVERGENCE_FACTOR * first:
         why = "became" if not math.isfinite(row["train_loss"]) else f"rose above {DIVERGENCE_FACTOR:g}x its initial {first:.4g}, to"
@@ -482,9 +468,9 @@ class Interrupt:
 # --------------------------------------------------------------------------- #
 
 
-def run(cfg, run_dir=None, resume=None, command=None, world=None):
+def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=()):
     """Train per `cfg`; returns (run_dir, status, signal number or None). `resume` is the loaded
-    checkpoint of run_dir. Raises ConfigError, DataError, RunError, Diverged. Under torchrun
+    checkpoint of run_dir; `overrides` (the command line's) name a new run's folder and HParams row. Raises ConfigError, DataError, RunError, Diverged. Under torchrun
     (`world` with several processes) only rank 0 writes anything."""
     world = world or dist_mod.World()
     device = resolve_device(cfg.run.device)
@@ -499,7 +485,7 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None):
     n_train = len(splits["train"])
     order = torch.Generator().manual_seed(cfg.run.seed + 1)  # the data order's own stream
     noise = torch.Generator(device=device).manual_seed(cfg.run.seed + 2 + 1000 * world.rank)  # dropout, augmentation
-    state = TrainState() if resume is None else TrainState.from_checkpoint(resume)
+    state = TrainState(overrides=" ".join(overrides)) if resume is None else TrainState.from_checkpoint(resume)
     if resume is not None:
         restore(resume, Path(run_dir) / CHECKPOINT, params, opt, order, noise, cfg.run.seed + 1000 * world.rank, state)
     train_step = make_train_step(params, forward, loss_fn, opt, world, cfg.train.engine, cfg.train.compile)
@@ -512,13 +498,18 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None):
             save_checkpoint(run_dir, state.to_checkpoint(cfg, params, opt, order, noise))
 
     new_folder = run_dir is None and world.is_main
-    run_dir = make_run_dir(cfg.run.log_dir, cfg.run.name) if new_folder else (Path(run_dir) if run_dir else None)
+    run_dir = make_run_dir(cfg.run.log_dir, cfg.run.name, runlog.run_slug(overrides)) if new_folder else (Path(run_dir) if run_dir else None)
     status, stop, interrupt, log = "crashed", False, Interrupt(), None
     try:
         with RunLock(run_dir if world.is_main else None), interrupt:
             if world.is_main:
                 atomic_write_text(run_dir / "config.toml", config_mod.to_toml(cfg))
-            log = Log(run_dir, splits, None if resume is None else state.points, total_points, world.is_main)
+            log = runlog.Log(run_dir, splits, None if resume is None else state.points, total_points, world.is_main)
+            summary = runlog.model_summary(cfg.model)
+            for line in summary:
+                log.say(line)
+            if resume is None:
+                log.text("model", "```\n" + "\n".join(summary) + "\n```")
             lr = lr_at(cfg.optim, passes(state.points, n_train), cfg.train.epochs)
             if not state.history:
                 evaluate_and_log(state, lr, params, forward, loss_fn, splits, cfg.eval.batch_size, log, world)
@@ -558,7 +549,7 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None):
         raise  # a crash: the last checkpoint stands, and no summary is written for a run that did not end
     finally:
         try:
-            if status in ("finished", "diverged") and world.is_main:
+            if status in ("finished", "diverged", "interrupted") and world.is_main and state.history:
                 finish(cfg, run_dir, params, state, device, status, log.writers["run"], command, n_train, commit, world.size)
         finally:
             if log is not None:
@@ -600,10 +591,14 @@ def summarize(cfg, state, device, status, command, n_train, commit, processes=1)
 
 
 def finish(cfg, run_dir, params, state, device, status, writer, command, n_train, commit, processes=1):
-    """summary.json and history.json; for a finished run also the figures, as PNGs and in TensorBoard."""
+    """The run's HParams row; for a run that ended, summary.json and history.json; for a finished run
+    also the figures, as PNGs and in TensorBoard."""
     from .plot import save_figures, weight_images
 
     summary = summarize(cfg, state, device, status, command, n_train, commit, processes)
+    runlog.write_hparams(run_dir, runlog.hparams_of(cfg, state.overrides), runlog.metrics_of(summary), status, state.points)
+    if status == "interrupted":
+        return  # no summary for a run that has not ended
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(run_dir / "history.json", json.dumps(state.history, indent=1) + "\n")
     if status != "finished":
@@ -616,23 +611,6 @@ def finish(cfg, run_dir, params, state, device, status, writer, command, n_train
 # --------------------------------------------------------------------------- #
 # Command line                                                                #
 # --------------------------------------------------------------------------- #
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(EXIT_CONFIG, f"nnhw.train: error: {message} (see --help)\n")
-
-
-def build_parser():
-    p = _Parser(
-        prog="python -m nnhw.train",
-        description="Train one model from a TOML config; logs go to <run.log_dir>/<run.name>/<run id>/.",
-    )
-    p.add_argument("config", nargs="?", help="the TOML config, for example configs/relu.toml")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides in TOML value syntax, e.g. optim.lr=0.05")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
-                   "(overrides of the epochs, learning rate, schedule, evaluation and device apply)")
-    return p
 
 
 def resume_config(saved, overrides):
@@ -672,7 +650,7 @@ def main(argv=None):
             cfg = config_mod.load(args.config, args.overrides)
             run_dir, saved = None, None
         world = dist_mod.init(cfg.run.device, cfg.run.dist_timeout)
-        run_dir, status, signum = run(cfg, run_dir, saved, command, world)
+        run_dir, status, signum = run(cfg, run_dir, saved, command, world, [] if args.resume else args.overrides)
     except (ConfigError, DataError, RunError) as e:
         print(f"nnhw.train: error: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -698,6 +676,8 @@ def main(argv=None):
         if status == "interrupted":
             name = signal.Signals(signum).name
             print(f"interrupted by {name}; checkpoint saved. Resume with: python -m nnhw.train --resume {run_dir}", file=sys.stderr)
+        else:
+            print(runlog.closing_line(json.loads((run_dir / "summary.json").read_text())))
         print(run_dir)
     return code
 

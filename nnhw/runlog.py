@@ -1,0 +1,150 @@
+"""What a run shows: the console, TensorBoard's curves, the model summary, and the HParams row.
+
+Every run folder is one row on TensorBoard's HParams page. The row's summaries
+(experiment, session start and end) and its metrics are written through the run's
+own folder, into one event file, `events.out.tfevents.hparams`, which is replaced
+whole when a resumed run ends: the row is updated, never doubled, and no extra
+sub-run is made (torch's SummaryWriter.add_hparams makes one per call).
+"""
+
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+from . import models
+
+HPARAMS_FILE = "events.out.tfevents.hparams"  # sorts after the run's timestamped event files
+
+
+class Log:
+    """TensorBoard writers (one per split, with the same tags, and one for the run) and the console:
+    a progress bar on a terminal, one line per evaluation otherwise. Silent on torchrun ranks > 0."""
+
+    def __init__(self, run_dir, splits, resumed_at, total, active):
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        self.active = active
+        purge = resumed_at + 1 if resumed_at is not None else None  # TensorBoard hides what came after the checkpoint
+        self.writers = {s: SummaryWriter(str(run_dir / s), purge_step=purge) for s in splits} if active else {}
+        if active:
+            self.writers["run"] = SummaryWriter(str(run_dir), purge_step=purge)
+        self.bar = None
+        if active and sys.stderr.isatty():
+            self.bar = tqdm(total=total, initial=resumed_at or 0, unit="pt", unit_scale=True, dynamic_ncols=True)
+
+    def scalar(self, writer, tag, value, step):
+        if self.active:
+            self.writers[writer].add_scalar(tag, value, step)
+
+    def text(self, tag, text):
+        if self.active:
+            self.writers["run"].add_text(tag, text, 0)
+
+    def say(self, text):
+        if self.active:
+            self.bar.write(text) if self.bar is not None else print(text, flush=True)
+
+    def advance(self, n):
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        for w in self.writers.values():
+            w.close()
+
+
+def eval_line(row, splits):
+    """One evaluation, in fixed-width columns."""
+    return f"epoch {row['epoch']:8.3f}  lr {row['lr']:9.3e}  " + "  ".join(
+        f"{s} loss {row[f'{s}_loss']:7.4f} err {row[f'{s}_error']:6.2f}%" for s in splits)
+
+
+def model_summary(cfg_model):
+    """The model summary as text lines: each layer, then the totals."""
+    rows = models.layer_table(cfg_model)
+    total_params, total_macs = sum(r[2] for r in rows), sum(r[3] for r in rows)
+    w = max(len(r[0]) for r in rows) + 2
+    lines = [f"{'layer':<{w}}{'output':>12}{'parameters':>14}{'multiply-adds':>16}  (per 1x28x28 image)"]
+    lines += [f"{name:<{w}}{shape:>12}{n:>14,}{macs:>16,}" for name, shape, n, macs in rows]
+    lines.append(f"{'total':<{w}}{'':>12}{total_params:>14,}{total_macs:>16,}")
+    return lines
+
+
+def closing_line(summary):
+    """The run's result in one line: final errors, best dev and the test error there, times."""
+    f = summary["final"]
+    final = " ".join(f"{s} {f[f'{s}_error']:.2f}%" for s in ("train", "dev", "test") if f"{s}_error" in f)
+    best = ""
+    if summary["best_dev_error"] is not None:
+        best = (f"; best dev {summary['best_dev_error']:.2f}% at epoch {summary['best_dev_epoch']:.2f}, "
+                f"test there {summary['test_error_at_best_dev']:.2f}%")
+    return (f"{summary['status']}: final error {final}{best}; lowest test {summary['lowest_test_error']:.2f}% (chosen on the test set); "
+            f"{summary['train_seconds']:.1f} s training + {summary['eval_seconds']:.1f} s evaluation")
+
+
+def run_slug(overrides):
+    """A run id's suffix that says which overrides ran: 'model.transfer=tanh optim.lr=0.05' ->
+    'transfer-tanh_lr-0.05' (letters, digits, '.', '_', '-' only; at most 60 characters)."""
+    parts = []
+    for text in overrides:
+        key, _, value = text.partition("=")
+        key = key.strip().rsplit(".", 1)[-1]
+        if key in ("log_dir", "root", "name"):
+            continue  # where the run goes, not what it is
+        value = "".join(c if c.isalnum() or c in "._-" else "-" for c in value.strip().strip("\"'"))
+        parts.append(f"{key}-{re.sub('-+', '-', value).strip('-')}")
+    return "_".join(parts)[:60].strip("_-.")
+
+
+def hparams_of(cfg, overrides=""):
+    """The config keys that vary between runs, as HParams values (numbers, strings, booleans)."""
+    m, o, t = cfg.model, cfg.optim, cfg.train
+    hp = dict(
+        config=cfg.run.name, overrides=overrides or "none", arch=m.arch, hidden="x".join(map(str, m.hidden)) or "none",
+        transfer=m.transfer, output_transfer=m.output_transfer, loss=m.loss, init=m.init,
+        lr=o.lr, momentum=o.momentum, l2=o.l2, schedule=o.schedule, batch_size=t.batch_size, epochs=t.epochs,
+        seed=cfg.run.seed, engine=t.engine, augment=t.augment, dropout_input=m.dropout_input,
+        dropout_hidden=m.dropout_hidden, train_split=cfg.data.train_split,
+    )
+    if m.arch == "cnn":
+        hp["conv"] = "x".join(map(str, m.conv_channels)) + f" k{'x'.join(map(str, m.conv_kernel))} pool{m.pool}"
+    return hp
+
+
+def metrics_of(summary):
+    """The summary's results, as the HParams row's metrics (tags under hparams/)."""
+    f = summary["final"]
+    metrics = {f"hparams/final_{k}": v for k, v in f.items()}
+    metrics.update({
+        "hparams/lowest_test_error": summary["lowest_test_error"],
+        "hparams/train_seconds": summary["train_seconds"],
+        "hparams/eval_seconds": summary["eval_seconds"],
+    })
+    if summary["best_dev_error"] is not None:
+        metrics["hparams/best_dev_error"] = summary["best_dev_error"]
+        metrics["hparams/test_error_at_best_dev"] = summary["test_error_at_best_dev"]
+    if summary.get("test_accuracy_99"):
+        metrics["hparams/seconds_to_99"] = summary["test_accuracy_99"]["train_seconds"]
+    return metrics
+
+
+def write_hparams(run_dir, hparams, metrics, status, step=0):
+    """The run's HParams row in <run_dir>/events.out.tfevents.hparams, replaced whole."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    run_dir = Path(run_dir)
+    exp, ssi, sei = hparams_summaries(dict(hparams, status=status), {k: v for k, v in metrics.items()})
+    with tempfile.TemporaryDirectory(dir=run_dir, prefix=".hparams-") as tmp:
+        with SummaryWriter(tmp) as w:
+            for summary in (exp, ssi, sei):
+                w.file_writer.add_summary(summary)
+            for tag, value in metrics.items():
+                w.add_scalar(tag, value, step)
+        (events,) = Path(tmp).glob("events.out.tfevents.*")
+        os.replace(events, run_dir / HPARAMS_FILE)

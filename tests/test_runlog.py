@@ -1,0 +1,146 @@
+"""What a run shows: the HParams row (read back from the event files), the model summary, the console."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+from nnhw import config, models, runlog, sweep, train
+
+from conftest import REPO
+
+SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50"]
+
+
+def sessions(run_dir):
+    """Every HParams session_start_info written into the run folder itself, across its event files."""
+    found = []
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for v in event.summary.value:
+                if v.tag == "_hparams_/session_start_info":
+                    found.append(HParamsPluginData.FromString(v.metadata.plugin_data.content).session_start_info)
+    return found
+
+
+def value(v):
+    return getattr(v, v.WhichOneof("kind"))
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, mnist_root):
+    import os
+
+    os.environ["NNHW_DATA_ROOT"] = str(mnist_root)
+    log_dir = tmp_path_factory.mktemp("logs")
+    overrides = [*SHORT, "model.transfer=tanh", f'run.log_dir="{log_dir}"']
+    cfg = config.load(REPO / "configs" / "relu.toml", overrides)
+    run_dir, status, _ = train.run(cfg, command="python -m nnhw.train configs/relu.toml", overrides=overrides)
+    assert status == "finished"
+    return run_dir
+
+
+def test_each_run_is_one_hparams_row_with_its_config_and_results(short_run):
+    (session,) = sessions(short_run)
+    hp = {k: value(v) for k, v in session.hparams.items()}
+    assert hp["lr"] == 1.0 and hp["transfer"] == "tanh" and hp["hidden"] == "200" and hp["loss"] == "squared_error"
+    assert hp["batch_size"] == 50 and hp["seed"] == 0 and hp["status"] == "finished"
+    assert "model.transfer=tanh" in hp["overrides"]
+    summary = json.loads((short_run / "summary.json").read_text())
+    acc = EventAccumulator(str(short_run))
+    acc.Reload()
+    for tag, expected in [("hparams/final_test_error", summary["final"]["test_error"]),
+                          ("hparams/best_dev_error", summary["best_dev_error"]),
+                          ("hparams/lowest_test_error", summary["lowest_test_error"]),
+                          ("hparams/train_seconds", summary["train_seconds"])]:
+        assert acc.Scalars(tag)[-1].value == pytest.approx(expected, rel=1e-6), tag
+    assert sorted(p.name for p in short_run.iterdir() if p.is_dir()) == ["dev", "test", "train"]  # no extra sub-run
+
+
+def test_overrides_name_the_run(short_run):
+    assert short_run.name.endswith("_epochs-0.04_every-500_batch_size-50_transfer-tanh")
+    assert runlog.run_slug(['run.log_dir="/x"', "optim.lr=0.05", 'model.hidden=[300, 100]']) == "lr-0.05_hidden-300-100"
+
+
+def test_a_resumed_run_updates_its_row(tmp_path, monkeypatch, mnist_root):
+    monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
+
+    class Killed(BaseException):
+        pass
+
+    real, calls = train.save_checkpoint, []
+
+    def save_then_die(run_dir, ckpt):
+        real(run_dir, ckpt)
+        calls.append(1)
+        if len(calls) == 2:
+            raise Killed
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train.run(config.load(REPO / "configs" / "relu.toml", [*SHORT, f'run.log_dir="{tmp_path}"']))
+    monkeypatch.setattr(train, "save_checkpoint", real)
+    (run_dir,) = (tmp_path / "relu").iterdir()
+    cfg = config.load(run_dir / "config.toml")
+    runlog.write_hparams(run_dir, runlog.hparams_of(cfg), {"hparams/final_test_error": 50.0}, "interrupted")  # as a stopped run leaves it
+    assert [value(s.hparams["status"]) for s in sessions(run_dir)] == ["interrupted"]
+    assert train.main(["--resume", str(run_dir)]) == 0
+    (session,) = sessions(run_dir)
+    assert value(session.hparams["status"]) == "finished"
+
+
+@pytest.mark.parametrize("name,params", [("relu", 159_010), ("deep", 2_913_290), ("cnn", 317_066)])
+def test_model_summary_totals(name, params):
+    cfg = config.load(REPO / "configs" / f"{name}.toml")
+    lines = runlog.model_summary(cfg.model)
+    assert lines[-1].split()[:2] == ["total", f"{params:,}"]
+    assert params == sum(p.numel() for p in models.init_params(cfg.model, 0).values())
+
+
+def test_cnn_summary_shows_the_feature_maps():
+    lines = runlog.model_summary(config.load(REPO / "configs" / "cnn.toml").model)
+    assert lines[1].split()[:4] == ["conv1", "5x5", "+", "relu"] and "32x24x24" in lines[1]
+    assert "64x4x4" in lines[4]
+
+
+def test_eval_lines_keep_their_columns():
+    row = dict(epoch=1.0, lr=0.1, train_loss=0.5, train_error=9.5, dev_loss=0.25, dev_error=10.25)
+    small = dict(row, epoch=12.25, lr=1.1e-8, train_loss=0.0001, train_error=0.0)
+    a, b = runlog.eval_line(row, ["train", "dev"]), runlog.eval_line(small, ["train", "dev"])
+    assert len(a) == len(b) and a.index("train loss") == b.index("train loss") and a.index("dev loss") == b.index("dev loss")
+    assert "1.100e-08" in b
+
+
+def test_cli_prints_summary_first_and_closing_line_last(tmp_path, mnist_root):
+    res = subprocess.run([sys.executable, "-m", "nnhw.train", "configs/relu.toml", *SHORT, f"run.log_dir={tmp_path}"], cwd=REPO,
+                         capture_output=True, text=True, env={**__import__("os").environ, "NNHW_DATA_ROOT": str(mnist_root)}, timeout=600)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].startswith("layer") and lines[3].split()[:2] == ["total", "159,010"]
+    summary = json.loads((tmp_path / "relu" / lines[-1].split("/")[-1] / "summary.json").read_text())
+    assert lines[-2] == runlog.closing_line(summary)
+    assert lines[-2].startswith(f"finished: final error train {summary['final']['train_error']:.2f}%")
+    assert f"test there {summary['test_error_at_best_dev']:.2f}%" in lines[-2]
+
+
+def test_help_answers_before_torch_loads():
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "nnhw.train", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0 and "usage: python -m nnhw.train" in res.stdout
+    imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+    assert "argparse" in imported and not {"torch", "matplotlib", "tensorboard"} & imported
+
+
+def test_sweep_writes_one_row_per_rate(tmp_path):
+    cfg = config.load(REPO / "configs" / "sigmoid.toml")
+    result = dict(budget_epochs=0.25, rows=[dict(lr=0.01, loss=2.2, verdict="flat"), dict(lr=1.0, loss=0.4, verdict="decrease"),
+                                            dict(lr=100.0, loss=float("nan"), verdict="diverged")])
+    sweep.write_rows(tmp_path, cfg, result)
+    rows = sorted(p.name for p in tmp_path.iterdir())
+    assert rows == ["lr_0.01", "lr_1", "lr_100"]
+    for name, r in zip(rows, result["rows"]):
+        (session,) = sessions(tmp_path / name)
+        assert value(session.hparams["lr"]) == r["lr"] and value(session.hparams["status"]) == r["verdict"]
