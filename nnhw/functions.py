@@ -1,26 +1,28 @@
-"""The transfer functions and losses of nnhw, each a torch.autograd.Function.
+"""The transfer functions and losses of nnhw, each a torch.autograd.Function with both derivatives by hand.
 
-Every class has the same shape (micrograd, minitorch):
+Every class has the same shape (micrograd, minitorch, and the homework's problem 5):
 
-* ``forward`` computes f and saves the least that the derivative needs;
-* ``backward`` states the local derivative f' and chains it with the upstream
-  gradient ``g``. No autograd runs through built-in ops to get the first
-  derivative: it is written out here.
+* ``forward`` computes f from the inputs alone;
+* ``setup_context`` saves the least that the derivatives need;
+* ``backward`` is the reverse rule: it chains the local derivative with the upstream gradient ``g``
+  (the vector-Jacobian product, one reverse-mode line);
+* ``jvp`` is the forward rule: it pushes the inputs' tangents through the local derivative
+  (the Jacobian-vector product, one forward-mode line).
 
-Double backward: where ``backward`` is itself written in differentiable ops of
-saved *inputs or outputs*, autograd can differentiate it again, and the test
-suite proves that with ``gradgradcheck``. ``SoftmaxCrossEntropy`` saves the
-softmax it computed on the way forward (a saving on every step), so it is
-marked ``@once_differentiable``.
+Each docstring states f, the reverse rule and the forward rule. Nothing runs autograd through
+built-in ops to get a derivative, and no aten ``*_backward`` kernel is called: the convolution's
+and the pooling's adjoints are written as the (transposed) convolutions they are. The suite checks
+both rules with gradcheck (``check_forward_ad``), second derivatives with gradgradcheck, and
+``torch.func.vmap`` through them (``generate_vmap_rule``, ``check_batched_grad``).
 
-Public aliases (``sigmoid = Sigmoid.apply`` ...) are what callers use.
+Public aliases (``sigmoid = Sigmoid.apply`` ...) are what callers use; ``nnhw.tape`` calls
+``forward``, ``setup_context`` and ``backward`` itself.
 """
 
 import math
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 
 def _check_float(name, t):
@@ -28,93 +30,144 @@ def _check_float(name, t):
         raise ValueError(f"{name} expects a floating-point tensor, got dtype {t.dtype}")
 
 
+def _save(ctx, *tensors):
+    """What both rules need, for backward and for jvp."""
+    ctx.save_for_backward(*tensors)
+    ctx.save_for_forward(*tensors)
+
+
+class _Function(torch.autograd.Function):
+    generate_vmap_rule = True  # torch.func.vmap runs forward, backward and jvp per example
+
+
 # --------------------------------------------------------------------------- #
 # Transfer functions, elementwise                                             #
 # --------------------------------------------------------------------------- #
 
 
-class Sigmoid(torch.autograd.Function):
+class Sigmoid(_Function):
     """f(a) = 1 / (1 + e^-a);  f'(a) = f(a) (1 - f(a)).
+    reverse: da = g f (1 - f);  forward: dz = f (1 - f) da.
 
     torch.sigmoid never overflows (it picks e^a / (1 + e^a) for a < 0), so the
-    output is exactly 0 or 1 far out and the gradient is 0 there, never NaN.
+    output is exactly 0 or 1 far out and the derivative is 0 there, never NaN.
     """
 
     @staticmethod
-    def forward(ctx, a):
+    def forward(a):
         _check_float("sigmoid", a)
-        y = torch.sigmoid(a)
-        ctx.save_for_backward(y)
-        return y
+        return torch.sigmoid(a)
+
+    @staticmethod
+    def setup_context(ctx, inputs, y):
+        _save(ctx, y)
 
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
         return g * y * (1 - y)
 
+    @staticmethod
+    def jvp(ctx, da):
+        (y,) = ctx.saved_tensors
+        return da * y * (1 - y)
 
-class Tanh(torch.autograd.Function):
-    """f(a) = tanh(a);  f'(a) = 1 - f(a)^2."""
+
+class Tanh(_Function):
+    """f(a) = tanh(a);  f'(a) = 1 - f(a)^2.
+    reverse: da = g (1 - f^2);  forward: dz = (1 - f^2) da."""
 
     @staticmethod
-    def forward(ctx, a):
+    def forward(a):
         _check_float("tanh", a)
-        y = torch.tanh(a)
-        ctx.save_for_backward(y)
-        return y
+        return torch.tanh(a)
+
+    @staticmethod
+    def setup_context(ctx, inputs, y):
+        _save(ctx, y)
 
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
         return g * (1 - y * y)
 
+    @staticmethod
+    def jvp(ctx, da):
+        (y,) = ctx.saved_tensors
+        return da * (1 - y * y)
 
-class ReLU(torch.autograd.Function):
+
+class ReLU(_Function):
     """f(a) = max(a, 0);  f'(a) = 1 if a > 0 else 0 (the homework sets f'(0) = 0).
+    reverse: da = sign(z) g;  forward: dz = sign(z) da,  with z = f(a).
 
-    With z = f(a): f'(a) = sign(z), since z > 0 exactly where a > 0 and z = 0 elsewhere.
-    Written that way the backward is two float passes, no boolean mask to build and convert
-    (3x faster on the CNN's 2.4M-entry activations)."""
+    sign(z) is f'(a), since z > 0 exactly where a > 0 and z = 0 elsewhere. Written that way
+    the derivative is two float passes, no boolean mask to build and convert."""
 
     @staticmethod
-    def forward(ctx, a):
+    def forward(a):
         _check_float("relu", a)
-        z = a.clamp_min(0)
-        ctx.save_for_backward(z)
-        return z
+        return a.clamp_min(0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, z):
+        _save(ctx, z)
 
     @staticmethod
     def backward(ctx, g):
         (z,) = ctx.saved_tensors
-        return torch.sign(z).mul_(g)  # f'(a) g
-
-
-class Identity(torch.autograd.Function):
-    """f(a) = a;  f'(a) = 1 (the homework's linear transfer)."""
+        return torch.sign(z) * g
 
     @staticmethod
-    def forward(ctx, a):
+    def jvp(ctx, da):
+        (z,) = ctx.saved_tensors
+        return torch.sign(z) * da
+
+
+class Identity(_Function):
+    """f(a) = a;  f'(a) = 1 (the homework's linear transfer).
+    reverse: da = g;  forward: dz = da."""
+
+    @staticmethod
+    def forward(a):
         _check_float("identity", a)
         return a.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
 
     @staticmethod
     def backward(ctx, g):
         return g
 
+    @staticmethod
+    def jvp(ctx, da):
+        return da.clone()
 
-class Square(torch.autograd.Function):
-    """f(a) = a^2;  f'(a) = 2a (the homework's quadratic transfer, 2.3.1b)."""
+
+class Square(_Function):
+    """f(a) = a^2;  f'(a) = 2a (the homework's quadratic transfer, 2.3.1b).
+    reverse: da = 2 a g;  forward: dz = 2 a da."""
 
     @staticmethod
-    def forward(ctx, a):
+    def forward(a):
         _check_float("square", a)
-        ctx.save_for_backward(a)
         return a * a
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _save(ctx, inputs[0])
 
     @staticmethod
     def backward(ctx, g):
         (a,) = ctx.saved_tensors
         return 2 * a * g
+
+    @staticmethod
+    def jvp(ctx, da):
+        (a,) = ctx.saved_tensors
+        return 2 * a * da
 
 
 # --------------------------------------------------------------------------- #
@@ -122,16 +175,15 @@ class Square(torch.autograd.Function):
 # --------------------------------------------------------------------------- #
 
 
-class Affine(torch.autograd.Function):
+class Affine(_Function):
     """A = X W^T + b, with X (N, d_in), W (d_out, d_in) like the homework's w(l), b (d_out,).
 
-    dA/dX: G W          (N, d_in)
-    dA/dW: G^T X        (d_out, d_in)
-    dA/db: sum_n G[n]   (d_out,)
+    reverse: dX = G W (N, d_in);  dW = G^T X (d_out, d_in);  db = sum_n G[n] (d_out,)
+    forward: dA = dX W^T + X dW^T + db   (A is bilinear in X and W)
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias=None):
+    def forward(x, weight, bias=None):
         _check_float("affine input", x)
         _check_float("affine weight", weight)
         if x.dim() != 2 or weight.dim() != 2:
@@ -148,11 +200,15 @@ class Affine(torch.autograd.Function):
             raise ValueError(
                 f"affine: bias {tuple(bias.shape)} does not match weight's {weight.shape[0]} outputs"
             )
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
         if bias is None:
             return x @ weight.t()
         return torch.addmm(bias, x, weight.t())
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight = inputs[:2]
+        _save(ctx, x, weight)
+        ctx.has_bias = len(inputs) > 2 and inputs[2] is not None
 
     @staticmethod
     def backward(ctx, g):
@@ -163,25 +219,41 @@ class Affine(torch.autograd.Function):
         grad_b = g.sum(0) if (ctx.has_bias and need_b) else None
         return grad_x, grad_w, grad_b
 
+    @staticmethod
+    def jvp(ctx, dx, dw, db=None):
+        x, weight = ctx.saved_tensors
+        da = torch.zeros(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
+        if dx is not None:
+            da = da + dx @ weight.t()
+        if dw is not None:
+            da = da + x @ dw.t()
+        if db is not None:
+            da = da + db
+        return da
+
 
 # --------------------------------------------------------------------------- #
 # Losses                                                                      #
 # --------------------------------------------------------------------------- #
 
-
 IGNORE_NONE = -(2**63)  # an index no target can hold: every row counts, and -100 is out of range like any other
 
 
-class SoftmaxCrossEntropy(torch.autograd.Function):
+def _onehot(target, k, dtype):
+    return (torch.arange(k, device=target.device) == target.unsqueeze(-1)).to(dtype)  # (N, k)
+
+
+class SoftmaxCrossEntropy(_Function):
     """L = -(1/N) sum_n log softmax(A[n])[y_n], with A (N, k) logits and y (N,) int64.
 
     log softmax(a) = a - logsumexp(a), computed with the max subtracted
     (torch.log_softmax), so logits of any size give a finite loss.
-    dL/dA = (softmax(A) - onehot(y)) / N.
+    reverse: dA = g (softmax(A) - onehot(y)) / N
+    forward: dL = sum_{n,j} (softmax(A) - onehot(y))[n, j] dA[n, j] / N
     """
 
     @staticmethod
-    def forward(ctx, logits, target):
+    def forward(logits, target):
         _check_float("softmax_cross_entropy logits", logits)
         if logits.dim() != 2:
             raise ValueError(f"softmax_cross_entropy expects logits (N, k), got {tuple(logits.shape)}")
@@ -194,45 +266,59 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
             )
         log_p = torch.log_softmax(logits, dim=1)  # (N, k)
         try:
-            # -(1/N) sum_n log_p[n, y_n] in one op, which also checks every y_n on the CPU for free.
-            # (On a GPU an index out of range is a device error: nnhw.data checks all labels once.)
+            # -(1/N) sum_n log_p[n, y_n] in one op, which also checks every y_n on the CPU for free
+            # (on a GPU an index out of range is a device error: nnhw.data checks all labels once).
             # ignore_index: nll_loss would silently drop rows whose target is -100, its default.
-            loss = F.nll_loss(log_p, target, ignore_index=IGNORE_NONE)
+            return F.nll_loss(log_p, target, ignore_index=IGNORE_NONE)
         except (IndexError, RuntimeError):
             k = logits.shape[1]
             raise ValueError(
                 f"softmax_cross_entropy: targets must lie in [0, {k}), "
                 f"got values from {int(target.min())} to {int(target.max())}"
             ) from None
-        ctx.save_for_backward(log_p, target)
-        return loss
 
     @staticmethod
-    @once_differentiable
+    def setup_context(ctx, inputs, output):
+        logits, target = inputs
+        _save(ctx, logits, target)
+
+    @staticmethod
+    def _residual(logits, target):
+        """(softmax(A) - onehot(y)) / N: the local derivative of L in A."""
+        return (torch.softmax(logits, dim=1) - _onehot(target, logits.shape[1], logits.dtype)) / logits.shape[0]
+
+    @staticmethod
     def backward(ctx, g):
-        log_p, target = ctx.saved_tensors
-        grad = log_p.exp()  # softmax(A), (N, k)
-        grad.scatter_add_(1, target.unsqueeze(1), torch.full((len(target), 1), -1.0, dtype=grad.dtype, device=grad.device))
-        return grad.mul_(g / len(target)), None
+        logits, target = ctx.saved_tensors
+        return g * SoftmaxCrossEntropy._residual(logits, target), None
+
+    @staticmethod
+    def jvp(ctx, d_logits, d_target):
+        logits, target = ctx.saved_tensors
+        return (SoftmaxCrossEntropy._residual(logits, target) * d_logits).sum()
 
 
-class SquaredError(torch.autograd.Function):
+class SquaredError(_Function):
     """L = (1/(N k)) sum_{n,j} (P[n,j] - T[n,j])^2, both (N, k): the homework's 4.2 average.
 
-    dL/dP = 2 (P - T) / (N k),  dL/dT = -dL/dP.
+    reverse: dP = 2 g (P - T) / (N k),  dT = -dP
+    forward: dL = 2 sum (P - T) (dP - dT) / (N k)
     """
 
     @staticmethod
-    def forward(ctx, pred, target):
+    def forward(pred, target):
         _check_float("squared_error prediction", pred)
         _check_float("squared_error target", target)
         if pred.shape != target.shape:
             raise ValueError(
                 f"squared_error: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape"
             )
-        ctx.save_for_backward(pred, target)
         diff = pred - target
         return (diff * diff).mean()  # an empty batch gives nan, as F.mse_loss does
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _save(ctx, *inputs)
 
     @staticmethod
     def backward(ctx, g):
@@ -243,93 +329,162 @@ class SquaredError(torch.autograd.Function):
             -grad if ctx.needs_input_grad[1] else None,
         )
 
+    @staticmethod
+    def jvp(ctx, d_pred, d_target):
+        pred, target = ctx.saved_tensors
+        d = torch.zeros_like(pred)
+        if d_pred is not None:
+            d = d + d_pred
+        if d_target is not None:
+            d = d - d_target
+        return (2.0 / max(pred.numel(), 1)) * ((pred - target) * d).sum()
+
 
 # --------------------------------------------------------------------------- #
-# Convolution and dropout (the CNN and the regularised MLPs of 4.3 and 6)     #
+# Convolution, pooling and dropout (the CNN and the regularised MLPs of 4.3, 6)
 # --------------------------------------------------------------------------- #
 
 
-class Conv2d(torch.autograd.Function):
+def _output_padding(size, kernel, stride, padding):
+    """The rows (and columns) a strided window leaves unread at the end, which the adjoint must restore."""
+    return tuple((s + 2 * padding - k) % stride for s, k in zip(size, kernel))
+
+
+class Conv2d(_Function):
     """A = K * X + c: cross-correlation of X (N, C_in, H, W) with K (C_out, C_in, kh, kw), plus c (C_out,).
 
-    dA/dX: the transposed convolution of G with K
-    dA/dK: the correlation of X with G
-    dA/dc: G summed over N, H and W
+    reverse: dX = the transposed convolution of G with K (each output's gradient sent back
+                  through the kernel to the inputs it read);
+             dK = the correlation of X with G (for each kernel tap, inputs times output
+                  gradients, summed over the batch and the positions; the stride becomes a dilation);
+             dc = G summed over N, H and W
+    forward: dA = K * dX + dK * X + dc   (A is bilinear in X and K)
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias=None, stride=1, padding=0):
+    def forward(x, weight, bias=None, stride=1, padding=0):
         _check_float("conv2d input", x)
         if x.dim() != 4 or weight.dim() != 4 or x.shape[1] != weight.shape[1]:
             raise ValueError(
                 f"conv2d expects x (N, C_in, H, W) and weight (C_out, C_in, kh, kw), "
                 f"got x {tuple(x.shape)} and weight {tuple(weight.shape)}"
             )
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias, ctx.stride, ctx.padding = bias is not None, stride, padding
         return F.conv2d(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, stride, padding = (tuple(inputs) + (None, 1, 0)[len(inputs) - 2:])[:5]
+        _save(ctx, x, weight)
+        ctx.has_bias, ctx.stride, ctx.padding = bias is not None, stride, padding
 
     @staticmethod
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = (tuple(ctx.needs_input_grad) + (False,))[:3]
-        # Both adjoint convolutions in one call: the kernels share the layout work (torch.nn.grad's
-        # conv2d_input and conv2d_weight are this call with one output each, on stand-in tensors).
-        s, p = [ctx.stride] * 2, [ctx.padding] * 2
-        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-            g, x, weight, None, s, p, [1, 1], False, [0, 0], 1, [need_x, need_w, False])
-        grad_b = g.sum((0, 2, 3)) if (ctx.has_bias and need_b) else None
+        s, p, (kh, kw) = ctx.stride, ctx.padding, weight.shape[2:]
+        grad_x = grad_w = grad_b = None
+        if need_x:  # (N, C_in, H, W)
+            out_pad = _output_padding(x.shape[2:], (kh, kw), s, p)
+            grad_x = F.conv_transpose2d(g, weight, None, s, p, out_pad)
+        if need_w:  # channels and batch swap places: the batch is what the correlation sums over
+            grad_w = F.conv2d(x.transpose(0, 1), g.transpose(0, 1), None, 1, p, s).transpose(0, 1)
+            if grad_w.shape[2:] != (kh, kw):  # a stride that leaves inputs unread reaches taps past the kernel
+                grad_w = grad_w[:, :, :kh, :kw]
+        if ctx.has_bias and need_b:
+            grad_b = g.sum((0, 2, 3))
         return grad_x, grad_w, grad_b, None, None
 
+    @staticmethod
+    def jvp(ctx, dx, dw, db=None, d_stride=None, d_padding=None):
+        x, weight = ctx.saved_tensors
+        s, p = ctx.stride, ctx.padding
+        da = None
+        if dx is not None:
+            da = F.conv2d(dx, weight, None, s, p)
+        if dw is not None:
+            term = F.conv2d(x, dw, None, s, p)
+            da = term if da is None else da + term
+        if da is None:
+            da = torch.zeros_like(F.conv2d(x, weight, None, s, p))
+        if db is not None:
+            da = da + db[:, None, None]
+        return da
 
-class AvgPool2d(torch.autograd.Function):
+
+class AvgPool2d(_Function):
     """Average pooling: each output is the mean of a p x p region of X (N, C, H, W), regions `stride` apart.
-    dA/dX: every input of a region gets 1/p^2 of that output's gradient (summed where regions overlap)."""
+
+    reverse: dX = each output's gradient spread as 1/p^2 over its region (summed where regions
+             overlap): the transposed convolution of G with a p x p kernel of 1/p^2, per channel
+    forward: dA = the average pooling of dX (the map is linear)
+    """
 
     @staticmethod
-    def forward(ctx, x, size, stride):
+    def forward(x, size, stride):
         _check_float("avg_pool2d input", x)
-        ctx.save_for_backward(x)
-        ctx.size, ctx.stride = size, stride
         return F.avg_pool2d(x, size, stride)
 
     @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        k, s = [ctx.size] * 2, [ctx.stride] * 2
-        grad = torch.ops.aten.avg_pool2d_backward(g, x, k, s, [0, 0], False, True, None)
-        return grad, None, None
-
-
-class Flatten(torch.autograd.Function):
-    """(N, C, H, W) -> (N, C*H*W); the gradient is reshaped back."""
+    def setup_context(ctx, inputs, output):
+        x, ctx.size, ctx.stride = inputs
+        ctx.in_shape = x.shape
 
     @staticmethod
-    def forward(ctx, x):
-        ctx.shape = x.shape
-        return x.reshape(len(x), math.prod(x.shape[1:]))  # (N, C*H*W), also for N = 0
+    def backward(ctx, g):
+        k, s, (c, h, w) = ctx.size, ctx.stride, ctx.in_shape[1:]
+        spread = torch.full((c, 1, k, k), 1.0 / (k * k), dtype=g.dtype, device=g.device)  # one kernel per channel
+        out_pad = _output_padding((h, w), (k, k), s, 0)
+        return F.conv_transpose2d(g, spread, None, s, 0, out_pad, groups=c), None, None
+
+    @staticmethod
+    def jvp(ctx, dx, d_size=None, d_stride=None):
+        return F.avg_pool2d(dx, ctx.size, ctx.stride)
+
+
+class Flatten(_Function):
+    """(N, C, H, W) -> (N, C*H*W).  reverse: dX = G reshaped back;  forward: dA = dX flattened."""
+
+    @staticmethod
+    def forward(x):
+        return x.reshape(len(x), math.prod(x.shape[1:]))  # also for N = 0
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.shape = inputs[0].shape
 
     @staticmethod
     def backward(ctx, g):
         return g.reshape(ctx.shape)
 
+    @staticmethod
+    def jvp(ctx, dx):
+        return dx.reshape(len(dx), math.prod(dx.shape[1:]))
 
-class Dropout(torch.autograd.Function):
+
+class Dropout(_Function):
     """y = a * m for a fixed mask m of 0 (dropped) and 1/(1-p) (kept): inverted dropout.
-    dy/da = m. The mask is an input, so gradcheck can hold it fixed."""
+    reverse: da = g m;  forward: dy = m da. The mask is an input, so gradcheck can hold it fixed."""
 
     @staticmethod
-    def forward(ctx, a, mask):
+    def forward(a, mask):
         _check_float("dropout", a)
         if mask.shape != a.shape:
             raise ValueError(f"dropout: mask {tuple(mask.shape)} does not match input {tuple(a.shape)}")
-        ctx.save_for_backward(mask)
         return a * mask
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _save(ctx, inputs[1])
 
     @staticmethod
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
         return g * mask, None
+
+    @staticmethod
+    def jvp(ctx, da, d_mask=None):
+        (mask,) = ctx.saved_tensors
+        return da * mask
 
 
 def dropout(a, p, generator, call=None):

@@ -1,7 +1,7 @@
 """Reverse mode written out: a tape that runs nnhw's own Functions without torch.autograd.
 
 `train.engine = "tape"` trains with this instead of torch.autograd. The forward
-pass calls each Function's `forward(ctx, ...)` directly and records it; the
+pass calls each Function's `forward` and `setup_context` directly and records them; the
 backward pass walks the records in reverse and calls each Function's hand-written
 `backward(ctx, g)`, adding up the gradient of every input, exactly as the
 reverse mode of homework 5 does line by line. The arithmetic is the same as
@@ -13,7 +13,7 @@ import torch
 
 
 class Context:
-    """What a Function's forward and backward see as `ctx`."""
+    """What a Function's setup_context and backward see as `ctx`."""
 
     def __init__(self, needs_input_grad):
         self.needs_input_grad = needs_input_grad
@@ -21,6 +21,9 @@ class Context:
 
     def save_for_backward(self, *tensors):
         self.saved_tensors = tensors
+
+    def save_for_forward(self, *tensors):
+        pass  # the tape runs reverse mode only
 
 
 class Tape:
@@ -34,7 +37,8 @@ class Tape:
         needs = tuple(torch.is_tensor(a) and id(a) in self.tracked for a in args)
         ctx = Context(needs)
         with torch.no_grad():
-            out = fn.forward(ctx, *args)
+            out = fn.forward(*args)
+            fn.setup_context(ctx, args, out)
         if any(needs):
             self.tracked.add(id(out))
             self.records.append((fn, ctx, args, out))

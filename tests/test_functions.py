@@ -6,6 +6,7 @@ tolerance). gradcheck and gradgradcheck run in float64 with default tolerances;
 the comparison with the built-ins runs in float32 to 1e-6 relative.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,7 +31,6 @@ class Case:
     fn: Callable  # nnhw's Function (its .apply alias)
     reference: Callable  # the same math through built-ins
     sample: Callable  # (batch, generator, dtype) -> tuple of inputs
-    double_backward: bool  # proved with gradgradcheck, or once_differentiable
     constant_args: tuple = ()  # inputs held fixed (dropout's mask), not differentiated
 
 
@@ -81,22 +81,23 @@ def _dropout_inputs(n, gen, dtype):
 
 
 CASES = [
-    Case("sigmoid", nf.sigmoid, torch.sigmoid, _x, True),
-    Case("tanh", nf.tanh, torch.tanh, _x, True),
-    Case("relu", nf.relu, torch.relu, lambda n, g, d: (_away_from_zero((n, 5), g, d),), True),
-    Case("identity", nf.identity, lambda a: a * 1, _x, True),
-    Case("square", nf.square, lambda a: a * a, _x, True),
-    Case("affine", nf.affine, F.linear, _affine_inputs(bias=True), True),
-    Case("affine_no_bias", nf.affine, F.linear, _affine_inputs(bias=False), True),
-    Case("softmax_cross_entropy", nf.softmax_cross_entropy, F.cross_entropy, _ce_inputs, False),
-    Case("squared_error", nf.squared_error, F.mse_loss, _se_inputs, True),
-    Case("conv2d", nf.conv2d, _conv_ref, _conv_inputs(1, 0), True),
-    Case("conv2d_stride2_pad1", nf.conv2d, _conv_ref, _conv_inputs(2, 1), True),
-    Case("conv2d_no_bias", nf.conv2d, _conv_ref, _conv_inputs(1, 1, bias=False), True),
-    Case("avg_pool2d", nf.AvgPool2d.apply, F.avg_pool2d, lambda n, g, d: (torch.randn(n, 2, 6, 6, generator=g, dtype=d), 2, 2), True),
-    Case("avg_pool2d_overlap", nf.AvgPool2d.apply, F.avg_pool2d, lambda n, g, d: (torch.randn(n, 2, 7, 7, generator=g, dtype=d), 3, 2), True),
-    Case("flatten", nf.Flatten.apply, lambda x: x.flatten(1), lambda n, g, d: (torch.randn(n, 2, 3, 3, generator=g, dtype=d),), True),
-    Case("dropout_fixed_mask", nf.Dropout.apply, lambda a, m: a * m, _dropout_inputs, True, constant_args=(1,)),
+    Case("sigmoid", nf.sigmoid, torch.sigmoid, _x),
+    Case("tanh", nf.tanh, torch.tanh, _x),
+    Case("relu", nf.relu, torch.relu, lambda n, g, d: (_away_from_zero((n, 5), g, d),)),
+    Case("identity", nf.identity, lambda a: a * 1, _x),
+    Case("square", nf.square, lambda a: a * a, _x),
+    Case("affine", nf.affine, F.linear, _affine_inputs(bias=True)),
+    Case("affine_no_bias", nf.affine, F.linear, _affine_inputs(bias=False)),
+    Case("softmax_cross_entropy", nf.softmax_cross_entropy, F.cross_entropy, _ce_inputs),
+    Case("squared_error", nf.squared_error, F.mse_loss, _se_inputs),
+    Case("conv2d", nf.conv2d, _conv_ref, _conv_inputs(1, 0)),
+    Case("conv2d_stride2_pad1", nf.conv2d, _conv_ref, _conv_inputs(2, 1)),
+    Case("conv2d_no_bias", nf.conv2d, _conv_ref, _conv_inputs(1, 1, bias=False)),
+    Case("avg_pool2d", nf.AvgPool2d.apply, F.avg_pool2d, lambda n, g, d: (torch.randn(n, 2, 6, 6, generator=g, dtype=d), 2, 2)),
+    Case("avg_pool2d_overlap", nf.AvgPool2d.apply, F.avg_pool2d, lambda n, g, d: (torch.randn(n, 2, 7, 7, generator=g, dtype=d), 3, 2)),
+    Case("avg_pool2d_remainder", nf.AvgPool2d.apply, F.avg_pool2d, lambda n, g, d: (torch.randn(n, 2, 6, 6, generator=g, dtype=d), 3, 2)),
+    Case("flatten", nf.Flatten.apply, lambda x: x.flatten(1), lambda n, g, d: (torch.randn(n, 2, 3, 3, generator=g, dtype=d),)),
+    Case("dropout_fixed_mask", nf.Dropout.apply, lambda a, m: a * m, _dropout_inputs, constant_args=(1,)),
 ]
 IDS = [c.name for c in CASES]
 
@@ -112,23 +113,42 @@ def _requiring_grad(inputs, constant_args=()):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 @pytest.mark.parametrize("batch", [1, 7])
 def test_gradcheck_float64(case, batch):
+    """Both hand-written rules against finite differences: backward (reverse mode), jvp (forward
+    mode, check_forward_ad), and backward under vmap (check_batched_grad)."""
     gen = torch.Generator().manual_seed(0)
     inputs = _requiring_grad(case.sample(batch, gen, torch.float64), case.constant_args)
-    assert gradcheck(case.fn, inputs)
+    assert gradcheck(case.fn, inputs, check_forward_ad=True, check_batched_grad=True)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_double_backward(case):
     gen = torch.Generator().manual_seed(1)
     inputs = _requiring_grad(case.sample(4, gen, torch.float64), case.constant_args)
-    if case.double_backward:
-        assert gradgradcheck(case.fn, inputs)
-    else:
-        # once_differentiable: asking for a second derivative must fail loudly.
-        out = case.fn(*inputs)
-        (g,) = torch.autograd.grad(out.sum(), inputs[0], create_graph=True)
-        with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
-            torch.autograd.grad(g.sum(), inputs[0])
+    assert gradgradcheck(case.fn, inputs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_jvp_matches_builtin_jvp(case):
+    """The forward rule against torch.func.jvp of the built-in expression, along random tangents."""
+    gen = torch.Generator().manual_seed(4)
+    inputs = case.sample(5, gen, torch.float64)
+    diff = [i for i, t in enumerate(inputs) if torch.is_tensor(t) and t.is_floating_point() and i not in case.constant_args]
+
+    def along(fn):
+        def f(*primals):
+            args = list(inputs)
+            for i, p in zip(diff, primals):
+                args[i] = p
+            return fn(*args)
+
+        return f
+
+    primals = tuple(inputs[i] for i in diff)
+    tangents = tuple(torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in primals)
+    out, tangent = torch.func.jvp(along(case.fn), primals, tangents)
+    ref_out, ref_tangent = torch.func.jvp(along(case.reference), primals, tangents)
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(tangent, ref_tangent, rtol=1e-10, atol=1e-12)
 
 
 def _rel_err(a, b):
@@ -174,6 +194,85 @@ def test_two_hidden_layer_mlp_gradient_matches_builtins():
     torch.testing.assert_close(loss_ours, loss_ref, rtol=1e-12, atol=0)
     for g_ours, g_ref in zip(torch.autograd.grad(loss_ours, ours), torch.autograd.grad(loss_ref, ref)):
         torch.testing.assert_close(g_ours, g_ref, rtol=1e-10, atol=1e-14)
+
+
+# --------------------------------------------------------------------------- #
+# torch.func through an nnhw network: grad, jvp, vmap                         #
+# --------------------------------------------------------------------------- #
+
+
+def _mlp_params(gen, dtype=torch.float64):
+    shapes = [(16, 20), (12, 16), (5, 12)]
+    return {f"{k}{l}": (torch.randn(o, i, generator=gen, dtype=dtype) / i**0.5 if k == "W" else torch.randn(o, generator=gen, dtype=dtype) * 0.1)
+            for l, (o, i) in enumerate(shapes, 1) for k in ("W", "b")}
+
+
+def _mlp_loss_nnhw(params, x, y):
+    h = nf.tanh(nf.affine(x, params["W1"], params["b1"]))
+    h = nf.relu(nf.affine(h, params["W2"], params["b2"]))
+    return nf.softmax_cross_entropy(nf.affine(h, params["W3"], params["b3"]), y)
+
+
+def _mlp_loss_builtin(params, x, y):
+    h = torch.tanh(F.linear(x, params["W1"], params["b1"]))
+    h = torch.relu(F.linear(h, params["W2"], params["b2"]))
+    return F.cross_entropy(F.linear(h, params["W3"], params["b3"]), y)
+
+
+def _mlp_data(gen, n=9):
+    return torch.randn(n, 20, generator=gen, dtype=torch.float64), torch.randint(0, 5, (n,), generator=gen)
+
+
+def test_func_grad_and_jvp_through_an_mlp_match_builtins():
+    gen = torch.Generator().manual_seed(5)
+    params, (x, y) = _mlp_params(gen), _mlp_data(gen)
+    ours, ref = torch.func.grad(_mlp_loss_nnhw)(params, x, y), torch.func.grad(_mlp_loss_builtin)(params, x, y)
+    for k in params:
+        torch.testing.assert_close(ours[k], ref[k], rtol=1e-10, atol=1e-14)
+    tangent = {k: torch.randn(p.shape, generator=gen, dtype=p.dtype) for k, p in params.items()}
+    (v, dv), (rv, rdv) = (torch.func.jvp(lambda p: f(p, x, y), (params,), (tangent,)) for f in (_mlp_loss_nnhw, _mlp_loss_builtin))
+    torch.testing.assert_close(v, rv, rtol=1e-12, atol=0)
+    torch.testing.assert_close(dv, rdv, rtol=1e-10, atol=1e-14)
+    # forward mode's directional derivative is the reverse-mode gradient dotted with the tangent
+    torch.testing.assert_close(dv, sum((ours[k] * tangent[k]).sum() for k in params), rtol=1e-10, atol=1e-14)
+
+
+def test_per_example_gradients_by_vmap_equal_a_loop():
+    gen = torch.Generator().manual_seed(6)
+    params, (x, y) = _mlp_params(gen), _mlp_data(gen)
+
+    def one(p, xi, yi):  # one example as a batch of one
+        return _mlp_loss_nnhw(p, xi.unsqueeze(0), yi.unsqueeze(0))
+
+    batched = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))(params, x, y)
+    builtin = torch.func.vmap(torch.func.grad(lambda p, xi, yi: _mlp_loss_builtin(p, xi.unsqueeze(0), yi.unsqueeze(0))),
+                              in_dims=(None, 0, 0))(params, x, y)
+    for i in range(len(x)):
+        looped = torch.func.grad(one)(params, x[i], y[i])
+        for k in params:
+            torch.testing.assert_close(batched[k][i], looped[k], rtol=1e-12, atol=1e-15)
+            torch.testing.assert_close(batched[k][i], builtin[k][i], rtol=1e-10, atol=1e-14)
+
+
+def test_vmap_through_a_cnn_layer_matches_builtin():
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(4, 1, 2, 8, 8, generator=gen, dtype=torch.float64)  # 4 independent batches of one image
+    w = torch.randn(3, 2, 3, 3, generator=gen, dtype=torch.float64)
+
+    def ours(xi):
+        return nf.Flatten.apply(nf.AvgPool2d.apply(nf.relu(nf.conv2d(xi, w, None, 1, 0)), 2, 2)).sum()
+
+    def ref(xi):
+        return F.avg_pool2d(torch.relu(F.conv2d(xi, w)), 2, 2).flatten(1).sum()
+
+    torch.testing.assert_close(torch.func.vmap(torch.func.grad(ours))(x), torch.func.vmap(torch.func.grad(ref))(x), rtol=1e-10, atol=1e-14)
+
+
+def test_no_aten_backward_kernels_in_functions():
+    import inspect
+
+    source = inspect.getsource(nf).replace("save_for_backward(", "")
+    assert "torch.ops" not in source and not re.findall(r"\w+_backward\(", source)
 
 
 # --------------------------------------------------------------------------- #
