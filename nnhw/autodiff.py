@@ -17,12 +17,15 @@ they must equal, and (5.3) the cost of a d-dimensional gradient by forward mode
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
+
+from . import functions as nf
 
 TWO_PI = 2 * math.pi
 
@@ -95,23 +98,30 @@ def autograd_gradient(w1, w2):
 # 5.3: forward mode needs d passes for a gradient in R^d, reverse mode one     #
 # --------------------------------------------------------------------------- #
 
+MLP_SHAPES = [(64, 32), (64,), (10, 64), (10,)]  # W1, b1, W2, b2: 2,762 parameters
 
-def linear_softmax_loss(n_inputs, n=256, k=10, seed=0):
-    """A loss R^d -> R with d = k * n_inputs: softmax regression's average cross-entropy
-    as a function of its flattened weights, on fixed random data."""
+
+def mlp_loss(d, n=256, seed=0):
+    """(loss, w0): an MLP's average cross-entropy (nnhw's Functions: affine, tanh, affine, softmax
+    cross-entropy) as a function R^d -> R of its first d parameters (W1 flattened, then b1, ...),
+    the others held fixed; and the point w0. The cost T of one evaluation is the same for every d."""
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, n_inputs, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, k, (n,), generator=gen)
+    x = torch.randn(n, MLP_SHAPES[0][1], generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 10, (n,), generator=gen)
+    flat = torch.cat([torch.randn(shape, generator=gen, dtype=torch.float64).flatten() * 0.3 for shape in MLP_SHAPES])
+    if not 1 <= d <= len(flat):
+        raise ValueError(f"d must lie in [1, {len(flat)}], got {d}")
+    sizes = [math.prod(shape) for shape in MLP_SHAPES]
 
     def loss(w):  # w (d,)
-        logits = x @ w.view(k, n_inputs).t()  # (n, k)
-        return torch.nn.functional.cross_entropy(logits, y)
+        w1, b1, w2, b2 = (p.view(shape) for p, shape in zip(torch.cat([w, flat[d:]]).split(sizes), MLP_SHAPES))
+        return nf.softmax_cross_entropy(nf.affine(nf.tanh(nf.affine(x, w1, b1)), w2, b2), y)
 
-    return loss
+    return loss, flat[:d].clone()
 
 
 def gradient_forward_mode(loss, w):
-    """d passes of torch.func.jvp, one per basis tangent e_i: df/dw_i = jvp along e_i."""
+    """d forward-mode passes, pass i along e_i: torch.func.jvp through nnhw's hand-written jvp rules."""
     grad = torch.empty_like(w)
     basis = torch.eye(len(w), dtype=w.dtype)
     for i in range(len(w)):
@@ -120,44 +130,82 @@ def gradient_forward_mode(loss, w):
 
 
 def gradient_reverse_mode(loss, w):
+    """One reverse pass: torch.autograd.grad through nnhw's hand-written backward rules."""
     w = w.detach().requires_grad_()
     (grad,) = torch.autograd.grad(loss(w), w)
     return grad
 
 
-def _best_time(fn, repeats):
+def _median_time(fn, repeats):
+    fn()  # warm-up: first calls pay for allocation and dispatch caches
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return statistics.median(times)
 
 
-def mode_cost_table(dims=(10, 100, 1000), repeats=3):
-    """For each d: seconds for the forward-mode gradient (d jvps) and the reverse-mode one, and their ratio."""
+def mode_cost_table(dims=(10, 30, 100, 300, 1000, 2762), repeats=5):
+    """For each d: the median seconds of the forward-mode gradient (d jvps) and of the reverse-mode
+    one, their ratio, and the largest difference between the two gradients."""
     rows = []
     for d in dims:
-        loss = linear_softmax_loss(d // 10)
-        w = torch.randn(d, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 0.1
+        loss, w = mlp_loss(d)
         g_fwd, g_rev = gradient_forward_mode(loss, w), gradient_reverse_mode(loss, w)
-        t_fwd = _best_time(lambda: gradient_forward_mode(loss, w), repeats)
-        t_rev = _best_time(lambda: gradient_reverse_mode(loss, w), repeats)
+        t_fwd = _median_time(lambda: gradient_forward_mode(loss, w), repeats)
+        t_rev = _median_time(lambda: gradient_reverse_mode(loss, w), max(repeats, 20))
         rows.append(dict(d=d, forward_s=t_fwd, reverse_s=t_rev, ratio=t_fwd / t_rev, max_abs_diff=(g_fwd - g_rev).abs().max().item()))
     return rows
+
+
+def loglog_fit(rows):
+    """Least squares of log(ratio) on log(d): the slope (1 for linear growth) and R^2."""
+    xs = [math.log(r["d"]) for r in rows]
+    ys = [math.log(r["ratio"]) for r in rows]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    intercept = my - slope * mx
+    ss_res = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys))
+    ss_tot = sum((y - my) ** 2 for y in ys)
+    return dict(slope=slope, intercept=intercept, r2=1 - ss_res / ss_tot)
+
+
+def cost_figure(rows, fit, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = [r["d"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.loglog(d, [r["ratio"] for r in rows], "o", label="measured: forward-mode time / reverse-mode time")
+    ax.loglog(d, [math.exp(fit["intercept"]) * x ** fit["slope"] for x in d], "-",
+              label=f"fit: slope {fit['slope']:.2f}, R^2 {fit['r2']:.3f}")
+    ax.set_xlabel("d (parameters the gradient is taken in)")
+    ax.set_ylabel("cost ratio")
+    ax.set_title("5.3: d forward-mode passes against one reverse pass", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m nnhw.autodiff", description=__doc__.splitlines()[0])
     p.add_argument("--w1", type=float, default=1.5, help="the point (w1, w2) (default 1.5, 0.5)")
     p.add_argument("--w2", type=float, default=0.5)
-    p.add_argument("--dims", type=int, nargs="+", default=[10, 100, 1000], help="d for the 5.3 table (multiples of 10)")
+    p.add_argument("--dims", type=int, nargs="+", default=[10, 30, 100, 300, 1000, 2762], help="d for the 5.3 table (1 to 2762)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per d, after a warm-up; the table gives medians (default 5)")
     p.add_argument("--out", default="reports", help="folder for autodiff.json, the numbers nnhw.report reads (default reports)")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")  # raised inside torch.func
     w1, w2 = args.w1, args.w2
-    if w2 == 0 or any(d % 10 or d < 10 for d in args.dims):
-        p.error("w2 must not be 0, and every d a positive multiple of 10")
+    n_params = sum(math.prod(shape) for shape in MLP_SHAPES)
+    if w2 == 0 or any(not 1 <= d <= n_params for d in args.dims) or len(args.dims) < 2 or args.repeats < 1:
+        p.error(f"w2 must not be 0, --dims needs at least two values in [1, {n_params}], --repeats at least 1")
 
     print(f"Evaluation trace at (w1, w2) = ({w1}, {w2}):")
     for t, z in enumerate(trace(w1, w2), 1):
@@ -173,16 +221,19 @@ def main(argv=None):
     rel = max(abs(g1 - a1) / abs(a1), abs(g2 - a2) / abs(a2), abs(d1 - a1) / abs(a1))
     print(f"  largest relative difference from autograd: {rel:.2e}")
 
-    print("\n5.3: the gradient of a loss R^d -> R (softmax regression's cross-entropy in its flattened weights)")
+    print(f"\n5.3: the gradient of an MLP's loss (nnhw's Functions, {n_params} parameters) in its first d parameters")
     print("     forward mode: d passes of torch.func.jvp along e_1..e_d; reverse mode: one torch.autograd.grad")
+    print(f"     medians of {args.repeats} timed repeats after a warm-up")
     print(f"  {'d':>6} {'forward (s)':>12} {'reverse (s)':>12} {'ratio':>9} {'ratio / d':>10} {'max |diff|':>11}")
-    table = mode_cost_table(args.dims)
+    table = mode_cost_table(args.dims, args.repeats)
     for r in table:
         print(f"  {r['d']:>6} {r['forward_s']:>12.5f} {r['reverse_s']:>12.6f} {r['ratio']:>9.1f} {r['ratio'] / r['d']:>10.3f} {r['max_abs_diff']:>11.1e}")
-    print("  expected: the ratio grows as O(d) (forward mode costs about d x T, reverse mode about 5 T);")
-    print("  a steady ratio / d column is that linear growth.")
+    fit = loglog_fit(table)
+    print(f"  log-log fit of the ratio against d: slope {fit['slope']:.3f}, R^2 {fit['r2']:.4f}")
+    print("  expected: slope 1, the ratio growing as O(d) (forward mode costs about d x T, reverse mode about 5 T)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    cost_figure(table, fit, out / "autodiff_cost.png")
     numbers = dict(
         command="python -m nnhw.autodiff " + " ".join(argv if argv is not None else sys.argv[1:]),
         w1=w1, w2=w2, trace=list(trace(w1, w2)),
@@ -190,7 +241,9 @@ def main(argv=None):
         forward=dict(f=f_fwd, df_dw1=d1, df_dw2=d2),
         autograd=dict(f=f_ag, df_dw1=a1, df_dw2=a2),
         largest_relative_difference=rel,
+        repeats=args.repeats,
         cost_table=table,
+        cost_fit=fit,
     )
     (out / "autodiff.json").write_text(json.dumps(numbers, indent=1) + "\n")
 

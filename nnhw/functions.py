@@ -414,8 +414,9 @@ class Conv2d(_Function):
 class AvgPool2d(_Function):
     """Average pooling: each output is the mean of a p x p region of X (N, C, H, W), regions `stride` apart.
 
-    reverse: dX = each output's gradient spread as 1/p^2 over its region (summed where regions
-             overlap): the transposed convolution of G with a p x p kernel of 1/p^2, per channel
+    reverse: dX = each output's gradient spread as 1/p^2 over its region: a copy onto the region
+             when regions lie side by side (stride p), else the transposed convolution of G with a
+             p x p kernel of 1/p^2 per channel, which adds up where regions overlap
     forward: dA = the average pooling of dX (the map is linear)
     """
 
@@ -432,9 +433,13 @@ class AvgPool2d(_Function):
     @staticmethod
     def backward(ctx, g):
         k, s, (c, h, w) = ctx.size, ctx.stride, ctx.in_shape[1:]
-        spread = torch.full((c, 1, k, k), 1.0 / (k * k), dtype=g.dtype, device=g.device)  # one kernel per channel
+        if k == s:  # regions side by side: copy each output's gradient / p^2 onto its p x p region
+            n, _, oh, ow = g.shape
+            spread = (g / (k * k))[:, :, :, None, :, None].expand(n, c, oh, k, ow, k).reshape(n, c, oh * k, ow * k)
+            return F.pad(spread, (0, w - ow * k, 0, h - oh * k)), None, None  # rows no region reached get 0
+        kernel = torch.full((c, 1, k, k), 1.0 / (k * k), dtype=g.dtype, device=g.device)  # overlapping regions add up
         out_pad = _output_padding((h, w), (k, k), s, 0)
-        return F.conv_transpose2d(g, spread, None, s, 0, out_pad, groups=c), None, None
+        return F.conv_transpose2d(g, kernel, None, s, 0, out_pad, groups=c), None, None
 
     @staticmethod
     def jvp(ctx, dx, d_size=None, d_stride=None):

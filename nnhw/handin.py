@@ -266,6 +266,10 @@ def autodiff_data(out):
         autograd=[_g(a["autograd"][k], 12) for k in ("f", "df_dw1", "df_dw2")],
         largest_relative_difference=f"{a['largest_relative_difference']:.1e}",
         cost_table=rows,
+        repeats=str(a.get("repeats", 1)),
+        slope=f"{a['cost_fit']['slope']:.2f}" if "cost_fit" in a else None,
+        r2=f"{a['cost_fit']['r2']:.3f}" if "cost_fit" in a else None,
+        figure="/autodiff_cost.png" if (out / "autodiff_cost.png").is_file() else None,
     )
 
 

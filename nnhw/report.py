@@ -179,6 +179,8 @@ def extras(out):
             lines += ["![gradient descent rates](theory/gd_rates.png)", ""]
     if autodiff.is_file():
         lines += ["## 5: reverse and forward mode by hand", "", "`python -m nnhw.autodiff`:", "", "```", autodiff.read_text().rstrip(), "```", ""]
+        if (out / "autodiff_cost.png").is_file():
+            lines += ["![5.3: forward-mode against reverse-mode cost](autodiff_cost.png)", ""]
     complexity = out / "complexity.json"
     if complexity.is_file():
         c = json.loads(complexity.read_text())

@@ -96,6 +96,7 @@ CASES = [
     Case("avg_pool2d", nf.AvgPool2d.apply, F.avg_pool2d, lambda n, g, d: (torch.randn(n, 2, 6, 6, generator=g, dtype=d), 2, 2)),
     Case("avg_pool2d_overlap", nf.AvgPool2d.apply, F.avg_pool2d, lambda n, g, d: (torch.randn(n, 2, 7, 7, generator=g, dtype=d), 3, 2)),
     Case("avg_pool2d_remainder", nf.AvgPool2d.apply, F.avg_pool2d, lambda n, g, d: (torch.randn(n, 2, 6, 6, generator=g, dtype=d), 3, 2)),
+    Case("avg_pool2d_side_by_side_remainder", nf.AvgPool2d.apply, F.avg_pool2d, lambda n, g, d: (torch.randn(n, 2, 7, 7, generator=g, dtype=d), 2, 2)),
     Case("flatten", nf.Flatten.apply, lambda x: x.flatten(1), lambda n, g, d: (torch.randn(n, 2, 3, 3, generator=g, dtype=d),)),
     Case("dropout_fixed_mask", nf.Dropout.apply, lambda a, m: a * m, _dropout_inputs, constant_args=(1,)),
 ]

@@ -41,15 +41,44 @@ def test_trace_is_f():
 
 
 def test_forward_mode_gradient_equals_reverse_in_high_dimension():
-    loss = autodiff.linear_softmax_loss(5)
-    w = torch.randn(50, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(autodiff.gradient_forward_mode(loss, w), autodiff.gradient_reverse_mode(loss, w), rtol=1e-12, atol=1e-15)
+    loss, w = autodiff.mlp_loss(300)
+    torch.testing.assert_close(autodiff.gradient_forward_mode(loss, w), autodiff.gradient_reverse_mode(loss, w), rtol=1e-10, atol=1e-14)
 
 
-def test_mode_cost_grows_with_d():
-    rows = autodiff.mode_cost_table(dims=(10, 200), repeats=1)
-    assert all(r["max_abs_diff"] < 1e-12 for r in rows)
-    assert rows[1]["ratio"] > rows[0]["ratio"]  # d passes against one: the ratio grows with d
+def test_forward_mode_takes_d_passes_and_reverse_one():
+    loss, w = autodiff.mlp_loss(40)
+    calls = []
+
+    def counted(v):
+        calls.append(1)
+        return loss(v)
+
+    autodiff.gradient_forward_mode(counted, w)
+    assert len(calls) == 40
+    calls.clear()
+    autodiff.gradient_reverse_mode(counted, w)
+    assert len(calls) == 1
+
+
+def test_cost_table_and_loglog_fit():
+    rows = autodiff.mode_cost_table(dims=(5, 20), repeats=1)
+    assert [r["d"] for r in rows] == [5, 20] and all(r["max_abs_diff"] < 1e-12 for r in rows)
+    exact = [dict(d=d, ratio=3.0 * d) for d in (10, 100, 1000)]  # a ratio that is exactly linear in d
+    fit = autodiff.loglog_fit(exact)
+    assert fit["slope"] == pytest.approx(1.0) and fit["r2"] == pytest.approx(1.0)
+
+
+def test_autodiff_cli_writes_the_table_fit_and_figure(tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    res = run_cli("nnhw.autodiff", "--dims", "4", "16", "--repeats", "1", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    numbers = json.loads((tmp_path / "autodiff.json").read_text())
+    assert [r["d"] for r in numbers["cost_table"]] == [4, 16] and "slope" in numbers["cost_fit"]
+    assert (tmp_path / "autodiff_cost.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"slope {numbers['cost_fit']['slope']:.3f}" in res.stdout
 
 
 @pytest.mark.parametrize("number, claim, fn", theory.CLAIMS, ids=[c[0] for c in theory.CLAIMS])

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nnhw import config as config_mod  # noqa: E402
 from nnhw import data as data_mod  # noqa: E402
+from nnhw import functions as nf  # noqa: E402
 from nnhw import models  # noqa: E402
 from nnhw.train import build, evaluate, git_commit, make_train_step  # noqa: E402
 
@@ -295,6 +296,39 @@ def bench_config(name, splits, device, repeats, gflops):
     )
 
 
+# The CNN's layers (configs/cnn.toml at batch 128): (name, input shape, Function, its arguments, the built-in)
+ADJOINT_CASES = [
+    ("conv1 5x5, 1->32 ch, 28x28", (128, 1, 28, 28), "conv", (32, 1, 5, 5)),
+    ("conv2 5x5, 32->64 ch, 12x12", (128, 32, 12, 12), "conv", (64, 32, 5, 5)),
+    ("avgpool 2x2, 32 ch, 24x24", (128, 32, 24, 24), "pool", 2),
+    ("avgpool 2x2, 64 ch, 8x8", (128, 64, 8, 8), "pool", 2),
+]
+
+
+def adjoint_rows(device, repeats):
+    """The convolution's and the pooling's backward: nnhw's written-out adjoints (transposed
+    convolutions, the correlation of X with G) against aten's kernels (what F.conv2d and F.avg_pool2d
+    run backward), at the CNN's shapes. Median seconds of one backward pass, from one forward."""
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for name, shape, kind, arg in ADJOINT_CASES:
+        x = torch.randn(shape, generator=gen).to(device).requires_grad_(shape[1] > 1)  # as in training: no gradient for the image
+        if kind == "conv":
+            w = (torch.randn(arg, generator=gen) * 0.1).to(device).requires_grad_()
+            b = torch.zeros(arg[0], device=device, requires_grad=True)
+            ours, builtin, inputs = nf.conv2d(x, w, b, 1, 0), F.conv2d(x, w, b), (x, w, b)
+        else:
+            ours, builtin, inputs = nf.AvgPool2d.apply(x, arg, arg), F.avg_pool2d(x, arg, arg), (x,)
+        inputs = tuple(t for t in inputs if t.requires_grad)
+        g = torch.randn(ours.shape, generator=gen).to(device)
+        timed = {}
+        for label, out in (("nnhw", ours), ("aten", builtin)):
+            step = lambda: torch.autograd.grad(out, inputs, g, retain_graph=True)  # noqa: E731
+            timed[label] = time_steps(lambda: step(), [()] * 5, device, 3, repeats)
+        rows.append(dict(layer=name, nnhw_s=timed["nnhw"], aten_s=timed["aten"], ratio=timed["nnhw"] / timed["aten"]))
+    return rows
+
+
 def opt_num(v):
     return "-" if v is None else f"{v:.3f}"
 
@@ -324,6 +358,11 @@ def main(argv=None):
             rows.append(r)
             print(f"{r['config']:<8} {r['batch_size']:>5} {r['engine']:>8} {r['nnhw_s_per_epoch']:>10.3f} {r['autograd_engine_s_per_epoch']:>9.3f} {r['tape_engine_s_per_epoch']:>7.3f} {r['builtin_s_per_epoch']:>12.3f} {r['floor_s_per_epoch']:>10.3f} "
                   f"{opt_num(r['products_s_per_epoch']):>8} {opt_num(r['fused_s_per_epoch']):>6} {r['ratio_builtin']:>12.3f} {r['ratio_floor']:>10.2f} {r['nnhw_updates_per_s']:>10.0f} {r['builtin_updates_per_s']:>13.0f} {r['eval_s_train_dev_test']:>7.2f}", flush=True)
+        adjoints = adjoint_rows(device, args.repeats)
+        print("\nbackward of the CNN's layers at batch 128: nnhw's written-out adjoints against aten's kernels")
+        print(f"{'layer':<30} {'nnhw ms':>8} {'aten ms':>8} {'nnhw/aten':>9}")
+        for a in adjoints:
+            print(f"{a['layer']:<30} {1e3 * a['nnhw_s']:>8.2f} {1e3 * a['aten_s']:>8.2f} {a['ratio']:>9.2f}")
         loader = None
         if "sigmoid" in args.configs and not args.no_loader and device.type == "cpu":
             loader = loader_seconds_per_epoch(root, max(1, args.repeats // 2))
@@ -334,7 +373,7 @@ def main(argv=None):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(dict(
             command="python tools/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            commit=git_commit(), device=f"{dev_name} ({name})", torch=torch.__version__, matmul_gflops=gflops, loader_s_per_epoch=loader, rows=rows,
+            commit=git_commit(), device=f"{dev_name} ({name})", torch=torch.__version__, matmul_gflops=gflops, loader_s_per_epoch=loader, rows=rows, adjoints=adjoints,
         ), indent=1) + "\n")
         print(out)
 
