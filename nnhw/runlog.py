@@ -105,10 +105,10 @@ def hparams_of(cfg, overrides=""):
     """The config keys that vary between runs, as HParams values (numbers, strings, booleans)."""
     m, o, t = cfg.model, cfg.optim, cfg.train
     hp = dict(
-        config=cfg.run.name, overrides=overrides or "none", arch=m.arch, hidden="x".join(map(str, m.hidden)) or "none",
-        transfer=m.transfer, output_transfer=m.output_transfer, loss=m.loss, init=m.init,
-        lr=o.lr, momentum=o.momentum, l2=o.l2, schedule=o.schedule, batch_size=t.batch_size, epochs=t.epochs,
-        seed=cfg.run.seed, engine=t.engine, augment=t.augment, dropout_input=m.dropout_input,
+        config=cfg.run.name, overrides=overrides or "none", seed=cfg.run.seed, lr=o.lr, hidden="x".join(map(str, m.hidden)) or "none",
+        transfer=m.transfer, arch=m.arch, output_transfer=m.output_transfer, loss=m.loss, init=m.init,
+        momentum=o.momentum, l2=o.l2, schedule=o.schedule, batch_size=t.batch_size, epochs=t.epochs,
+        engine=t.engine, augment=t.augment, dropout_input=m.dropout_input,
         dropout_hidden=m.dropout_hidden, train_split=cfg.data.train_split,
     )
     if m.arch == "cnn":
@@ -139,7 +139,7 @@ def write_hparams(run_dir, hparams, metrics, status, step=0):
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
     run_dir = Path(run_dir)
-    exp, ssi, sei = hparams_summaries(dict(hparams, status=status), {k: v for k, v in metrics.items()})
+    exp, ssi, sei = hparams_summaries(dict(status=status, **hparams), metrics)
     with tempfile.TemporaryDirectory(dir=run_dir, prefix=".hparams-") as tmp:
         with SummaryWriter(tmp) as w:
             for summary in (exp, ssi, sei):
