@@ -206,6 +206,11 @@ def extras(out):
         lines += ["", "Products alone: only the step's matrix products, at their own shapes. Hand-fused: the same step in raw "
                   "tensor ops with no autograd and no Functions, gradients accumulated straight into the velocities "
                   "(MLPs with cross-entropy and no dropout). Both come from `tools/bench.py`; n/a where they do not apply."]
+        if b.get("adjoints"):
+            lines += ["", "The backward of the CNN's layers at batch 128: nnhw's written-out adjoints (transposed convolutions, "
+                      "the correlation of X with G, pooling's spread) against aten's kernels, median ms of one backward pass:", "",
+                      "| layer | nnhw | aten | nnhw / aten |", "|---|---|---|---|"]
+            lines += [f"| {a['layer']} | {1e3 * a['nnhw_s']:.2f} | {1e3 * a['aten_s']:.2f} | {a['ratio']:.2f} |" for a in b["adjoints"]]
         if b.get("loader_s_per_epoch"):
             lines += ["", f"The DataLoader way (a Module, a DataLoader over torchvision MNIST with ToTensor/Normalize, PyTorch's own SGD) for the sigmoid model: {b['loader_s_per_epoch']:.2f} s per epoch."]
         lines.append("")
