@@ -15,7 +15,7 @@ import torch
 from nnhw import config, data, functions as nf, train
 from nnhw.config import ConfigError
 
-from conftest import REPO, _mnist_root
+from conftest import REPO, _mnist_root, wait_for_checkpoint
 
 SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50"]  # 40 steps, 5 evaluations
 
@@ -107,24 +107,10 @@ def start(log_dir, mnist_root, *extra):
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_checkpoint(parent, proc, points=500, timeout=180):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        for ckpt in parent.glob("*/checkpoint.pt"):
-            try:
-                if train.load_checkpoint(ckpt.parent)["points"] >= points:
-                    return ckpt.parent
-            except train.RunError:
-                pass
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint in time")
-
-
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_sigterm_and_sighup_save_and_exit(tmp_path, mnist_root, sig, code):
     proc = start(tmp_path, mnist_root)
-    run_dir = wait_for_checkpoint(tmp_path / "sigmoid", proc)
+    run_dir = wait_for_checkpoint(tmp_path / "sigmoid", 500, proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 from nnhw import config, data, train
 from nnhw.config import ConfigError
 
-from conftest import REPO
+from conftest import REPO, wait_for_checkpoint
 
 # --------------------------------------------------------------------------- #
 # Config: random TOML and overrides raise nothing but ConfigError             #
@@ -139,20 +138,6 @@ def start(tmp_path, mnist_root, *extra, log="logs"):
         [sys.executable, "-m", "nnhw.train", "configs/sigmoid.toml", *LONGISH, f"run.log_dir={tmp_path / log}", *extra],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-
-
-def wait_for_checkpoint(run_parent, points, proc, timeout=120):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        for ckpt in run_parent.glob("*/checkpoint.pt"):
-            try:
-                if train.load_checkpoint(ckpt.parent)["points"] >= points:
-                    return ckpt.parent
-            except train.RunError:
-                pass  # being replaced right now
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint in time")
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, mnist_root):
