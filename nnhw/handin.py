@@ -158,7 +158,7 @@ def run_data(name, question, run, out):
     if run is None:
         return dict(name=name, question=question, missing=f"python -m nnhw.train configs/{name}.toml")
     from .plot import LOSS_NAMES, curve_splits, error_threshold
-    from .report import parameter_rows
+    from .report import parameter_rows, short_commit
 
     s, cfg = run["summary"], run["cfg"]
     final = s["final"]
@@ -171,7 +171,7 @@ def run_data(name, question, run, out):
         question=question,
         missing=None,
         run_id=run["dir"].name,
-        commit=s["git_commit"][:12],
+        commit=short_commit(s["git_commit"]),
         command=s["command"],
         device=s["device"],
         params=[list(r) for r in parameter_rows(cfg)],

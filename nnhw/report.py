@@ -43,6 +43,11 @@ PUBLISHED = [
 FIGURES = ["loss", "error", "weights"]
 
 
+def short_commit(commit):
+    """The first 12 hex digits, keeping '-dirty' (code that differed from the commit) in view."""
+    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
 def pct(x):
     return "n/a" if x is None else f"{x:.2f}%"
 
@@ -127,7 +132,7 @@ def section(question, name, what, run, out):
     if run is None:
         return lines + [f"No finished run of `configs/{name}.toml` yet: `python -m nnhw.train configs/{name}.toml`.", ""]
     run_dir, summary, cfg, sw = run["dir"], run["summary"], run["cfg"], run["sweep"]
-    lines += [f"Config `configs/{name}.toml`; run `{run_dir.name}` at commit `{summary['git_commit'][:12]}`.", ""]
+    lines += [f"Config `configs/{name}.toml`; run `{run_dir.name}` at commit `{short_commit(summary['git_commit'])}`.", ""]
     lines += ["| parameter | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in parameter_rows(cfg)] + [""]
     if sw is not None:
         thr = "none on the grid" if sw["threshold_lr"] is None else f"{sw['threshold_lr']:g}"

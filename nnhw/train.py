@@ -173,10 +173,13 @@ class RunLock:
 
 
 def git_commit():
+    """HEAD, with '-dirty' when the code or configs that make a result (nnhw/, configs/) differ from it;
+    edits elsewhere (the README, reports/) do not move a result."""
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "../nnhw", "../configs"],
+                               cwd=here, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if head.returncode != 0:
