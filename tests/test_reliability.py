@@ -83,9 +83,16 @@ class Crash(Exception):
     pass
 
 
+def _checkpoint(points):
+    """A whole checkpoint of softmax regression, as the training loop writes it, at `points`."""
+    cfg = config.load(REPO / "configs" / "softmax.toml")
+    params, _, _, opt = train.build(cfg, torch.device("cpu"))
+    return train.TrainState(points=points).to_checkpoint(cfg, params, opt, torch.Generator(), torch.Generator())
+
+
 @pytest.mark.parametrize("where", ["mid-write", "before-fsync", "before-rename"])
 def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch, where):
-    train.save_checkpoint(tmp_path, {"points": 1, "w": torch.ones(3)})
+    train.save_checkpoint(tmp_path, _checkpoint(points=1))
 
     real_save, real_fsync, real_replace = torch.save, os.fsync, os.replace
 
@@ -102,12 +109,12 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch, wher
     else:
         monkeypatch.setattr(os, "replace", lambda a, b: (_ for _ in ()).throw(Crash()))
     with pytest.raises(Crash):
-        train.save_checkpoint(tmp_path, {"points": 2, "w": torch.zeros(3)})
+        train.save_checkpoint(tmp_path, _checkpoint(points=2))
     monkeypatch.setattr(torch, "save", real_save)
     monkeypatch.setattr(os, "fsync", real_fsync)
     monkeypatch.setattr(os, "replace", real_replace)
     ckpt = train.load_checkpoint(tmp_path)
-    assert ckpt["points"] == 1 and torch.equal(ckpt["w"], torch.ones(3))
+    assert ckpt["points"] == 1 and torch.equal(ckpt["params"]["W1"], _checkpoint(points=1)["params"]["W1"])
 
 
 def test_checkpoint_is_data_not_code(tmp_path):
