@@ -213,6 +213,18 @@ def apply_overrides(cfg, overrides):
     return validate(cfg)
 
 
+def feature_map_sides(cfg_model):
+    """[(side after convolution l, side after its pooling)] for each convolution layer of a 28x28 image:
+    the one place the CNN's geometry is computed (config checks, parameters, the model summary).
+    Pooling only happens when model.pool > 1, as in the forward pass; a side below 1 means nothing is left."""
+    m, side, sides = cfg_model, 28, []
+    for k in m.conv_kernel:
+        conv = side + 2 * m.conv_padding - k + 1
+        side = (conv - m.pool) // m.pool_stride + 1 if m.pool > 1 and conv >= m.pool else (conv if m.pool == 1 else 0)
+        sides.append((conv, side))
+    return sides
+
+
 def validate(cfg):
     """Checks that span several keys."""
     if cfg.run.name and not RUN_NAME.fullmatch(cfg.run.name):
@@ -230,15 +242,11 @@ def validate(cfg):
             raise ConfigError(f"model.conv_kernel: needs one size per entry of model.conv_channels {m.conv_channels}, got {m.conv_kernel}")
         if any(c < 1 for c in m.conv_channels) or any(k < 1 for k in m.conv_kernel):
             raise ConfigError("model.conv_channels, model.conv_kernel: every entry must be >= 1")
-        size = 28
-        for k in m.conv_kernel:
-            size = size + 2 * m.conv_padding - k + 1
-            size = (size - m.pool) // m.pool_stride + 1 if size >= m.pool else 0
-            if size < 1:
-                raise ConfigError(
-                    f"model.conv_kernel: the feature maps shrink to nothing with kernels {m.conv_kernel}, "
-                    f"padding {m.conv_padding}, pool {m.pool} stride {m.pool_stride}"
-                )
+        if min(min(pair) for pair in feature_map_sides(m)) < 1:
+            raise ConfigError(
+                f"model.conv_kernel: the feature maps shrink to nothing with kernels {m.conv_kernel}, "
+                f"padding {m.conv_padding}, pool {m.pool} stride {m.pool_stride}"
+            )
     if cfg.train.compile and cfg.train.engine == "tape":
         raise ConfigError("train.compile: torch.compile needs train.engine = 'autograd' (the tape runs outside torch)")
     if cfg.optim.milestones != sorted(cfg.optim.milestones):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from . import functions as nf
+from .config import feature_map_sides
 from .tape import autograd_apply
 
 N_CLASSES = 10
@@ -21,11 +22,8 @@ N_PIXELS = 784
 
 def conv_output_size(cfg_model):
     """Side of the feature maps after every convolution and pooling, and the flattened size."""
-    size = 28
-    for k in cfg_model.conv_kernel:
-        size = size + 2 * cfg_model.conv_padding - k + 1
-        size = (size - cfg_model.pool) // cfg_model.pool_stride + 1
-    return size, cfg_model.conv_channels[-1] * size * size
+    side = feature_map_sides(cfg_model)[-1][1]
+    return side, cfg_model.conv_channels[-1] * side * side
 
 
 def init_weight(shape, fan_in, fan_out, scheme, scale, gen):
@@ -65,17 +63,14 @@ def layer_table(cfg_model):
     each layer, in order; the caller adds the totals."""
     m = cfg_model
     shapes = param_shapes(m)
-    rows, c, size = [], 1, 28
+    rows, c = [], 1
     if m.arch == "cnn":
-        for l, k in enumerate(m.conv_kernel, 1):
-            c_out = m.conv_channels[l - 1]
-            size = size + 2 * m.conv_padding - k + 1
+        for l, (k, c_out, (conv, pooled)) in enumerate(zip(m.conv_kernel, m.conv_channels, feature_map_sides(m)), 1):
             n = math.prod(shapes[f"Wc{l}"][0]) + c_out
-            rows.append((f"conv{l} {k}x{k} + {m.transfer}", f"{c_out}x{size}x{size}", n, c_out * c * k * k * size * size))
+            rows.append((f"conv{l} {k}x{k} + {m.transfer}", f"{c_out}x{conv}x{conv}", n, c_out * c * k * k * conv * conv))
             c = c_out
             if m.pool > 1:
-                size = (size - m.pool) // m.pool_stride + 1
-                rows.append((f"avgpool{l} {m.pool}x{m.pool} stride {m.pool_stride}", f"{c}x{size}x{size}", 0, 0))
+                rows.append((f"avgpool{l} {m.pool}x{m.pool} stride {m.pool_stride}", f"{c}x{pooled}x{pooled}", 0, 0))
     sizes = [shapes["W1"][0][1], *m.hidden, N_CLASSES]
     for l in range(1, len(sizes)):
         transfer = m.transfer if l < len(sizes) - 1 else m.output_transfer

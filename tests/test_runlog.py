@@ -144,3 +144,16 @@ def test_sweep_writes_one_row_per_rate(tmp_path):
     for name, r in zip(rows, result["rows"]):
         (session,) = sessions(tmp_path / name)
         assert value(session.hparams["lr"]) == r["lr"] and value(session.hparams["status"]) == r["verdict"]
+
+
+@pytest.mark.parametrize("overrides", [[], ["model.pool=1"], ["model.pool=3", "model.pool_stride=3", "model.conv_padding=2"]])
+def test_cnn_geometry_has_one_source(overrides):
+    """Config checks, parameters, forward pass and summary agree on the feature maps (model.pool=1 is no
+    pooling at all, whatever model.pool_stride says)."""
+    import torch
+
+    cfg = config.load(REPO / "configs" / "cnn.toml", overrides)
+    params, forward, _, _ = train.build(cfg, torch.device("cpu"))
+    assert forward(params, torch.zeros(3, 784)).shape == (3, 10)
+    total = int(runlog.model_summary(cfg.model)[-1].split()[1].replace(",", ""))
+    assert total == sum(p.numel() for p in params.values())
