@@ -59,7 +59,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = opt("mlp", "'mlp' (fully connected layers only) or 'cnn' (conv + average-pool layers, then the fully connected ones)", choices=["mlp", "cnn"])
+    arch: str = opt("mlp", "'mlp' (fully connected layers only) or 'cnn' (conv + pooling layers, then the fully connected ones)", choices=["mlp", "cnn"])
     hidden: list[int] = opt([], "widths of the fully connected hidden layers; [] with arch 'mlp' is softmax regression (a linear model)")
     transfer: str = opt("sigmoid", "transfer function of the hidden layers", choices=TRANSFER_NAMES)
     output_transfer: str = opt("identity", "transfer function on the k = 10 outputs", choices=TRANSFER_NAMES)
@@ -70,22 +70,27 @@ class ModelConfig:
     conv_channels: list[int] = opt([32, 64], "cnn: output channels of each convolution layer")
     conv_kernel: list[int] = opt([5, 5], "cnn: filter size (k x k) of each convolution layer")
     conv_padding: int = opt(0, "cnn: zero padding on each side of every convolution", min=0)
-    pool: int = opt(2, "cnn: average-pooling region (p x p) after each convolution; 1 is no pooling", min=1)
-    pool_stride: int = opt(2, "cnn: stride of the average pooling", min=1)
+    pool: int = opt(2, "cnn: pooling region (p x p) after each convolution; 1 is no pooling", min=1)
+    pool_stride: int = opt(2, "cnn: stride of the pooling", min=1)
+    pool_type: str = opt("avg", "cnn: 'avg' (mean of each region) or 'max' (largest entry of each region)", choices=["avg", "max"])
     dropout_input: float = opt(0.0, "probability of dropping each input pixel in training (0 is off)", min=0.0, lt=1.0)
     dropout_hidden: float = opt(0.0, "probability of dropping each fully connected hidden unit in training (0 is off)", min=0.0, lt=1.0)
 
 
 @dataclass
 class OptimConfig:
-    lr: float = opt(0.1, "learning rate (step size) at the start of training", gt=0.0)
-    momentum: float = opt(0.9, "heavy-ball momentum mu in v <- mu v + g; w <- w - lr v (0 is plain SGD)", min=0.0, lt=1.0)
+    optimizer: str = opt("sgd", "'sgd' (momentum SGD) or 'adam' (Adam: running means of the gradient and its square)", choices=["sgd", "adam"])
+    lr: float = opt(0.1, "learning rate (step size) at the start of training, or at the end of the warm-up", gt=0.0)
+    momentum: float = opt(0.9, "heavy-ball momentum mu in v <- mu v + g; w <- w - lr v (0 is plain SGD); for 'adam', beta1 of the gradient's running mean", min=0.0, lt=1.0)
+    beta2: float = opt(0.999, "'adam': beta2 of the running mean of the squared gradient", min=0.0, lt=1.0)
+    eps: float = opt(1e-8, "'adam': added to the root of the squared gradient's mean, so no step divides by 0", gt=0.0)
     l2: float = opt(0.0, "lambda of the L2 penalty (lambda/2)||W||^2 on the weights", min=0.0)
     l2_bias: bool = opt(False, "apply the L2 penalty to the biases too")
     schedule: str = opt("constant", "learning-rate schedule: 'constant', 'step' (times gamma at each milestone), 'cosine' or 'linear' (down to lr * final_fraction at the end)", choices=["constant", "step", "cosine", "linear"])
     milestones: list[float] = opt([], "epochs at which the 'step' schedule multiplies the rate by gamma")
     gamma: float = opt(0.1, "factor of the 'step' schedule", gt=0.0, le=1.0)
     final_fraction: float = opt(0.0, "the 'cosine' and 'linear' schedules end at lr * final_fraction", min=0.0, le=1.0)
+    warmup: float = opt(0.0, "fraction of the run over which the rate climbs linearly from 0 to lr before the schedule starts; with 'linear' or 'cosine' this is the one-cycle schedule", min=0.0, lt=1.0)
 
 
 @dataclass
@@ -247,6 +252,9 @@ def validate(cfg):
                 f"model.conv_kernel: the feature maps shrink to nothing with kernels {m.conv_kernel}, "
                 f"padding {m.conv_padding}, pool {m.pool} stride {m.pool_stride}"
             )
+        if m.pool > 1 and m.pool_type == "max" and m.transfer == "square":
+            raise ConfigError("model.pool_type: 'max' pools before the transfer function, which needs a nondecreasing one; "
+                              "'square' is not: use pool_type 'avg' or another transfer")
     if cfg.train.compile and cfg.train.engine == "tape":
         raise ConfigError("train.compile: torch.compile needs train.engine = 'autograd' (the tape runs outside torch)")
     if cfg.optim.milestones != sorted(cfg.optim.milestones):

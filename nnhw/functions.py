@@ -446,6 +446,53 @@ class AvgPool2d(_Function):
         return F.avg_pool2d(dx, ctx.size, ctx.stride)
 
 
+def _planes(t):
+    """(..., H, W) -> (..., H W): each feature map as one row."""
+    return t.reshape(*t.shape[:-2], t.shape[-2] * t.shape[-1])
+
+
+class MaxPool2d(_Function):
+    """Max pooling as a selection: y[n, c, j] = x[n, c, r_j], where the route r_j is the position of
+    the largest entry of region j (found by the caller, `max_pool2d`, and held fixed like a dropout mask).
+
+    reverse: dX = each output's gradient sent back to the one input its region chose (added up where
+             overlapping regions chose the same input), zero elsewhere
+    forward: dY = dX at the chosen positions (the map is linear in X for fixed routes)
+    """
+
+    @staticmethod
+    def forward(x, routes):
+        _check_float("max_pool2d input", x)
+        return _planes(x).gather(-1, _planes(routes)).view(routes.shape)  # (..., H' W') -> (..., H', W')
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, routes = inputs
+        _save(ctx, routes)
+        ctx.in_shape = x.shape
+
+    @staticmethod
+    def backward(ctx, g):
+        (routes,) = ctx.saved_tensors
+        zeros = g.new_zeros(*ctx.in_shape[:-2], ctx.in_shape[-2] * ctx.in_shape[-1])  # (..., H W)
+        return zeros.scatter_add(-1, _planes(routes), _planes(g)).view(ctx.in_shape), None
+
+    @staticmethod
+    def jvp(ctx, dx, d_routes=None):
+        (routes,) = ctx.saved_tensors
+        return _planes(dx).gather(-1, _planes(routes)).view(routes.shape)
+
+
+def max_pool2d(x, size, stride, call=None):
+    """The largest entry of each size x size region of x (N, C, H, W), regions `stride` apart. The
+    routes are chosen without gradient (they are piecewise constant in x); MaxPool2d then selects."""
+    with torch.no_grad():  # (N, C, H', W'): flat positions in H x W. On a CPU, max_pool2d runs far faster on
+        # channels-last maps (channels innermost) than on plain ones: one copy into that layout pays for itself
+        last = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and x.device.type == "cpu" else x
+        routes = F.max_pool2d(last, size, stride, return_indices=True)[1]
+    return call(MaxPool2d, x, routes) if call else MaxPool2d.apply(x, routes)
+
+
 class Flatten(_Function):
     """(N, C, H, W) -> (N, C*H*W).  reverse: dX = G reshaped back;  forward: dA = dX flattened."""
 

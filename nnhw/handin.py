@@ -165,7 +165,7 @@ def run_data(name, question, run, out):
     params = torch.load(run["dir"] / "checkpoint.pt", map_location="cpu", weights_only=True)["params"]
     lines, summary = readout_text(params)
     history = json.loads((run["dir"] / "history.json").read_text())
-    first_99 = s.get("test_accuracy_99")
+    first_99 = (s.get("time_to_accuracy") or {}).get("99%")
     d = dict(
         name=name,
         question=question,

@@ -70,7 +70,7 @@ def layer_table(cfg_model):
             rows.append((f"conv{l} {k}x{k} + {m.transfer}", f"{c_out}x{conv}x{conv}", n, c_out * c * k * k * conv * conv))
             c = c_out
             if m.pool > 1:
-                rows.append((f"avgpool{l} {m.pool}x{m.pool} stride {m.pool_stride}", f"{c}x{pooled}x{pooled}", 0, 0))
+                rows.append((f"{m.pool_type}pool{l} {m.pool}x{m.pool} stride {m.pool_stride}", f"{c}x{pooled}x{pooled}", 0, 0))
     sizes = [shapes["W1"][0][1], *m.hidden, N_CLASSES]
     for l in range(1, len(sizes)):
         transfer = m.transfer if l < len(sizes) - 1 else m.output_transfer
@@ -113,9 +113,15 @@ def make_forward(cfg_model):
         if n_conv:
             z = z.view(len(z), 1, 28, 28)
             for l in range(1, n_conv + 1):
-                z = call(transfer, call(nf.Conv2d, z, params[f"Wc{l}"], params[f"bc{l}"], 1, m.conv_padding))  # (N, C_l, H, W)
-                if m.pool > 1:
-                    z = call(nf.AvgPool2d, z, m.pool, m.pool_stride)
+                z = call(nf.Conv2d, z, params[f"Wc{l}"], params[f"bc{l}"], 1, m.conv_padding)  # (N, C_l, H, W)
+                if m.pool > 1 and m.pool_type == "max":
+                    # max then f equals f then max for every nondecreasing f (all but 'square', which the
+                    # config check refuses here), and applies f to a quarter of the entries
+                    z = call(transfer, nf.max_pool2d(z, m.pool, m.pool_stride, call))
+                elif m.pool > 1:
+                    z = call(nf.AvgPool2d, call(transfer, z), m.pool, m.pool_stride)
+                else:
+                    z = call(transfer, z)
             z = call(nf.Flatten, z)  # (N, C * H * W)
         for l in range(1, n_fc):
             z = call(transfer, call(nf.Affine, z, params[f"W{l}"], params[f"b{l}"]))  # (N, d(l))

@@ -1,10 +1,17 @@
-"""Momentum SGD with L2 regularisation and learning-rate schedules, written out.
+"""Momentum SGD and Adam with L2 regularisation, and learning-rate schedules, written out.
 
 The objective is  L(w) + (lambda/2) ||W||^2  over the weights (biases only if
 asked), so its gradient adds lambda W. The heavy-ball update is
 
     v <- mu v + (g + lambda W)
     W <- W - lr v
+
+Adam (Kingma and Ba 2015) keeps running means of the gradient and of its square,
+g = dL/dW + lambda W, after t updates:
+
+    m <- beta1 m + (1 - beta1) g
+    s <- beta2 s + (1 - beta2) g^2
+    W <- W - lr (m / (1 - beta1^t)) / (sqrt(s / (1 - beta2^t)) + eps)
 """
 
 import math
@@ -17,14 +24,20 @@ def is_bias(name):
 
 
 def lr_at(cfg_optim, epoch, total_epochs):
-    """The learning rate after `epoch` passes (a float) out of `total_epochs`."""
-    lr = cfg_optim.lr
+    """The learning rate after `epoch` passes (a float) out of `total_epochs`.
+
+    With warm-up, the rate first climbs linearly from 0 to lr over the first `warmup` of the run,
+    and the schedule then runs over the rest: warm-up and a linear or cosine decay together are
+    the one-cycle schedule (Smith and Topin 2018)."""
+    lr, warm = cfg_optim.lr, cfg_optim.warmup * total_epochs
+    if epoch < warm:
+        return lr * epoch / warm
     if cfg_optim.schedule == "constant":
         return lr
     if cfg_optim.schedule == "step":
         passed = sum(1 for m in cfg_optim.milestones if epoch >= m)
         return lr * cfg_optim.gamma**passed
-    t = min(epoch / total_epochs, 1.0)
+    t = min((epoch - warm) / (total_epochs - warm), 1.0)
     end = lr * cfg_optim.final_fraction
     if cfg_optim.schedule == "cosine":
         return end + (lr - end) * 0.5 * (1 + math.cos(math.pi * t))
@@ -70,3 +83,41 @@ class MomentumSGD:
         with torch.no_grad():
             for n, v in self.velocity.items():
                 v.copy_(state[n])
+
+
+class Adam:
+    """Owns the two running means per parameter and the update count; `step` updates in place.
+    The same _foreach arithmetic as MomentumSGD, following the module docstring line by line."""
+
+    def __init__(self, params, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0, l2_bias=False):
+        self.beta1, self.beta2, self.eps, self.l2 = beta1, beta2, eps, l2
+        self.names = list(params)
+        self.tensors = list(params.values())
+        self.m = [torch.zeros_like(p, requires_grad=False) for p in self.tensors]
+        self.s = [torch.zeros_like(p, requires_grad=False) for p in self.tensors]
+        self.t = 0
+        self.decayed = [l2 and (l2_bias or not is_bias(n)) for n in self.names]
+
+    @torch.no_grad()
+    def step(self, grads, lr):
+        g = [gi + self.l2 * p if decay else gi for gi, p, decay in zip(grads, self.tensors, self.decayed)]  # + lambda W
+        self.t += 1
+        torch._foreach_lerp_(self.m, g, 1 - self.beta1)  # m <- beta1 m + (1 - beta1) g
+        torch._foreach_mul_(self.s, self.beta2)  #          s <- beta2 s
+        torch._foreach_addcmul_(self.s, g, g, value=1 - self.beta2)  # + (1 - beta2) g^2
+        bias1, bias2 = 1 - self.beta1**self.t, 1 - self.beta2**self.t
+        denom = torch._foreach_sqrt(self.s)  # sqrt(s / bias2) + eps = (sqrt(s) + eps sqrt(bias2)) / sqrt(bias2)
+        torch._foreach_add_(denom, self.eps * math.sqrt(bias2))
+        torch._foreach_addcdiv_(self.tensors, self.m, denom, value=-lr * math.sqrt(bias2) / bias1)  # W <- W - lr m^ / (sqrt(s^) + eps)
+
+    def state_dict(self):
+        state = {f"m.{n}": m.detach().clone() for n, m in zip(self.names, self.m)}
+        state |= {f"s.{n}": s.detach().clone() for n, s in zip(self.names, self.s)}
+        return state | {"t": torch.tensor(self.t)}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            for n, m, s in zip(self.names, self.m, self.s):
+                m.copy_(state[f"m.{n}"])
+                s.copy_(state[f"s.{n}"])
+        self.t = int(state["t"])

@@ -159,9 +159,9 @@ def section(question, name, what, run, out):
         f"| final errors | train {pct(final['train_error'])}" + (f", dev {pct(final['dev_error'])}" if has_dev else "") + f", test {pct(final['test_error'])} |",
         f"| training time | {summary['train_seconds'] / 60:.1f} min ({summary['train_seconds']:.0f} s; evaluation {summary['eval_seconds']:.0f} s more) |",
     ]
-    if summary.get("test_accuracy_99"):
-        first = summary["test_accuracy_99"]
-        lines.append(f"| first test error <= 1% | epoch {first['epoch']:.2f}, after {first['train_seconds']:.0f} s of training |")
+    for mark, first in (summary.get("time_to_accuracy") or {}).items():
+        if first:
+            lines.append(f"| first test accuracy >= {mark} | epoch {first['epoch']:.2f}, after {first['train_seconds']:.1f} s of training |")
     lines += [
         f"| device | {summary['device']} |",
         f"| reproduce | `{summary['command']}` |",

@@ -65,6 +65,11 @@ def test_saved_toml_round_trips(tmp_path):
         ('[train]\ncompile = true\nengine = "tape"\n', r"train.compile: torch.compile needs train.engine = 'autograd'"),
         ('[model]\narch = "cnn"\nconv_channels = [4]\n', r"model.conv_kernel: needs one size per entry"),
         ('[model]\narch = "cnn"\nconv_kernel = [13, 13]\n', r"model.conv_kernel: the feature maps shrink to nothing"),
+        ('[model]\narch = "cnn"\npool_type = "max"\ntransfer = "square"\n', r"model.pool_type: 'max' pools before the transfer function"),
+        ('[model]\npool_type = "min"\n', r"model.pool_type: unknown value 'min'"),
+        ('[optim]\noptimizer = "adamw"\n', r"optim.optimizer: unknown value 'adamw'; did you mean 'adam'\?"),
+        ("[optim]\nwarmup = 1.0\n", r"optim.warmup: must be < 1.0"),
+        ("[optim]\neps = 0\n", r"optim.eps: must be > 0.0"),
         ("[optim\nlr = 0.1\n", r"malformed TOML: .*line 1"),
     ],
 )
@@ -122,3 +127,7 @@ def test_markdown_table_lists_every_key():
     for section, factory in config.SECTIONS.items():
         for f in config.dataclasses.fields(factory()):
             assert f"`{section}.{f.name}`" in table
+
+
+def test_readme_key_table_is_the_generated_one():
+    assert config.markdown_table().strip() in (REPO / "README.md").read_text()

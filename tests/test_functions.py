@@ -74,6 +74,20 @@ def _conv_ref(x, w, b, stride, padding):
     return F.conv2d(x, w, b, stride, padding)
 
 
+def _max_pool_inputs(size, stride, side):
+    """x and the routes F.max_pool2d picks in it (held fixed, like dropout's mask); random normals have no ties."""
+
+    def sample(n, gen, dtype):
+        x = torch.randn(n, 2, side, side, generator=gen, dtype=dtype)
+        return (x, F.max_pool2d(x, size, stride, return_indices=True)[1])
+
+    return sample
+
+
+def _max_pool_ref(size, stride):
+    return lambda x, routes: F.max_pool2d(x, size, stride)
+
+
 def _dropout_inputs(n, gen, dtype):
     a = torch.randn(n, 5, generator=gen, dtype=dtype)
     mask = (torch.rand(n, 5, generator=gen) >= 0.4).to(dtype) / 0.6  # a fixed mask
@@ -97,6 +111,9 @@ CASES = [
     Case("avg_pool2d_overlap", nf.AvgPool2d.apply, F.avg_pool2d, lambda n, g, d: (torch.randn(n, 2, 7, 7, generator=g, dtype=d), 3, 2)),
     Case("avg_pool2d_remainder", nf.AvgPool2d.apply, F.avg_pool2d, lambda n, g, d: (torch.randn(n, 2, 6, 6, generator=g, dtype=d), 3, 2)),
     Case("avg_pool2d_side_by_side_remainder", nf.AvgPool2d.apply, F.avg_pool2d, lambda n, g, d: (torch.randn(n, 2, 7, 7, generator=g, dtype=d), 2, 2)),
+    Case("max_pool2d", nf.MaxPool2d.apply, _max_pool_ref(2, 2), _max_pool_inputs(2, 2, 6), constant_args=(1,)),
+    Case("max_pool2d_overlap", nf.MaxPool2d.apply, _max_pool_ref(3, 2), _max_pool_inputs(3, 2, 7), constant_args=(1,)),
+    Case("max_pool2d_remainder", nf.MaxPool2d.apply, _max_pool_ref(2, 2), _max_pool_inputs(2, 2, 7), constant_args=(1,)),
     Case("flatten", nf.Flatten.apply, lambda x: x.flatten(1), lambda n, g, d: (torch.randn(n, 2, 3, 3, generator=g, dtype=d),)),
     Case("dropout_fixed_mask", nf.Dropout.apply, lambda a, m: a * m, _dropout_inputs, constant_args=(1,)),
 ]
@@ -267,6 +284,18 @@ def test_vmap_through_a_cnn_layer_matches_builtin():
         return F.avg_pool2d(torch.relu(F.conv2d(xi, w)), 2, 2).flatten(1).sum()
 
     torch.testing.assert_close(torch.func.vmap(torch.func.grad(ours))(x), torch.func.vmap(torch.func.grad(ref))(x), rtol=1e-10, atol=1e-14)
+
+
+def test_max_pool2d_routes_each_gradient_to_its_regions_maximum():
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(3, 4, 9, 9, generator=gen, dtype=torch.float64)
+    ours_x, ref_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours, ref = nf.max_pool2d(ours_x, 3, 2), F.max_pool2d(ref_x, 3, 2)
+    assert torch.equal(ours, ref)
+    upstream = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    ours.backward(upstream)
+    ref.backward(upstream)
+    torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=1e-12, atol=0)
 
 
 def test_no_aten_backward_kernels_in_functions():

@@ -31,6 +31,7 @@ def grads_both_ways(cfg, x, y, seed=0):
         ("sigmoid", ["model.hidden=[20, 15]", "model.transfer=tanh"]),
         ("relu", []),
         ("cnn", ["model.conv_channels=[4, 6]", "model.hidden=[12]", "model.dropout_hidden=0.5", "model.dropout_input=0.2"]),
+        ("fast", ["model.conv_channels=[4, 6]", "model.hidden=[12]"]),
         ("sigmoid", ["model.transfer=square", "model.output_transfer=sigmoid", "model.loss=squared_error"]),
     ],
 )

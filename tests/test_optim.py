@@ -1,0 +1,100 @@
+"""nnhw's optimisers and schedules against their formulas, and against torch.optim as a reference
+(the tests may use it; nnhw/ may not)."""
+
+import math
+
+import pytest
+import torch
+
+from nnhw import config
+from nnhw.optim import Adam, MomentumSGD, lr_at
+
+
+def _problem(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    params = {"W1": torch.randn(4, 3, generator=gen, dtype=torch.float64), "b1": torch.randn(4, generator=gen, dtype=torch.float64)}
+    x = torch.randn(16, 3, generator=gen, dtype=torch.float64)
+    return params, x
+
+
+def _grads(params, x):
+    loss = ((x @ params["W1"].T + params["b1"]).tanh() ** 2).mean()
+    return torch.autograd.grad(loss, list(params.values()))
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.01])
+def test_adam_matches_torch_adam(l2):
+    """L2 enters the gradient before the running means, as torch.optim.Adam's weight_decay does;
+    biases are left out of it, so the reference gets two groups."""
+    ours, x = _problem()
+    ours = {n: p.clone().requires_grad_() for n, p in ours.items()}
+    ref = {n: p.detach().clone().requires_grad_() for n, p in ours.items()}
+    opt = Adam(ours, beta1=0.8, beta2=0.99, eps=1e-6, l2=l2)
+    ref_opt = torch.optim.Adam([{"params": [ref["W1"]], "weight_decay": l2}, {"params": [ref["b1"]], "weight_decay": 0.0}],
+                               lr=0.05, betas=(0.8, 0.99), eps=1e-6)
+    for step in range(6):
+        lr = 0.05 * (step + 1) / 6  # a changing rate, as under a schedule
+        opt.step(_grads(ours, x), lr)
+        for group in ref_opt.param_groups:
+            group["lr"] = lr
+        ref_opt.zero_grad()
+        for p, g in zip(ref.values(), _grads(ref, x)):
+            p.grad = g
+        ref_opt.step()
+    for n in ours:
+        torch.testing.assert_close(ours[n], ref[n], rtol=1e-12, atol=1e-14)
+
+
+def test_adam_first_step_moves_each_weight_by_lr():
+    """After one update m^ = g and s^ = g^2, so every weight moves by lr * sign(g) (eps aside)."""
+    params, x = _problem(1)
+    params = {n: p.clone().requires_grad_() for n, p in params.items()}
+    before = {n: p.detach().clone() for n, p in params.items()}
+    grads = _grads(params, x)
+    Adam(params, eps=1e-12).step(grads, 0.01)
+    for (n, p), g in zip(params.items(), grads):
+        torch.testing.assert_close(p.detach() - before[n], -0.01 * torch.sign(g), rtol=1e-8, atol=1e-12)
+
+
+def test_adam_state_round_trips():
+    params, x = _problem(2)
+    params = {n: p.clone().requires_grad_() for n, p in params.items()}
+    opt = Adam(params)
+    for _ in range(3):
+        opt.step(_grads(params, x), 0.01)
+    fresh = Adam({n: p.detach().clone().requires_grad_() for n, p in params.items()})
+    fresh.load_state_dict(opt.state_dict())
+    assert fresh.t == 3 and all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), opt.state_dict().values()))
+
+
+def test_momentum_sgd_is_the_heavy_ball_update():
+    params, x = _problem(3)
+    params = {n: p.clone().requires_grad_() for n, p in params.items()}
+    w0 = params["W1"].detach().clone()
+    opt = MomentumSGD(params, momentum=0.5, l2=0.1)
+    g1 = _grads(params, x)
+    opt.step(g1, 0.1)
+    v1 = g1[0] + 0.1 * w0
+    torch.testing.assert_close(params["W1"].detach(), w0 - 0.1 * v1)
+
+
+def _optim(**kw):
+    cfg = config.load(None, [f"optim.{k}={v!r}".replace("'", '"') for k, v in kw.items()])
+    return cfg.optim
+
+
+def test_warmup_then_linear_is_one_cycle():
+    o = _optim(lr=0.01, schedule="linear", warmup=0.2, final_fraction=0.0)
+    assert lr_at(o, 0.0, 2) == 0.0
+    assert lr_at(o, 0.2, 2) == pytest.approx(0.005)  # half-way up
+    assert lr_at(o, 0.4, 2) == pytest.approx(0.01)  # the peak, at the end of the warm-up
+    assert lr_at(o, 1.2, 2) == pytest.approx(0.005)  # half-way down the remaining 1.6 passes
+    assert lr_at(o, 2.0, 2) == pytest.approx(0.0)
+
+
+def test_warmup_then_cosine_and_without_warmup_unchanged():
+    o = _optim(lr=0.1, schedule="cosine", warmup=0.5)
+    assert lr_at(o, 2.0, 4) == pytest.approx(0.1) and lr_at(o, 3.0, 4) == pytest.approx(0.05)
+    plain = _optim(lr=0.1, schedule="cosine")
+    assert lr_at(plain, 0.0, 4) == 0.1 and lr_at(plain, 2.0, 4) == pytest.approx(0.05)
+    assert math.isclose(lr_at(_optim(lr=0.1, warmup=0.25), 0.5, 4), 0.05)  # constant after a warm-up
