@@ -67,3 +67,48 @@ def test_products_reference_runs_every_product_of_the_step():
         ((10, 8), (8, 20)), ((20, 8), (8, 30)), ((30, 8), (8, 784)),
         ((8, 10), (10, 20)), ((8, 20), (20, 30)),
     ])
+
+
+def test_builtin_fast_recipe_makes_the_same_updates_as_nnhw():
+    """The time-to-99% table's built-in twin of configs/fast.toml: the same outputs and the same Adam
+    updates from the same weights, so the comparison is of implementations, not recipes."""
+    cfg = config.load(REPO / "configs" / "fast.toml", ['run.device="cpu"', "model.conv_channels=[4, 6]", "model.hidden=[12]"])
+    gen = torch.Generator().manual_seed(5)
+    batches = [(torch.randn(16, 784, generator=gen), torch.randint(0, 10, (16,), generator=gen)) for _ in range(4)]
+    params, forward, loss_fn, opt = build(cfg, torch.device("cpu"))
+    net, builtin_opt = bench.builtin_fast_net(cfg, {n: p.detach() for n, p in params.items()}, torch.device("cpu"))
+    torch.testing.assert_close(net(batches[0][0]), forward(params, batches[0][0]).detach(), rtol=1e-5, atol=1e-6)
+    ours = make_train_step(params, forward, loss_fn, opt)
+    for x, y in batches:
+        ours(x, y, 0.003)
+        builtin_opt.param_groups[0]["lr"] = 0.003
+        builtin_opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        builtin_opt.step()
+    torch.testing.assert_close(net(batches[0][0]), forward(params, batches[0][0]).detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_until_99_stops_at_the_first_evaluation_at_99_percent_and_times_training_only():
+    errors = iter([5.0, 1.2, 0.9, 0.5])  # one per evaluation
+    taken = []
+
+    def steps():
+        for _ in range(100):
+            taken.append(1)
+            yield 2500  # images per step: an evaluation every 4 steps
+
+    def test_error():
+        import time
+
+        time.sleep(0.05)  # evaluation time must not count
+        return next(errors)
+
+    r = bench.until_99(steps(), test_error, torch.device("cpu"), lambda seen: seen / 50000, max_seconds=60)
+    assert len(taken) == 12 and r["epoch"] == 30000 / 50000 and r["final_test_error"] == 0.9
+    assert r["seconds"] == r["train_seconds"] < 0.05
+
+
+def test_until_99_gives_none_when_never_reached():
+    steps = iter([10000] * 3)
+    r = bench.until_99(steps, lambda: 1.5, torch.device("cpu"), lambda seen: seen / 50000, max_seconds=60)
+    assert r["seconds"] is None and r["epoch"] is None and r["final_test_error"] == 1.5

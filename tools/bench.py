@@ -22,6 +22,12 @@ train+dev+test, and writes JSON (default reports/bench-<device>.json).
 
     python tools/bench.py [--configs sigmoid softmax ...] [--device cpu] [--repeats 5]
 
+`--time-to-99` prints instead how many training seconds three recipes take to first reach 99%
+test accuracy, testing every 10,000 images (evaluation time left out), one after the other:
+configs/fast.toml as `python -m nnhw.train` runs it; the same recipe in built-in layers
+(nn.Sequential, torch.optim.Adam) from the same weights, schedule and data order; and the
+pytorch/examples MNIST recipe (DataLoader, Adadelta). JSON: reports/time-to-99-<device>.json.
+
 This file is a benchmark, not part of the library: its baselines use nn.Module and torch.optim
 on purpose, as the code nnhw is compared with.
 """
@@ -42,7 +48,7 @@ from nnhw import config as config_mod  # noqa: E402
 from nnhw import data as data_mod  # noqa: E402
 from nnhw import functions as nf  # noqa: E402
 from nnhw import models  # noqa: E402
-from nnhw.train import build, evaluate, git_commit, make_train_step  # noqa: E402
+from nnhw.train import build, describe_device, evaluate, git_commit, make_train_step  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH = 50000
@@ -329,6 +335,191 @@ def adjoint_rows(device, repeats):
     return rows
 
 
+# --------------------------------------------------------------------------- #
+# Time to 99% test accuracy: the fast recipe three ways                       #
+# --------------------------------------------------------------------------- #
+
+EVERY = 10_000  # images between test evaluations, for all three
+
+
+def nnhw_time_to_99(cfg_path, device, tmp):
+    """configs/fast.toml exactly as `python -m nnhw.train` runs it; the seconds come from its summary."""
+    from nnhw import train as train_mod
+
+    cfg = config_mod.load(cfg_path, [f'run.device="{device.type}"', f'run.log_dir="{tmp}"', f"eval.every={EVERY}"])
+    run_dir, _, _ = train_mod.run(cfg)
+    s = json.loads((Path(run_dir) / "summary.json").read_text())
+    first = s["time_to_accuracy"]["99%"]
+    return dict(seconds=first and first["train_seconds"], epoch=first and first["epoch"], final_test_error=s["final"]["test_error"],
+                train_seconds=s["train_seconds"])
+
+
+def until_99(steps, test_error, device, epoch_of, max_seconds):
+    """Run `steps` (an iterator that takes one step per item and yields the images it used) with the
+    clock running only while it trains; test every EVERY images and stop at the first test error <= 1%."""
+    trained, seen, next_eval, err = 0.0, 0, EVERY, 100.0
+    t0 = time.perf_counter()
+    for n in steps:
+        seen += n
+        if seen >= next_eval:
+            sync(device)
+            trained += time.perf_counter() - t0
+            err, next_eval = test_error(), next_eval + EVERY
+            if err <= 1.0 or trained > max_seconds:
+                break
+            t0 = time.perf_counter()
+    else:
+        sync(device)
+        trained += time.perf_counter() - t0
+        err = test_error()
+    hit = err <= 1.0
+    return dict(seconds=trained if hit else None, epoch=epoch_of(seen) if hit else None, final_test_error=err, train_seconds=trained)
+
+
+def builtin_fast_net(cfg, init, device):
+    """(nn.Sequential, torch.optim.Adam) for a max-pooling CNN config, starting from nnhw's weights `init`."""
+    from torch import nn
+
+    m, o = cfg.model, cfg.optim
+    layers, c_in = [nn.Unflatten(1, (1, 28, 28))], 1
+    for l, (c, k) in enumerate(zip(m.conv_channels, m.conv_kernel), 1):
+        conv = nn.Conv2d(c_in, c, k, padding=m.conv_padding)
+        conv.weight.data, conv.bias.data = init[f"Wc{l}"].clone(), init[f"bc{l}"].clone()
+        layers += [conv, nn.MaxPool2d(m.pool, m.pool_stride), nn.ReLU()]
+        c_in = c
+    layers.append(nn.Flatten())
+    for l in range(1, len(m.hidden) + 2):
+        fc = nn.Linear(*init[f"W{l}"].shape[::-1])
+        fc.weight.data, fc.bias.data = init[f"W{l}"].clone(), init[f"b{l}"].clone()
+        layers += [fc, nn.ReLU()] if l <= len(m.hidden) else [fc]
+    if o.l2:
+        raise ValueError("builtin_fast_net: torch.optim.Adam's weight_decay would also decay the biases, which nnhw leaves out")
+    net = nn.Sequential(*layers).to(device)
+    return net, torch.optim.Adam(net.parameters(), lr=o.lr, betas=(o.momentum, o.beta2), eps=o.eps)
+
+
+def builtin_fast_time_to_99(cfg_path, device, max_seconds):
+    """The same recipe in built-in layers: nn.Conv2d, nn.MaxPool2d, nn.Linear in an nn.Sequential,
+    F.cross_entropy and torch.optim.Adam, with nnhw's initial weights, schedule, data tensors and order."""
+    from nnhw.optim import lr_at
+
+    cfg = config_mod.load(cfg_path, [f'run.device="{device.type}"'])
+    o = cfg.optim
+    splits = data_mod.load_splits(data_mod.resolve_root(cfg.data.root), False, cfg.data.train_split, cfg.data.standardize, device)
+    net, opt = builtin_fast_net(cfg, models.init_params(cfg.model, cfg.run.seed), device)
+    train, test = splits["train"], splits["test"]
+    n, B = len(train), cfg.train.batch_size
+    order = torch.Generator().manual_seed(cfg.run.seed + 1)
+
+    def steps():
+        seen = 0
+        while seen < cfg.train.epochs * n:
+            perm = torch.randperm(n, generator=order).to(device)
+            x_all, y_all = train.x[perm], train.y[perm]
+            for i in range(0, n, B):
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(o, seen / n, cfg.train.epochs)
+                x, y = x_all[i : i + B], y_all[i : i + B]
+                loss = F.cross_entropy(net(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                seen += len(y)
+                yield len(y)
+
+    @torch.no_grad()
+    def test_error():
+        wrong = sum((net(test.x[i : i + 250]).argmax(1) != test.y[i : i + 250]).sum().item() for i in range(0, len(test), 250))
+        return 100.0 * wrong / len(test)
+
+    return until_99(steps(), test_error, device, lambda seen: seen / data_mod.N_TRAIN, max_seconds)
+
+
+def examples_time_to_99(root, device, max_seconds):
+    """pytorch/examples mnist/main.py as a user runs it: its Net (two 3x3 convolutions, max pooling,
+    dropout), a DataLoader with ToTensor and Normalize, Adadelta at lr 1.0, StepLR(1, gamma 0.7), batch 64."""
+    import torchvision
+    from torch import nn
+    from torchvision import transforms
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(1, 32, 3, 1), nn.Conv2d(32, 64, 3, 1)
+            self.dropout1, self.dropout2 = nn.Dropout(0.25), nn.Dropout(0.5)
+            self.fc1, self.fc2 = nn.Linear(9216, 128), nn.Linear(128, 10)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+            x = F.relu(self.fc1(torch.flatten(self.dropout1(x), 1)))
+            return F.log_softmax(self.fc2(self.dropout2(x)), dim=1)
+
+    torch.manual_seed(1)  # the example's default --seed
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    train_ds = torchvision.datasets.MNIST(str(root), train=True, download=False, transform=tf)
+    test_ds = torchvision.datasets.MNIST(str(root), train=False, download=False, transform=tf)
+    kw = dict(num_workers=1, pin_memory=True) if device.type == "cuda" else {}
+    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=64, shuffle=True, **kw)
+    test_loader = torch.utils.data.DataLoader(test_ds, batch_size=1000, **kw)
+    net = Net().to(device)
+    opt = torch.optim.Adadelta(net.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+
+    def steps():
+        for _ in range(14):  # the example's default --epochs
+            net.train()
+            for x, y in train_loader:
+                x, y = x.to(device), y.to(device)
+                opt.zero_grad()
+                loss = F.nll_loss(net(x), y)
+                loss.backward()
+                opt.step()
+                yield len(y)
+            sched.step()
+
+    @torch.no_grad()
+    def test_error():
+        net.eval()
+        wrong = sum((net(x.to(device)).argmax(1) != y.to(device)).sum().item() for x, y in test_loader)
+        net.train()
+        return 100.0 * wrong / len(test_ds)
+
+    return until_99(steps(), test_error, device, lambda seen: seen / data_mod.N_TRAIN, max_seconds)
+
+
+def time_to_99_rows(device, max_seconds):
+    """nnhw's fast recipe, the same recipe in built-ins, and the pytorch/examples recipe, one after the other."""
+    import tempfile
+
+    cfg_path = REPO / "configs" / "fast.toml"
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [dict(recipe="nnhw configs/fast.toml", **nnhw_time_to_99(cfg_path, device, tmp))]
+    rows.append(dict(recipe="the same recipe, built-in layers + torch.optim", **builtin_fast_time_to_99(cfg_path, device, max_seconds)))
+    rows.append(dict(recipe="pytorch/examples mnist (Adadelta, DataLoader)", **examples_time_to_99(data_mod.resolve_root("data"), device, max_seconds)))
+    ours = rows[0]["seconds"]
+    for r in rows:
+        r["ratio"] = r["seconds"] / ours if r["seconds"] and ours else None
+    return rows
+
+
+TTA_COLUMNS = [  # (title, key, width, format): the header, the rows and the JSON come from this one list
+    ("recipe", "recipe", -48, "s"),
+    ("s to 99%", "seconds", 9, ".2f"),
+    ("epoch", "epoch", 6, ".2f"),
+    ("x nnhw", "ratio", 7, ".2f"),
+    ("final test err %", "final_test_error", 16, ".2f"),
+    ("s trained", "train_seconds", 9, ".1f"),
+]
+
+
+def print_time_to_99(rows):
+    print("\ntime to 99% test accuracy (training seconds only; the test set evaluated every 10,000 images; - = not reached)")
+    cell = lambda text, width: f"{text:<{-width}}" if width < 0 else f"{text:>{width}}"  # noqa: E731
+    print(" ".join(cell(title, w) for title, _, w, _ in TTA_COLUMNS))
+    for r in rows:
+        print(" ".join(cell("-" if r[k] is None else format(r[k], fmt), w) for _, k, w, fmt in TTA_COLUMNS), flush=True)
+
+
 def opt_num(v):
     return "-" if v is None else f"{v:.3f}"
 
@@ -339,12 +530,25 @@ def main(argv=None):
     p.add_argument("--device", nargs="+", default=None, help="devices (default: cpu, and cuda when present)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-loader", action="store_true", help="skip the DataLoader baseline")
-    p.add_argument("--out", default=None, help="JSON path (default reports/bench-<device>.json)")
+    p.add_argument("--out", default=None, help="JSON path (default reports/bench-<device>.json, or reports/time-to-99-<device>.json)")
+    p.add_argument("--time-to-99", action="store_true", help="only the time-to-99%%-accuracy table: configs/fast.toml, the same "
+                   "recipe in built-in layers, and the pytorch/examples recipe, each trained until it first reaches 99%%")
+    p.add_argument("--max-seconds", type=float, default=600, help="--time-to-99: give up on a recipe after this many training seconds")
     args = p.parse_args(argv)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     root = data_mod.resolve_root("data")
+    command = "python tools/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for dev_name in devices:
         device = torch.device(dev_name)
+        if args.time_to_99:
+            rows = time_to_99_rows(device, args.max_seconds)
+            print_time_to_99(rows)
+            out = Path(args.out or REPO / "reports" / f"time-to-99-{dev_name.replace(':', '')}.json")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(dict(command=command, commit=git_commit(), device=describe_device(device), torch=torch.__version__,
+                                           columns=[k for _, k, _, _ in TTA_COLUMNS], rows=rows), indent=1) + "\n")
+            print(out)
+            continue
         splits = data_mod.load_splits(root, device=device)
         gflops = matmul_gflops(device)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
@@ -372,7 +576,7 @@ def main(argv=None):
         out = Path(args.out or REPO / "reports" / f"bench-{dev_name.replace(':', '')}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(dict(
-            command="python tools/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            command=command,
             commit=git_commit(), device=f"{dev_name} ({name})", torch=torch.__version__, matmul_gflops=gflops, loader_s_per_epoch=loader, rows=rows, adjoints=adjoints,
         ), indent=1) + "\n")
         print(out)
