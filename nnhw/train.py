@@ -30,6 +30,8 @@ def build_parser():
     )
     p.add_argument("config", nargs="?", help="the TOML config, for example configs/relu.toml")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides in TOML value syntax, e.g. optim.lr=0.05")
+    p.add_argument("--seeds", metavar="LIST", help="train once per seed, e.g. --seeds 0,1,2 (each a run of its own, with run.seed "
+                   "set), then write the mean, std, min and max of the results to <run.log_dir>/<run.name>/seeds_<time>_<seeds>.json")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
                    "(overrides of the epochs, learning rate, schedule, evaluation and device apply)")
     return p
@@ -43,7 +45,7 @@ if __name__ == "__main__":
         sys.exit(130)
 
     _signal.signal(_signal.SIGINT, _quit)
-    build_parser().parse_args()  # --help and usage errors answer at once, before torch loads
+    build_parser().parse_intermixed_args()  # --help and usage errors answer at once, before torch loads
 
 import fcntl
 import json
@@ -649,37 +651,44 @@ def resume_config(saved, overrides):
     return new, ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
 
 
-def main(argv=None):
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on Ctrl-C is a KeyboardInterrupt that main handles
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    command = "python -m nnhw.train " + " ".join(argv)
-    world, status, signum = dist_mod.World(), None, None
+def parse_seeds(text):
+    """'0,1,2' -> [0, 1, 2]; ConfigError for anything else."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or any(not 0 <= s <= 2**62 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: expected distinct seeds in [0, 2^62] separated by commas, like 0,1,2; got {text!r}")
+    return seeds
+
+
+def train_once(args, command, overrides):
+    """One run from the command line (a new one, or --resume): (exit code, run folder or None)."""
+    world, status, signum, run_dir = dist_mod.World(), None, None, None
     try:
         if args.resume:
             run_dir = Path(args.resume)
             saved = load_checkpoint(run_dir)
-            cfg, change = resume_config(saved["config"], ([args.config] if args.config else []) + args.overrides)
+            cfg, change = resume_config(saved["config"], ([args.config] if args.config else []) + overrides)
             if change:  # the history of changes travels in the checkpoint
                 saved["changes"] = [*saved.get("changes", []), dict(points=saved["points"], change=change)]
         else:
             if not args.config:
                 raise ConfigError("no config given: python -m nnhw.train CONFIG [section.key=value ...]")
-            cfg = config_mod.load(args.config, args.overrides)
+            cfg = config_mod.load(args.config, overrides)
             run_dir, saved = None, None
         world = dist_mod.init(cfg.run.device, cfg.run.dist_timeout)
-        run_dir, status, signum = run(cfg, run_dir, saved, command, world, [] if args.resume else args.overrides)
+        run_dir, status, signum = run(cfg, run_dir, saved, command, world, [] if args.resume else overrides)
     except (ConfigError, DataError, RunError) as e:
         print(f"nnhw.train: error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_CONFIG, None
     except Diverged as e:
         if world.is_main:
             print(f"nnhw.train: diverged: {e}", file=sys.stderr)
-        return EXIT_DIVERGED
+        return EXIT_DIVERGED, None
     except KeyboardInterrupt:  # Ctrl-C while starting, while drawing figures, or a second one mid-write
         print("nnhw.train: interrupted; any checkpoint already written is intact", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, None
     except RuntimeError as e:
         if not world.distributed:
             raise  # a bug: keep its traceback
@@ -687,7 +696,7 @@ def main(argv=None):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"nnhw.train: error: process {world.rank} of {world.size} lost its peers ({first[:200]}); "
               f"the last checkpoint stands", file=sys.stderr)
-        return 1
+        return 1, None
     finally:
         world.close()
     code = 128 + signum if status == "interrupted" else 0
@@ -698,7 +707,47 @@ def main(argv=None):
         else:
             print(runlog.closing_line(json.loads((run_dir / "summary.json").read_text())))
         print(run_dir)
-    return code
+    return code, (run_dir if status == "finished" and world.is_main else None)
+
+
+def main(argv=None):
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on Ctrl-C is a KeyboardInterrupt that main handles
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_intermixed_args(argv)
+    if args.seeds is None:
+        return train_once(args, "python -m nnhw.train " + " ".join(argv), args.overrides)[0]
+    try:
+        seeds = parse_seeds(args.seeds)
+        if args.resume or not args.config:
+            raise ConfigError("--seeds needs a CONFIG and starts new runs; resume each seed's run on its own with --resume RUN_DIR")
+        cfg = config_mod.load(args.config, args.overrides)  # a bad config stops here, before any seed runs
+    except ConfigError as e:
+        print(f"nnhw.train: error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    runs, worst = [], 0
+    for seed in seeds:
+        # each seed's command reproduces that seed's run alone; the config's own seed needs no override
+        overrides = [*args.overrides, *([f"run.seed={seed}"] if seed != cfg.run.seed else [])]
+        code, run_dir = train_once(args, "python -m nnhw.train " + " ".join([args.config, *overrides]), overrides)
+        if code not in (0, EXIT_DIVERGED):
+            return code  # a config error, or an interrupt: stop here, and write no aggregate of an unfinished set
+        worst = max(worst, code)
+        runs.append(run_dir)  # None: that seed diverged
+    summaries = [json.loads((d / "summary.json").read_text()) for d in runs if d is not None]
+    if summaries:
+        diverged = [seed for seed, d in zip(seeds, runs) if d is None]
+        agg = runlog.aggregate(summaries, "python -m nnhw.train " + " ".join(argv), [str(d) for d in runs if d is not None], diverged)
+        path = Path(cfg.run.log_dir) / cfg.run.name / f"seeds_{time.strftime('%Y%m%d-%H%M%S')}_{'-'.join(map(str, seeds))}.json"
+        try:
+            atomic_write_text(path, json.dumps(agg, indent=2) + "\n")
+        except RunError as e:
+            print(f"nnhw.train: error: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+        for line in runlog.aggregate_lines(agg):
+            print(line)
+        print(path)
+    return worst
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Short real runs of the training loop on ../shared/data (a fraction of an epoch each)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -153,3 +154,31 @@ def test_summary_times_the_first_evaluation_at_each_accuracy():
     assert first["99.5%"] is None  # 0.8% error is 99.2% accuracy
     state.history = [dict(r, test_error=max(r["test_error"], 1.5)) for r in hist]
     assert train.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000, "abc")["time_to_accuracy"]["99%"] is None
+
+
+def test_seeds_run_one_run_each_and_write_their_aggregate(tmp_path, mnist_root):
+    res = run_cli("nnhw.train", "configs/relu.toml", "--seeds", "0,5", *SHORT, f"run.log_dir={tmp_path}",
+                  env={"NNHW_DATA_ROOT": str(mnist_root)})
+    assert res.returncode == 0, res.stderr
+    agg_path = Path(res.stdout.strip().splitlines()[-1])
+    assert agg_path.parent == tmp_path / "relu" and agg_path.name.startswith("seeds_") and agg_path.name.endswith("_0-5.json")
+    agg = json.loads(agg_path.read_text())
+    summaries = [json.loads((Path(r["run_dir"]) / "summary.json").read_text()) for r in agg["runs"]]
+    assert [s["seed"] for s in summaries] == agg["seeds"] == [0, 5]
+    # each seed is a run of its own whose command runs that seed alone (seed 0 is the config's own)
+    assert summaries[0]["command"] == f"python -m nnhw.train configs/relu.toml {' '.join(SHORT)} run.log_dir={tmp_path}"
+    assert summaries[1]["command"].endswith("run.seed=5")
+    finals = [s["final"]["test_error"] for s in summaries]
+    assert finals[0] != finals[1]  # two seeds, two results
+    st = agg["stats"]["final_test_error"]
+    assert st["mean"] == pytest.approx(sum(finals) / 2) and st["min"] == min(finals) and st["max"] == max(finals)
+    assert st["std"] == pytest.approx(abs(finals[0] - finals[1]) / 2**0.5) and st["n"] == 2
+    assert agg["stats"]["seconds_to_99"] is None  # 40 updates never get there
+    assert "final test error" in res.stdout and "+-" in res.stdout
+
+
+@pytest.mark.parametrize("seeds", ["0,x", "1,1", "", "-1"])
+def test_bad_seeds_are_one_line_errors(tmp_path, seeds):
+    res = run_cli("nnhw.train", "configs/relu.toml", f"--seeds={seeds}", f"run.log_dir={tmp_path}")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--seeds" in res.stderr, res.stderr
+    assert not any(tmp_path.iterdir())  # nothing started
