@@ -190,7 +190,8 @@ def run_data(name, question, run, out):
         best_dev_epoch=None if s["best_dev_epoch"] is None else f"{s['best_dev_epoch']:.2f}",
         train_minutes=f"{s['train_seconds'] / 60:.1f}",
         eval_minutes=f"{s['eval_seconds'] / 60:.1f}",
-        first_99=None if not first_99 else f"epoch {first_99['epoch']:.2f}, after {first_99['train_seconds']:.0f} s of training",
+        first_99=None if not first_99 else f"epoch {first_99['epoch']:.2f}, after {first_99['train_seconds']:.1f} s of training",
+        seeds=seeds_text(run.get("seeds")),
         figures={fig: f"/{name}/{fig}.png" for fig in ("loss", "error", "weights") if (out / name / f"{fig}.png").is_file()},
         readout=lines,
         readout_summary=summary,
@@ -203,6 +204,8 @@ def run_data(name, question, run, out):
             kernels=", ".join(f"{k}x{k}" for k in m.conv_kernel),
             padding=str(m.conv_padding),
             pool=f"{m.pool}x{m.pool}",
+            pooling={"avg": "average", "max": "max"}[m.pool_type],
+            order="its transfer, then" if m.pool_type == "avg" else "max pooling, then its transfer (the same as the other way round for a nondecreasing transfer)",
             stride=str(m.pool_stride),
             hidden=", ".join(str(h) for h in m.hidden),
         )
@@ -345,6 +348,20 @@ def howto_rows():
             command, what = line.strip("| ").split(" | ", 1)
             rows.append([command.strip("`").split("` ")[0].strip("`"), what.rstrip(" |").replace("`", "")])
     return rows
+
+
+def seeds_text(seeds):
+    """One sentence on a --seeds set: mean +- std of the final and lowest test errors, the commits."""
+    from .report import mean_std, short_commit
+
+    if seeds is None:
+        return None
+    st = seeds["stats"]
+    text = (f"over seeds {', '.join(map(str, seeds['seeds']))}: final test error {mean_std(st['final_test_error'])}; "
+            f"lowest, chosen on the test set, {mean_std(st['lowest_test_error'])}")
+    if st["seconds_to_99"]:
+        text += f"; 99% test accuracy after {mean_std(st['seconds_to_99'], ' s')} of training"
+    return text + f" (commit {', '.join(short_commit(c) for c in seeds['git_commits'])})"
 
 
 def document_data(runs, out):

@@ -78,14 +78,15 @@ def test_report_numbers_equal_summaries_and_rebuild_is_identical(tiny_runs, tmp_
     text = report.build(log_dir, out).read_text()
     for name, run_dir in runs.items():
         s = json.loads((run_dir / "summary.json").read_text())
-        assert f"| lowest test error | {s['lowest_test_error']:.2f}% (epoch {s['lowest_test_epoch']:.2f}) |" in text
+        assert f"| final test error | {s['final']['test_error']:.2f}% (the last evaluation of the fixed schedule) |" in text
+        assert f"| lowest test error, chosen on the test set | {s['lowest_test_error']:.2f}% (epoch {s['lowest_test_epoch']:.2f}) |" in text
         assert f"| test error at best dev | {s['test_error_at_best_dev']:.2f}% (best dev {s['best_dev_error']:.2f}%" in text
         for fig in ("loss", "error", "weights"):
             assert f"({name}/{fig}.png)" in text and (out / name / f"{fig}.png").is_file()
     # Every figure the report names exists.
     for ref in re.findall(r"\]\(([^)]+\.png)\)", text):
         assert (out / ref).is_file(), ref
-    assert "| Softmax (logistic) regression, tuned | | 7.49% |" in text
+    assert "| Softmax (logistic) regression, tuned | | | 7.49% |" in text
     again = report.build(log_dir, tmp_path / "again").read_text()
     assert again == text
     assert (out / "sigmoid" / "loss.png").read_bytes() == (tmp_path / "again" / "sigmoid" / "loss.png").read_bytes()
@@ -135,3 +136,34 @@ def test_report_extras_come_from_their_files(tiny_runs, tmp_path):
     assert "| sigmoid | 100 | autograd | 1.000 | 1.000 | 0.900 | 1.100 | 0.500 | 0.600 | 0.800 | 0.909 | 2.00 |" in text
     assert "| relu | 100 | autograd | 1.000 | 1.000 | 0.900 | 1.100 | 0.500 | 0.700 | n/a | 0.909 | 2.00 |" in text
     assert "19.00 s per epoch" in text
+
+
+def test_report_reads_the_newest_seed_set_of_the_plain_config(tiny_runs, tmp_path):
+    log_dir, runs = tiny_runs
+    copy = tmp_path / "logs"
+    shutil.copytree(log_dir, copy)
+    summaries = [json.loads((runs["sigmoid"] / "summary.json").read_text())]
+    summaries.append(dict(summaries[0], seed=1, final=dict(summaries[0]["final"], test_error=summaries[0]["final"]["test_error"] + 1.0)))
+    from nnhw import runlog
+
+    agg = runlog.aggregate(summaries, "python -m nnhw.train configs/sigmoid.toml --seeds 0,1", [str(runs["sigmoid"])] * 2)
+    (copy / "sigmoid" / "seeds_20260101-000000_0-1.json").write_text(json.dumps(agg))
+    other = dict(agg, command="python -m nnhw.train configs/sigmoid.toml --seeds 0,1 optim.lr=9")  # newer, but with an override
+    (copy / "sigmoid" / "seeds_20260102-000000_0-1.json").write_text(json.dumps(other))
+    text = report.build(copy, tmp_path / "r", pdf=False).read_text()
+    st = agg["stats"]["final_test_error"]
+    assert f"| nnhw `sigmoid` (question 4.1) | {st['mean']:.2f} +- {st['std']:.2f}% (2 seeds) |" in text
+    assert f"final test error {st['mean']:.2f} +- {st['std']:.2f}% (2 seeds)" in text
+
+
+def test_commit_flag_marks_code_that_is_not_heads():
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    root = subprocess.run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.split()[0]
+    assert report.differs_from_head(head) is False
+    assert report.differs_from_head(root) is True  # the first commit had none of today's nnhw/
+    assert report.differs_from_head(head + "-dirty") is True  # run with uncommitted edits in nnhw/ or configs/
+    assert report.differs_from_head("0" * 40) is True and report.differs_from_head("unknown") is True
+    assert report.commit_text(head) == f"`{head[:12]}`"
+    assert report.commit_text(root).endswith("(differs from HEAD in nnhw/ or configs/)")
