@@ -48,7 +48,8 @@ from nnhw import config as config_mod  # noqa: E402
 from nnhw import data as data_mod  # noqa: E402
 from nnhw import functions as nf  # noqa: E402
 from nnhw import models  # noqa: E402
-from nnhw.train import build, describe_device, evaluate, git_commit, make_train_step  # noqa: E402
+from nnhw.optim import lr_at  # noqa: E402
+from nnhw.train import build, describe_device, evaluate, git_commit, make_train_step, run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH = 50000
@@ -344,10 +345,8 @@ EVERY = 10_000  # images between test evaluations, for all three
 
 def nnhw_time_to_99(cfg_path, device, tmp):
     """configs/fast.toml exactly as `python -m nnhw.train` runs it; the seconds come from its summary."""
-    from nnhw import train as train_mod
-
     cfg = config_mod.load(cfg_path, [f'run.device="{device.type}"', f'run.log_dir="{tmp}"', f"eval.every={EVERY}"])
-    run_dir, _, _ = train_mod.run(cfg)
+    run_dir, _, _ = run(cfg)
     s = json.loads((Path(run_dir) / "summary.json").read_text())
     first = s["time_to_accuracy"]["99%"]
     return dict(seconds=first and first["train_seconds"], epoch=first and first["epoch"], final_test_error=s["final"]["test_error"],
@@ -401,8 +400,6 @@ def builtin_fast_net(cfg, init, device):
 def builtin_fast_time_to_99(cfg_path, device, max_seconds):
     """The same recipe in built-in layers: nn.Conv2d, nn.MaxPool2d, nn.Linear in an nn.Sequential,
     F.cross_entropy and torch.optim.Adam, with nnhw's initial weights, schedule, data tensors and order."""
-    from nnhw.optim import lr_at
-
     cfg = config_mod.load(cfg_path, [f'run.device="{device.type}"'])
     o = cfg.optim
     splits = data_mod.load_splits(data_mod.resolve_root(cfg.data.root), False, cfg.data.train_split, cfg.data.standardize, device)
