@@ -86,6 +86,7 @@ class OptimConfig:
     eps: float = opt(1e-8, "'adam': added to the root of the squared gradient's mean, so no step divides by 0", gt=0.0)
     l2: float = opt(0.0, "lambda of the L2 penalty (lambda/2)||W||^2 on the weights", min=0.0)
     l2_bias: bool = opt(False, "apply the L2 penalty to the biases too")
+    max_norm: float = opt(0.0, "max-norm c: after every update each unit's incoming weights (a row of W, a whole conv filter) are scaled back to norm <= c (0 is off)", min=0.0)
     schedule: str = opt("constant", "learning-rate schedule: 'constant', 'step' (times gamma at each milestone), 'cosine' or 'linear' (down to lr * final_fraction at the end)", choices=["constant", "step", "cosine", "linear"])
     milestones: list[float] = opt([], "epochs at which the 'step' schedule multiplies the rate by gamma")
     gamma: float = opt(0.1, "factor of the 'step' schedule", gt=0.0, le=1.0)
@@ -99,10 +100,12 @@ class TrainConfig:
     epochs: float = opt(10.0, "passes over the training split (fractions allowed)", gt=0.0, le=1e6)
     engine: str = opt("autograd", "who runs the Functions' backward: 'autograd' (torch.autograd) or 'tape' (nnhw.tape, reverse mode written out; much less overhead per step, the cheap path for batch size 1)", choices=["autograd", "tape"])
     compile: bool = opt(False, "compile the forward pass and loss with torch.compile (engine 'autograd' only); nnhw's Functions are what it traces. It pays off on a GPU; on a CPU the compile takes a minute and small batches run no faster")
-    augment: str = opt("none", "data augmentation of each training batch on the device: 'none', 'shift' (random translations) or 'affine' (translation, rotation and scaling)", choices=["none", "shift", "affine"])
+    augment: str = opt("none", "data augmentation of each training batch on the device: 'none', 'shift' (random translations), 'affine' (translation, rotation and scaling) or 'elastic' (affine, then an elastic distortion)", choices=["none", "shift", "affine", "elastic"])
     augment_shift: float = opt(2.0, "largest translation in pixels, each direction", min=0.0, le=28.0)
-    augment_rotate: float = opt(10.0, "'affine': largest rotation in degrees", min=0.0, le=180.0)
-    augment_scale: float = opt(0.1, "'affine': largest relative change of scale", min=0.0, lt=1.0)
+    augment_rotate: float = opt(10.0, "'affine', 'elastic': largest rotation in degrees", min=0.0, le=180.0)
+    augment_scale: float = opt(0.1, "'affine', 'elastic': largest relative change of scale", min=0.0, lt=1.0)
+    elastic_alpha: float = opt(34.0, "'elastic': scale in pixels of the displacement field (Simard et al. 2003 use 34)", min=0.0, le=1000.0)
+    elastic_sigma: float = opt(4.0, "'elastic': std in pixels of the Gaussian that smooths the field (Simard et al. 2003 use 4)", gt=0.0, le=28.0)
 
 
 @dataclass

@@ -52,13 +52,16 @@ CODE = [
     ("configs/relu.toml", "4.2"),
     ("configs/wide.toml", "4.3 (wide)"),
     ("configs/deep.toml", "4.3 (deep)"),
+    ("configs/mlp_aug.toml", "4.3 (augmented)"),
     ("configs/cnn.toml", "6"),
     ("configs/cnn_aug.toml", "6 (augmented)"),
+    ("configs/fast.toml", "6 (fast)"),
     ("tools/complexity.py", "2.1 (the measured costs)"),
     ("tools/bench.py", "speed (not a homework question)"),
     ("tools/gpu_check.sh", "speed on a GPU (not a homework question)"),
 ]
 LANGS = {".py": "python", ".toml": "toml", ".sh": "bash", ".typ": "typc"}
+POOLING_NAMES = {"avg": "average", "max": "max"}  # model.pool_type -> words, in REPORT.md and the PDF
 
 
 # --------------------------------------------------------------------------- #
@@ -204,7 +207,7 @@ def run_data(name, question, run, out):
             kernels=", ".join(f"{k}x{k}" for k in m.conv_kernel),
             padding=str(m.conv_padding),
             pool=f"{m.pool}x{m.pool}",
-            pooling={"avg": "average", "max": "max"}[m.pool_type],
+            pooling=POOLING_NAMES[m.pool_type],
             order="its transfer, then" if m.pool_type == "avg" else "max pooling, then its transfer (the same as the other way round for a nondecreasing transfer)",
             stride=str(m.pool_stride),
             hidden=", ".join(str(h) for h in m.hidden),

@@ -12,6 +12,11 @@ g = dL/dW + lambda W, after t updates:
     m <- beta1 m + (1 - beta1) g
     s <- beta2 s + (1 - beta2) g^2
     W <- W - lr (m / (1 - beta1^t)) / (sqrt(s / (1 - beta2^t)) + eps)
+
+Max-norm (Srivastava et al. 2014), after either update: every unit's incoming weights, a row w_j
+of W (a whole filter of a convolution), are projected back onto the ball ||w_j|| <= c:
+
+    w_j <- w_j * min(1, c / ||w_j||)
 """
 
 import math
@@ -44,6 +49,15 @@ def lr_at(cfg_optim, epoch, total_epochs):
     return lr + (end - lr) * t  # linear
 
 
+@torch.no_grad()
+def max_norm_(weights, c):
+    """Project each row w_j of every weight tensor onto ||w_j|| <= c, in place (see the module docstring)."""
+    for W in weights:
+        rows = W.view(len(W), -1)  # (units, fan_in)
+        norms = torch.linalg.vector_norm(rows, dim=1, keepdim=True)  # (units, 1)
+        rows.mul_(torch.clamp(c / norms.clamp_min(1e-30), max=1.0))
+
+
 class MomentumSGD:
     """Owns one velocity tensor per parameter; `step` updates the parameters in place.
 
@@ -51,9 +65,11 @@ class MomentumSGD:
     parameter instead of a Python loop), the same arithmetic as the loop in the module docstring.
     """
 
-    def __init__(self, params, momentum=0.9, l2=0.0, l2_bias=False):
+    def __init__(self, params, momentum=0.9, l2=0.0, l2_bias=False, max_norm=0.0):
         self.momentum = momentum
         self.l2 = l2
+        self.max_norm = max_norm  # 0: no constraint
+        self.weights = [p for n, p in params.items() if not is_bias(n)]
         self.names = list(params)
         self.tensors = list(params.values())
         self.velocity = {n: torch.zeros_like(p, requires_grad=False) for n, p in params.items()}
@@ -75,6 +91,8 @@ class MomentumSGD:
         if self.decayed_p:
             torch._foreach_add_(self.decayed_v, self.decayed_p, alpha=self.l2)  # + lambda W
         torch._foreach_add_(self.tensors, self.v, alpha=-lr)  # W <- W - lr v
+        if self.max_norm:
+            max_norm_(self.weights, self.max_norm)
 
     def state_dict(self):
         return {n: v.detach().clone() for n, v in self.velocity.items()}
@@ -89,8 +107,9 @@ class Adam:
     """Owns the two running means per parameter and the update count; `step` updates in place.
     The same _foreach arithmetic as MomentumSGD, following the module docstring line by line."""
 
-    def __init__(self, params, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0, l2_bias=False):
-        self.beta1, self.beta2, self.eps, self.l2 = beta1, beta2, eps, l2
+    def __init__(self, params, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0, l2_bias=False, max_norm=0.0):
+        self.beta1, self.beta2, self.eps, self.l2, self.max_norm = beta1, beta2, eps, l2, max_norm
+        self.weights = [p for n, p in params.items() if not is_bias(n)]
         self.names = list(params)
         self.tensors = list(params.values())
         self.m = [torch.zeros_like(p, requires_grad=False) for p in self.tensors]
@@ -109,6 +128,8 @@ class Adam:
         denom = torch._foreach_sqrt(self.s)  # sqrt(s / bias2) + eps = (sqrt(s) + eps sqrt(bias2)) / sqrt(bias2)
         torch._foreach_add_(denom, self.eps * math.sqrt(bias2))
         torch._foreach_addcdiv_(self.tensors, self.m, denom, value=-lr * math.sqrt(bias2) / bias1)  # W <- W - lr m^ / (sqrt(s^) + eps)
+        if self.max_norm:
+            max_norm_(self.weights, self.max_norm)
 
     def state_dict(self):
         state = {f"m.{n}": m.detach().clone() for n, m in zip(self.names, self.m)}

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
-from . import handin
+from . import handin, runlog
 
 # (question, config name, what the homework asks for)
 QUESTIONS = [
@@ -29,6 +29,7 @@ QUESTIONS = [
     ("4.2", "relu", "One hidden layer of 200 ReLU units, ReLU outputs, squared error"),
     ("4.3 (wide)", "wide", "Extra credit: a wide one-hidden-layer MLP on train+dev"),
     ("4.3 (deep)", "deep", "Extra credit: an MLP with at least two hidden layers on train+dev"),
+    ("4.3 (augmented)", "mlp_aug", "Extra credit, being creative: an MLP trained on elastically distorted images on train+dev"),
     ("6", "cnn", "Extra credit: a CNN with average pooling on train+dev"),
     ("6 (augmented)", "cnn_aug", "Extra credit: the CNN with data augmentation on the device"),
     ("6 (fast)", "fast", "Beyond the homework: 99% test accuracy in seconds (max pooling, Adam, one-cycle)"),
@@ -79,22 +80,24 @@ def latest_seeds(log_dir, name):
 REPO = Path(__file__).resolve().parents[1]
 
 
-def differs_from_head(commit, repo=REPO):
-    """True when the code that makes a result (nnhw/, configs/) at `commit` is not HEAD's: a '-dirty'
-    commit, one git does not know, or one whose nnhw/ or configs/ differ from HEAD's. None without git."""
+def differs_from_head(commit, name=None, repo=REPO):
+    """True when the code that makes a result at `commit` is not HEAD's: a '-dirty' commit, one git
+    does not know, or one whose nnhw/ (but the report's builders) or configs/<name>.toml differ from
+    HEAD's (all of configs/ when no name is given: runlog.result_paths). None without git."""
     if commit.endswith("-dirty") or commit == "unknown":
         return True
     try:
-        res = subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", "nnhw", "configs"], cwd=repo, capture_output=True, timeout=30)
+        res = subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", *runlog.result_paths(name)], cwd=repo, capture_output=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
     return res.returncode != 0  # 1: they differ; 128: git does not know the commit
 
 
-def commit_text(commit, repo=REPO):
-    """The commit behind a number, flagged when its code is not HEAD's."""
-    flag = differs_from_head(commit, repo)
-    return f"`{short_commit(commit)}`" + (" (differs from HEAD in nnhw/ or configs/)" if flag else "")
+def commit_text(commit, name=None, repo=REPO):
+    """The commit behind a number of configs/<name>.toml, flagged when its code or that config is not HEAD's."""
+    flag = differs_from_head(commit, name, repo)
+    where = f"configs/{name}.toml" if name else "configs/"
+    return f"`{short_commit(commit)}`" + (f" (differs from HEAD in nnhw/ or {where})" if flag else "")
 
 
 def mean_std(stat, unit="%"):
@@ -120,7 +123,7 @@ def schedule_text(o):
 def parameter_rows(cfg):
     m, o = cfg.model, cfg.optim
     if m.arch == "cnn":
-        pooling = {"avg": "average", "max": "max"}[m.pool_type]
+        pooling = handin.POOLING_NAMES[m.pool_type]
         model = (
             f"CNN: conv channels {m.conv_channels}, filters {m.conv_kernel} (padding {m.conv_padding}), "
             f"{pooling} pooling {m.pool}x{m.pool} stride {m.pool_stride} after each; fully connected {m.hidden}; {m.transfer}"
@@ -138,6 +141,7 @@ def parameter_rows(cfg):
         ("schedule", schedule_text(o) + (f", after a linear warm-up over the first {o.warmup:g} of the run" if o.warmup else "")),
         ("momentum" if o.optimizer == "sgd" else "beta1", f"{o.momentum:g}"),
         ("lambda (L2)", f"{o.l2:g}" + (" (biases too)" if o.l2_bias else " (weights only)")),
+        *([("max-norm", f"each unit's incoming weights kept at norm <= {o.max_norm:g}")] if o.max_norm else []),
         ("initialisation", f"{m.init} (scale {m.init_scale:g}), biases {m.bias_init:g}"),
         ("seed", f"{cfg.run.seed}"),
         ("backward engine", cfg.train.engine + (", torch.compile" if cfg.train.compile else "")),
@@ -149,6 +153,9 @@ def parameter_rows(cfg):
         rows.append(("augmentation", f"random shifts up to {t.augment_shift:g} px, on the device"))
     elif t.augment == "affine":
         rows.append(("augmentation", f"random shifts up to {t.augment_shift:g} px, rotations up to {t.augment_rotate:g} deg, scale +-{t.augment_scale:g}, on the device"))
+    elif t.augment == "elastic":
+        rows.append(("augmentation", f"random shifts up to {t.augment_shift:g} px, rotations up to {t.augment_rotate:g} deg, scale +-{t.augment_scale:g}, "
+                                     f"then an elastic distortion (alpha {t.elastic_alpha:g} px, sigma {t.elastic_sigma:g} px), on the device"))
     return rows
 
 
@@ -176,12 +183,12 @@ def section(question, name, what, run, out):
     if run is None:
         return lines + [f"No finished run of `configs/{name}.toml` yet: `python -m nnhw.train configs/{name}.toml`.", ""]
     run_dir, summary, cfg, sw = run["dir"], run["summary"], run["cfg"], run["sweep"]
-    lines += [f"Config `configs/{name}.toml`; run `{run_dir.name}` at commit {commit_text(summary['git_commit'])}.", ""]
+    lines += [f"Config `configs/{name}.toml`; run `{run_dir.name}` at commit {commit_text(summary['git_commit'], name)}.", ""]
     seeds = run.get("seeds")
     if seeds is not None:
         st = seeds["stats"]
         lines += [f"**Over seeds {', '.join(map(str, seeds['seeds']))}** (`{seeds['command']}`, at "
-                  f"{', '.join(commit_text(c) for c in seeds['git_commits'])}): final test error {mean_std(st['final_test_error'])}"
+                  f"{', '.join(commit_text(c, name) for c in seeds['git_commits'])}): final test error {mean_std(st['final_test_error'])}"
                   + (f"; test error at best dev {mean_std(st['test_error_at_best_dev'])}" if st["test_error_at_best_dev"] else "")
                   + f"; lowest test error, chosen on the test set as the homework asks, {mean_std(st['lowest_test_error'])}"
                   + (f"; 99% test accuracy after {mean_std(st['seconds_to_99'], ' s')} of training" if st["seconds_to_99"] else "")
@@ -291,11 +298,11 @@ def build(log_dir="tb_logs", out="reports", pdf=True):
     for question, name, what in QUESTIONS:
         run = collect(name, log_dir, out)
         runs.append((question, name, run))
-        if run is None and name in ("wide", "deep", "cnn", "cnn_aug", "fast"):
+        if run is None and name in ("wide", "deep", "mlp_aug", "cnn", "cnn_aug", "fast"):
             continue  # extra credit not run yet: leave it out rather than list an empty section
         body += section(question, name, what, run, out)
         if run is not None:
-            table.append((f"nnhw `{name}` (question {question})", run))
+            table.append((f"nnhw `{name}` (question {question})", name, run))
     head = [
         "# nnhw report: homework 4 on MNIST",
         "",
@@ -312,15 +319,15 @@ def build(log_dir="tb_logs", out="reports", pdf=True):
         "| model | final test error | test error at best dev | lowest test error (chosen on the test set) | commit | source |",
         "|---|---|---|---|---|---|",
     ]
-    for label, run in table:
+    for label, name, run in table:
         s, seeds = run["summary"], run.get("seeds")
         if seeds is not None:
             st = seeds["stats"]
             cells = [mean_std(st["final_test_error"]), mean_std(st["test_error_at_best_dev"]), mean_std(st["lowest_test_error"])]
-            commits = ", ".join(commit_text(c) for c in seeds["git_commits"])
+            commits = ", ".join(commit_text(c, name) for c in seeds["git_commits"])
         else:
             cells = [pct(s["final"]["test_error"]) + " (1 seed)", pct(s["test_error_at_best_dev"]), pct(s["lowest_test_error"])]
-            commits = commit_text(s["git_commit"])
+            commits = commit_text(s["git_commit"], name)
         head.append(f"| {label} | {' | '.join(cells)} | {commits} | this report |")
     for label, err, source in PUBLISHED:
         head.append(f"| {label} | | | {err:.2f}% | | {source} |")

@@ -9,6 +9,7 @@ sub-run is made (torch's SummaryWriter.add_hparams makes one per call).
 
 import os
 import re
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -16,6 +17,14 @@ from pathlib import Path
 from . import models
 
 HPARAMS_FILE = "events.out.tfevents.hparams"  # sorts after the run's timestamped event files
+# The report's builders only read finished runs: editing them cannot move a result.
+REPORT_ONLY = ("nnhw/report.py", "nnhw/handin.py", "nnhw/handin.typ")
+
+
+def result_paths(config_name=None):
+    """Git pathspecs, from the repository's root, of what makes a result: nnhw/ but the report's
+    builders, and configs/ (only configs/<config_name>.toml when a config is named)."""
+    return ["nnhw", *(f":(exclude){p}" for p in REPORT_ONLY), f"configs/{config_name}.toml" if config_name else "configs"]
 
 
 class Log:
@@ -103,7 +112,6 @@ def aggregate(summaries, command, run_dirs, diverged=()):
     """Several seeds' summaries as one record: each seed's numbers, and per number the mean, the sample
     standard deviation, min and max over the seeds that have it (n counts them; a number a seed lacks,
     such as the time to 99% of a seed that never got there, is left out of its statistics)."""
-    import statistics
 
     per_seed = [dict(seed=s["seed"], run_dir=d, git_commit=s["git_commit"], **{k: get(s) for k, get in SEED_METRICS.items()})
                 for s, d in zip(summaries, run_dirs)]
@@ -159,7 +167,7 @@ def hparams_of(cfg, overrides=""):
     hp = dict(
         config=cfg.run.name, overrides=overrides or "none", seed=cfg.run.seed, lr=o.lr, hidden="x".join(map(str, m.hidden)) or "none",
         transfer=m.transfer, arch=m.arch, output_transfer=m.output_transfer, loss=m.loss, init=m.init,
-        momentum=o.momentum, l2=o.l2, schedule=o.schedule, batch_size=t.batch_size, epochs=t.epochs,
+        momentum=o.momentum, l2=o.l2, max_norm=o.max_norm, schedule=o.schedule, batch_size=t.batch_size, epochs=t.epochs,
         engine=t.engine, augment=t.augment, dropout_input=m.dropout_input,
         dropout_hidden=m.dropout_hidden, train_split=cfg.data.train_split,
     )

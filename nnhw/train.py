@@ -175,13 +175,14 @@ class RunLock:
 
 
 def git_commit():
-    """HEAD, with '-dirty' when the code or configs that make a result (nnhw/, configs/) differ from it;
-    edits elsewhere (the README, reports/) do not move a result."""
-    here = Path(__file__).resolve().parent
+    """HEAD, with '-dirty' when the code or configs that make a result (runlog.result_paths: nnhw/ but
+    the report's builders, and configs/) differ from it; edits elsewhere (the README, reports/) do not
+    move a result."""
+    repo = Path(__file__).resolve().parents[1]
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "../nnhw", "../configs"],
-                               cwd=here, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *runlog.result_paths()],
+                               cwd=repo, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if head.returncode != 0:
@@ -239,9 +240,9 @@ def build(cfg, device):
     params = models.init_params(cfg.model, cfg.run.seed, device)
     o = cfg.optim
     if o.optimizer == "adam":
-        opt = Adam(params, o.momentum, o.beta2, o.eps, o.l2, o.l2_bias)
+        opt = Adam(params, o.momentum, o.beta2, o.eps, o.l2, o.l2_bias, o.max_norm)
     else:
-        opt = MomentumSGD(params, o.momentum, o.l2, o.l2_bias)
+        opt = MomentumSGD(params, o.momentum, o.l2, o.l2_bias, o.max_norm)
     return params, models.make_forward(cfg.model), models.make_loss(cfg.model), opt
 
 
@@ -652,13 +653,13 @@ def resume_config(saved, overrides):
 
 
 def parse_seeds(text):
-    """'0,1,2' -> [0, 1, 2]; ConfigError for anything else."""
+    """'0,1,2' -> [0, 1, 2]; ConfigError for anything else. The config check of run.seed bounds each seed."""
     try:
         seeds = [int(part) for part in text.split(",")]
     except ValueError:
         seeds = []
-    if not seeds or any(not 0 <= s <= 2**62 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds: expected distinct seeds in [0, 2^62] separated by commas, like 0,1,2; got {text!r}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: expected distinct whole numbers separated by commas, like 0,1,2; got {text!r}")
     return seeds
 
 
@@ -722,6 +723,11 @@ def main(argv=None):
         if args.resume or not args.config:
             raise ConfigError("--seeds needs a CONFIG and starts new runs; resume each seed's run on its own with --resume RUN_DIR")
         cfg = config_mod.load(args.config, args.overrides)  # a bad config stops here, before any seed runs
+        for seed in seeds:  # and so does a seed that run.seed's own check refuses
+            try:
+                config_mod.apply_overrides(config_mod.load(args.config, args.overrides), [f"run.seed={seed}"])
+            except ConfigError as e:
+                raise ConfigError(f"--seeds: {e}") from None
     except ConfigError as e:
         print(f"nnhw.train: error: {e}", file=sys.stderr)
         return EXIT_CONFIG

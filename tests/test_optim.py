@@ -98,3 +98,36 @@ def test_warmup_then_cosine_and_without_warmup_unchanged():
     plain = _optim(lr=0.1, schedule="cosine")
     assert lr_at(plain, 0.0, 4) == 0.1 and lr_at(plain, 2.0, 4) == pytest.approx(0.05)
     assert math.isclose(lr_at(_optim(lr=0.1, warmup=0.25), 0.5, 4), 0.05)  # constant after a warm-up
+
+
+def test_max_norm_projects_each_row_onto_the_ball():
+    """Rows (a conv filter counts as one row) longer than c come back at norm c in the same direction,
+    shorter ones are untouched: what torch.renorm does, as a reference."""
+    from nnhw.optim import max_norm_
+
+    gen = torch.Generator().manual_seed(3)
+    W = torch.randn(6, 5, generator=gen, dtype=torch.float64) * torch.tensor([0.1, 1, 2, 3, 0.2, 5], dtype=torch.float64)[:, None]
+    K = torch.randn(4, 2, 3, 3, generator=gen, dtype=torch.float64)
+    c = 1.5
+    ref = [torch.renorm(W, 2, 0, c), torch.renorm(K, 2, 0, c)]
+    before = W.clone()
+    max_norm_([W, K], c)
+    for got, want in zip((W, K), ref):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    norms = before.norm(dim=1)
+    assert (norms < c).any() and (norms > c).any()  # the sample has rows on both sides of the ball
+    torch.testing.assert_close(W[norms < c], before[norms < c], rtol=0, atol=0)
+    torch.testing.assert_close(W.norm(dim=1)[norms > c], torch.full_like(norms[norms > c], c))
+
+
+@pytest.mark.parametrize("make", [lambda p: MomentumSGD(p, 0.9, 0.0, max_norm=0.5), lambda p: Adam(p, max_norm=0.5)])
+def test_optimisers_keep_weights_inside_max_norm_and_leave_biases(make):
+    params, x = _problem(4)
+    params = {n: (p * 3).requires_grad_() for n, p in params.items()}  # rows start far outside the ball
+    opt = make(params)
+    bias_before = params["b1"].detach().clone()
+    g = _grads(params, x)
+    opt.step(g, 0.01)
+    assert (params["W1"].detach().norm(dim=1) <= 0.5 + 1e-12).all()
+    assert params["b1"].detach().norm() > 0.5  # biases are not constrained
+    assert not torch.equal(params["b1"].detach(), bias_before)

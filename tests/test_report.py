@@ -167,3 +167,35 @@ def test_commit_flag_marks_code_that_is_not_heads():
     assert report.differs_from_head("0" * 40) is True and report.differs_from_head("unknown") is True
     assert report.commit_text(head) == f"`{head[:12]}`"
     assert report.commit_text(root).endswith("(differs from HEAD in nnhw/ or configs/)")
+
+
+def test_commit_flag_follows_the_code_and_the_runs_own_config(tmp_path):
+    """A new or edited config flags only its own runs, and an edit of the report's builders flags none;
+    any other edit in nnhw/ flags them all."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    def commit(path, text):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+        git("add", "-A")
+        git("commit", "-q", "-m", path)
+        return git("rev-parse", "HEAD")
+
+    git("init", "-q")
+    commit("nnhw/train.py", "loop = 1\n")
+    commit("nnhw/report.py", "table = 1\n")
+    first = commit("configs/a.toml", "lr = 1\n")
+    commit("configs/b.toml", "lr = 2\n")  # a new config
+    assert report.differs_from_head(first, "a", tmp_path) is False
+    assert report.differs_from_head(first, "b", tmp_path) is True
+    assert report.differs_from_head(first, None, tmp_path) is True  # no name: all of configs/
+    second = commit("configs/b.toml", "lr = 3\n")
+    commit("nnhw/report.py", "table = 2\n")  # the report's builder only reads runs
+    assert report.differs_from_head(second, "a", tmp_path) is False and report.differs_from_head(second, "b", tmp_path) is False
+    commit("nnhw/train.py", "loop = 2\n")
+    assert report.differs_from_head(second, "a", tmp_path) is True
+    assert report.commit_text(second, "a", tmp_path).endswith("(differs from HEAD in nnhw/ or configs/a.toml)")

@@ -129,7 +129,7 @@ def test_divergence_stops_with_lr_and_keeps_checkpoint(tmp_path, mnist_root):
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
 
 
-@pytest.mark.parametrize("name", ["wide", "deep", "cnn", "cnn_aug", "fast"])
+@pytest.mark.parametrize("name", ["wide", "deep", "mlp_aug", "cnn", "cnn_aug", "fast"])
 def test_extra_credit_configs_train_a_few_steps(tmp_path, mnist_root, monkeypatch, name):
     """Each extra-credit config, as committed, takes a few real steps (dropout, augmentation, conv, max pooling, Adam) and learns."""
     monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
