@@ -41,6 +41,8 @@ PUBLISHED = [
     ("Softmax (logistic) regression, tuned", 7.49, "deeplearning.net logistic-regression tutorial"),
     ("1 hidden layer, 300 units, squared error", 4.7, "LeCun et al. 1998, the MNIST table"),
     ("1 hidden layer, 800 units, cross-entropy", 1.6, "Simard et al. 2003"),
+    ("1 hidden layer, 800 units, affine distortions", 1.1, "Simard et al. 2003"),
+    ("1 hidden layer, 800 units, elastic distortions", 0.7, "Simard et al. 2003"),
     ("3x1024 ReLU, dropout and max-norm", 1.06, "Srivastava et al. 2014"),
     ("2x8192 ReLU, dropout and max-norm", 0.95, "Srivastava et al. 2014"),
     ("LeNet-5", 0.95, "LeCun et al. 1998"),
