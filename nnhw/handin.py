@@ -143,6 +143,15 @@ def readout_text(params):
     return lines, summary
 
 
+def run_readout(run_dir):
+    """readout_text of a run's weights: from its checkpoint, or, for a run the report keeps without one,
+    from the readout.json it wrote in its place (nnhw.report.keep)."""
+    if (run_dir / "checkpoint.pt").is_file():
+        return readout_text(torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["params"])
+    kept = json.loads((run_dir / "readout.json").read_text())
+    return kept["lines"], kept["summary"]
+
+
 # --------------------------------------------------------------------------- #
 # The data the template reads                                                 #
 # --------------------------------------------------------------------------- #
@@ -165,8 +174,7 @@ def run_data(name, question, run, out):
 
     s, cfg = run["summary"], run["cfg"]
     final = s["final"]
-    params = torch.load(run["dir"] / "checkpoint.pt", map_location="cpu", weights_only=True)["params"]
-    lines, summary = readout_text(params)
+    lines, summary = run_readout(run["dir"])
     history = json.loads((run["dir"] / "history.json").read_text())
     first_99 = (s.get("time_to_accuracy") or {}).get("99%")
     d = dict(

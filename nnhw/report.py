@@ -5,7 +5,10 @@ config (a run started as `python -m nnhw.train configs/<name>.toml`, with no
 overrides) from the log folder, the newest set of seeds of it (`--seeds`, its
 seeds_*.json), and the newest learning-rate sweep, copies their PNGs beside the
 report, and writes every number from their summary.json, seeds_*.json and
-sweep.json. Every number names the commit it came from, and a commit whose nnhw/ or
+sweep.json. It keeps what it read of those runs under reports/runs/ (summaries,
+histories, figures, and the sentences read from the weights, not the checkpoints), where
+later builds find them too: the newest run of the two places wins, so the committed report
+can be rebuilt without tb_logs/. Every number names the commit it came from, and a commit whose nnhw/ or
 configs/ differ from HEAD's is flagged. The same runs always give the same files.
 REPORT.pdf is the hand-in: every question in the homework's order, then the code
 (nnhw/handin.py).
@@ -61,22 +64,69 @@ def pct(x):
     return "n/a" if x is None else f"{x:.2f}%"
 
 
-def latest_run(log_dir, name):
+# <out>/runs/: what the report read of each run, kept beside it (tb_logs/ is not committed), so that a later
+# build, on another machine or after tb_logs/ is gone, finds the same runs. The weights are kept only as
+# the sentences read from them (readout.json): checkpoints are megabytes.
+KEPT = "runs"
+KEPT_FILES = ["summary.json", "config.toml", "history.json", *(f"{fig}.png" for fig in FIGURES)]
+
+
+def search_dirs(log_dir, out):
+    """Where runs are looked for: the log folder first, then the runs kept beside the report."""
+    return [Path(log_dir), Path(out) / KEPT]
+
+
+def newest(paths):
+    """The path whose name sorts last (run ids and seed sets begin with their time); of equal names, the
+    first found (the log folder's before its kept copy). None when there is none."""
+    by_name = {}
+    for path in paths:
+        by_name.setdefault(path.name, path)
+    return by_name[max(by_name)] if by_name else None
+
+
+def latest_run(dirs, name):
     """The newest finished run of configs/<name>.toml without overrides, or None."""
     want = f"python -m nnhw.train configs/{name}.toml"
     found = []
-    for summary_path in sorted((Path(log_dir) / name).glob("*/summary.json")):
-        s = json.loads(summary_path.read_text())
-        if s.get("status") == "finished" and s.get("command", "").strip() == want:
-            found.append(summary_path.parent)
-    return found[-1] if found else None
+    for d in dirs:
+        for summary_path in sorted((Path(d) / name).glob("*/summary.json")):
+            s = json.loads(summary_path.read_text())
+            if s.get("status") == "finished" and s.get("command", "").strip() == want:
+                found.append(summary_path.parent)
+    return newest(found)
 
 
-def latest_seeds(log_dir, name):
-    """The newest `python -m nnhw.train configs/<name>.toml --seeds ...` aggregate (no other overrides), or None."""
+def latest_seeds(dirs, name):
+    """The newest `python -m nnhw.train configs/<name>.toml --seeds ...` aggregate file (no other overrides), or None."""
     want = re.compile(rf"python -m nnhw\.train configs/{re.escape(name)}\.toml --seeds[ =][0-9,]+")
-    found = [p for p in sorted((Path(log_dir) / name).glob("seeds_*.json")) if want.fullmatch(json.loads(p.read_text())["command"].strip())]
-    return json.loads(found[-1].read_text()) if found else None
+    return newest(p for d in dirs for p in sorted((Path(d) / name).glob("seeds_*.json"))
+                  if want.fullmatch(json.loads(p.read_text())["command"].strip()))
+
+
+def latest_sweep(dirs, name):
+    return newest(p.parent for d in dirs for p in sorted((Path(d) / f"{name}-sweep").glob("*/sweep.json")))
+
+
+def keep(name, run_dir, seeds_path, sweep_dir, out):
+    """Copy what the report reads of a run, its seed set and its sweep into <out>/runs/ (see KEPT)."""
+    kept = Path(out) / KEPT
+    dest = kept / name / run_dir.name
+    if run_dir.resolve() != dest.resolve():
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in KEPT_FILES:
+            if (run_dir / f).is_file():
+                shutil.copyfile(run_dir / f, dest / f)
+        lines, summary = handin.run_readout(run_dir)
+        (dest / "readout.json").write_text(json.dumps(dict(lines=lines, summary=summary), indent=1) + "\n")
+    if seeds_path is not None and seeds_path.parent.resolve() != (kept / name).resolve():
+        shutil.copyfile(seeds_path, kept / name / seeds_path.name)
+    if sweep_dir is not None:
+        sweep_dest = kept / f"{name}-sweep" / sweep_dir.name
+        if sweep_dir.resolve() != sweep_dest.resolve():
+            sweep_dest.mkdir(parents=True, exist_ok=True)
+            for f in ("sweep.json", "sweep.png"):
+                shutil.copyfile(sweep_dir / f, sweep_dest / f)
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,11 +157,6 @@ def mean_std(stat, unit="%"):
     if stat is None:
         return "n/a"
     return f"{stat['mean']:.2f} +- {stat['std']:.2f}{unit} ({stat['n']} seed{'s' if stat['n'] != 1 else ''})"
-
-
-def latest_sweep(log_dir, name):
-    found = sorted((Path(log_dir) / f"{name}-sweep").glob("*/sweep.json"))
-    return found[-1].parent if found else None
 
 
 def schedule_text(o):
@@ -162,15 +207,18 @@ def parameter_rows(cfg):
 
 
 def collect(name, log_dir, out):
-    """The newest finished run of configs/<name>.toml and its sweep, with their figures copied into
-    <out>/<name>/; None when there is no such run."""
-    run_dir, sweep_dir = latest_run(log_dir, name), latest_sweep(log_dir, name)
+    """The newest finished run of configs/<name>.toml, its seed set and its sweep, from the log folder or
+    the kept runs, kept beside the report, with their figures copied into <out>/<name>/; None when there
+    is no such run."""
+    dirs = search_dirs(log_dir, out)
+    run_dir, seeds_path, sweep_dir = latest_run(dirs, name), latest_seeds(dirs, name), latest_sweep(dirs, name)
     if run_dir is None:
         return None
+    keep(name, run_dir, seeds_path, sweep_dir, out)
     dest = out / name
     dest.mkdir(parents=True, exist_ok=True)
     run = dict(dir=run_dir, summary=json.loads((run_dir / "summary.json").read_text()), cfg=config_mod.load(run_dir / "config.toml"), sweep=None,
-               seeds=latest_seeds(log_dir, name))
+               seeds=None if seeds_path is None else json.loads(seeds_path.read_text()))
     if sweep_dir is not None:
         run["sweep"] = json.loads((sweep_dir / "sweep.json").read_text())
         shutil.copyfile(sweep_dir / "sweep.png", dest / "sweep.png")
@@ -346,8 +394,8 @@ def main(argv=None):
     p.add_argument("--log-dir", default="tb_logs", help="folder with the runs (default tb_logs)")
     p.add_argument("--out", default="reports", help="folder for REPORT.md, REPORT.pdf and their PNGs; problem 0 is read from student.toml there (default reports)")
     args = p.parse_args(argv)
-    if not Path(args.log_dir).is_dir():
-        print(f"nnhw.report: error: no log folder {args.log_dir}; train the configs first (make report does it all)", file=sys.stderr)
+    if not Path(args.log_dir).is_dir() and not (Path(args.out) / KEPT).is_dir():
+        print(f"nnhw.report: error: no log folder {args.log_dir} and no kept runs in {Path(args.out) / KEPT}; train the configs first (make report does it all)", file=sys.stderr)
         return 2
     try:
         md = build(args.log_dir, args.out)

@@ -199,3 +199,29 @@ def test_commit_flag_follows_the_code_and_the_runs_own_config(tmp_path):
     commit("nnhw/train.py", "loop = 2\n")
     assert report.differs_from_head(second, "a", tmp_path) is True
     assert report.commit_text(second, "a", tmp_path).endswith("(differs from HEAD in nnhw/ or configs/a.toml)")
+
+
+def test_report_rebuilds_from_the_runs_it_kept(tiny_runs, tmp_path):
+    """What the report read is kept beside it, so the same report comes back without the log folder."""
+    from nnhw import handin
+
+    log_dir, runs = tiny_runs
+    out = tmp_path / "reports"
+    text = report.build(log_dir, out, pdf=False).read_text()
+    kept = out / "runs" / "sigmoid" / runs["sigmoid"].name
+    assert (kept / "summary.json").read_bytes() == (runs["sigmoid"] / "summary.json").read_bytes()
+    assert not (kept / "checkpoint.pt").exists()
+    assert handin.run_readout(kept) == handin.run_readout(runs["sigmoid"])  # the weights' sentences, without the weights
+    for png in out.glob("*/*.png"):
+        png.unlink()  # the figures come back from the kept runs too
+    assert report.build(tmp_path / "no-logs", out, pdf=False).read_text() == text
+    res = run_cli("nnhw.report", "--log-dir", str(tmp_path / "no-logs"), "--out", str(tmp_path / "empty"))
+    assert res.returncode == 2 and "no kept runs" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_newest_run_wins_between_log_folder_and_kept_runs(tmp_path):
+    logs, kept = tmp_path / "tb_logs" / "relu", tmp_path / "reports" / "runs" / "relu"
+    both = [logs / "20260101-000000", kept / "20260102-000000_seed-1", kept / "20260101-000000"]
+    assert report.newest(both) == kept / "20260102-000000_seed-1"
+    assert report.newest(both[::2]) == logs / "20260101-000000"  # the same run in both places: the log folder's
+    assert report.newest([]) is None
