@@ -90,7 +90,7 @@ def latest_run(dirs, name):
     want = f"python -m nnhw.train configs/{name}.toml"
     found = []
     for d in dirs:
-        for summary_path in sorted((Path(d) / name).glob("*/summary.json")):
+        for summary_path in (Path(d) / name).glob("*/summary.json"):
             s = json.loads(summary_path.read_text())
             if s.get("status") == "finished" and s.get("command", "").strip() == want:
                 found.append(summary_path.parent)
@@ -100,33 +100,35 @@ def latest_run(dirs, name):
 def latest_seeds(dirs, name):
     """The newest `python -m nnhw.train configs/<name>.toml --seeds ...` aggregate file (no other overrides), or None."""
     want = re.compile(rf"python -m nnhw\.train configs/{re.escape(name)}\.toml --seeds[ =][0-9,]+")
-    return newest(p for d in dirs for p in sorted((Path(d) / name).glob("seeds_*.json"))
+    return newest(p for d in dirs for p in (Path(d) / name).glob("seeds_*.json")
                   if want.fullmatch(json.loads(p.read_text())["command"].strip()))
 
 
 def latest_sweep(dirs, name):
-    return newest(p.parent for d in dirs for p in sorted((Path(d) / f"{name}-sweep").glob("*/sweep.json")))
+    return newest(p.parent for d in dirs for p in (Path(d) / f"{name}-sweep").glob("*/sweep.json"))
+
+
+def copy_into(src, dest, names):
+    """Copy the files `names` that src holds into the folder dest, unless dest is src (a kept run read back)."""
+    if Path(src).resolve() == Path(dest).resolve():
+        return False
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in names:
+        if (src / f).is_file():
+            shutil.copyfile(src / f, dest / f)
+    return True
 
 
 def keep(name, run_dir, seeds_path, sweep_dir, out):
     """Copy what the report reads of a run, its seed set and its sweep into <out>/runs/ (see KEPT)."""
     kept = Path(out) / KEPT
-    dest = kept / name / run_dir.name
-    if run_dir.resolve() != dest.resolve():
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in KEPT_FILES:
-            if (run_dir / f).is_file():
-                shutil.copyfile(run_dir / f, dest / f)
+    if copy_into(run_dir, kept / name / run_dir.name, KEPT_FILES):
         lines, summary = handin.run_readout(run_dir)
-        (dest / "readout.json").write_text(json.dumps(dict(lines=lines, summary=summary), indent=1) + "\n")
-    if seeds_path is not None and seeds_path.parent.resolve() != (kept / name).resolve():
-        shutil.copyfile(seeds_path, kept / name / seeds_path.name)
+        (kept / name / run_dir.name / "readout.json").write_text(json.dumps(dict(lines=lines, summary=summary), indent=1) + "\n")
+    if seeds_path is not None:
+        copy_into(seeds_path.parent, kept / name, [seeds_path.name])
     if sweep_dir is not None:
-        sweep_dest = kept / f"{name}-sweep" / sweep_dir.name
-        if sweep_dir.resolve() != sweep_dest.resolve():
-            sweep_dest.mkdir(parents=True, exist_ok=True)
-            for f in ("sweep.json", "sweep.png"):
-                shutil.copyfile(sweep_dir / f, sweep_dest / f)
+        copy_into(sweep_dir, kept / f"{name}-sweep" / sweep_dir.name, ["sweep.json", "sweep.png"])
 
 
 REPO = Path(__file__).resolve().parents[1]
