@@ -11,7 +11,7 @@ ifneq ($(wildcard ../shared/data/MNIST/raw/train-images-idx3-ubyte),)
 export NNHW_DATA_ROOT ?= $(abspath ../shared/data)
 endif
 
-.PHONY: train test venv clean-venv report report-only
+.PHONY: train test test-all venv clean-venv report report-only
 
 # One-time set-up: a venv with nnhw (editable) and its dev extra.
 $(STAMP): pyproject.toml
@@ -26,8 +26,13 @@ venv: $(STAMP)
 train: $(STAMP)
 	$(PY) -m nnhw.train $(CONFIG) $(ARGS)
 
-## make test: the whole pytest suite
+## make test: the fast tier, a few minutes: every Function's gradcheck, config, optimiser, tape, data,
+## policy and import checks, the replay check and one short real run (tests marked slow are left out)
 test: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## make test-all: every test, the slow ones too (what CI runs)
+test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-venv:
@@ -43,7 +48,7 @@ report: $(STAMP)
 	set -e; for c in $(REPORT_CONFIGS); do $(PY) -m nnhw.train configs/$$c.toml --seeds $(SEEDS); done
 	set -e; for c in $(SWEEP_CONFIGS); do $(PY) -m nnhw.sweep configs/$$c.toml; done
 	$(PY) -m nnhw.theory > reports/theory.txt
-	$(PY) -m nnhw.autodiff > reports/autodiff.txt
+	$(PY) -m nnhw.autodiff --full > reports/autodiff.txt
 	$(PY) tools/complexity.py
 	$(PY) -m nnhw.report
 

@@ -11,7 +11,9 @@
 
 `python -m nnhw.autodiff` prints the trace, both derivatives, the autograd values
 they must equal, and (5.3) the cost of a d-dimensional gradient by forward mode
-(d passes) against one reverse pass.
+(d passes) against one reverse pass: a short table in seconds by default, the
+report's full table (up to d = 2,762) with --full. It writes autodiff.json and
+autodiff_cost.png, which nnhw.handin reads.
 """
 
 import argparse
@@ -193,39 +195,57 @@ def cost_figure(rows, fit, path):
     plt.close(fig)
 
 
+def hand_answers(w1, w2):
+    """5.1 and 5.2 at (w1, w2) beside autograd: f and both partial derivatives by the reverse sweep,
+    by two forward passes (along (1, 0), then (0, 1)), and by torch.autograd, and the largest
+    relative difference of any hand-computed value from autograd's."""
+    f_rev, (g1, g2) = reverse_mode(w1, w2)
+    f_fwd, d1 = forward_mode(w1, w2)
+    f_fwd2, d2 = forward_mode(w1, w2, 0.0, 1.0)
+    f_ag, (a1, a2) = autograd_gradient(w1, w2)
+    pairs = [(f_rev, f_ag), (g1, a1), (g2, a2), (f_fwd, f_ag), (f_fwd2, f_ag), (d1, a1), (d2, a2)]
+    rel = max(abs(x - ref) / max(abs(ref), 1e-300) for x, ref in pairs)
+    return dict(reverse=dict(f=f_rev, df_dw1=g1, df_dw2=g2), forward=dict(f=f_fwd, df_dw1=d1, df_dw2=d2),
+                autograd=dict(f=f_ag, df_dw1=a1, df_dw2=a2), largest_relative_difference=rel)
+
+
+SHORT_DIMS, FULL_DIMS = (10, 30, 100), (10, 30, 100, 300, 1000, 2762)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m nnhw.autodiff", description=__doc__.splitlines()[0])
     p.add_argument("--w1", type=float, default=1.5, help="the point (w1, w2) (default 1.5, 0.5)")
     p.add_argument("--w2", type=float, default=0.5)
-    p.add_argument("--dims", type=int, nargs="+", default=[10, 30, 100, 300, 1000, 2762], help="d for the 5.3 table (1 to 2762)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats per d, after a warm-up; the table gives medians (default 5)")
-    p.add_argument("--out", default="reports", help="folder for autodiff.json, the numbers nnhw.report reads (default reports)")
+    p.add_argument("--full", action="store_true", help=f"the report's 5.3 table: d = {', '.join(map(str, FULL_DIMS))}, 5 repeats "
+                   f"(minutes on a laptop CPU); without it d = {', '.join(map(str, SHORT_DIMS))}, 3 repeats (seconds)")
+    p.add_argument("--dims", type=int, nargs="+", default=None, help="d for the 5.3 table (1 to 2762), in place of either set")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per d, after a warm-up; the table gives medians")
+    p.add_argument("--out", default="reports", help="folder for autodiff.json and autodiff_cost.png, which nnhw.handin reads (default reports)")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")  # raised inside torch.func
     w1, w2 = args.w1, args.w2
+    dims = args.dims or (FULL_DIMS if args.full else SHORT_DIMS)
+    repeats = args.repeats or (5 if args.full else 3)
     n_params = sum(math.prod(shape) for shape in MLP_SHAPES)
-    if w2 == 0 or any(not 1 <= d <= n_params for d in args.dims) or len(args.dims) < 2 or args.repeats < 1:
+    if w2 == 0 or any(not 1 <= d <= n_params for d in dims) or len(dims) < 2 or repeats < 1:
         p.error(f"w2 must not be 0, --dims needs at least two values in [1, {n_params}], --repeats at least 1")
 
     print(f"Evaluation trace at (w1, w2) = ({w1}, {w2}):")
     for t, z in enumerate(trace(w1, w2), 1):
         print(f"  z{t} = {z:.12g}")
-    f_rev, (g1, g2) = reverse_mode(w1, w2)
-    f_fwd, d1 = forward_mode(w1, w2)
-    _, d2 = forward_mode(w1, w2, 0.0, 1.0)
-    f_ag, (a1, a2) = autograd_gradient(w1, w2)
+    ans = hand_answers(w1, w2)
     print("\n              f                    df/dw1               df/dw2")
-    print(f"  reverse  {f_rev:<20.14g} {g1:<20.14g} {g2:<20.14g}")
-    print(f"  forward  {f_fwd:<20.14g} {d1:<20.14g} {d2:<20.14g}  (df/dw2: a second pass along (0, 1))")
-    print(f"  autograd {f_ag:<20.14g} {a1:<20.14g} {a2:<20.14g}")
-    rel = max(abs(g1 - a1) / abs(a1), abs(g2 - a2) / abs(a2), abs(d1 - a1) / abs(a1))
-    print(f"  largest relative difference from autograd: {rel:.2e}")
+    for mode in ("reverse", "forward", "autograd"):
+        v = ans[mode]
+        note = "  (df/dw2: a second pass along (0, 1))" if mode == "forward" else ""
+        print(f"  {mode:<8} {v['f']:<20.14g} {v['df_dw1']:<20.14g} {v['df_dw2']:<20.14g}{note}")
+    print(f"  largest relative difference from autograd: {ans['largest_relative_difference']:.2e}")
 
     print(f"\n5.3: the gradient of an MLP's loss (nnhw's Functions, {n_params} parameters) in its first d parameters")
     print("     forward mode: d passes of torch.func.jvp along e_1..e_d; reverse mode: one torch.autograd.grad")
-    print(f"     medians of {args.repeats} timed repeats after a warm-up")
+    print(f"     medians of {repeats} timed repeats after a warm-up")
     print(f"  {'d':>6} {'forward (s)':>12} {'reverse (s)':>12} {'ratio':>9} {'ratio / d':>10} {'max |diff|':>11}")
-    table = mode_cost_table(args.dims, args.repeats)
+    table = mode_cost_table(dims, repeats)
     for r in table:
         print(f"  {r['d']:>6} {r['forward_s']:>12.5f} {r['reverse_s']:>12.6f} {r['ratio']:>9.1f} {r['ratio'] / r['d']:>10.3f} {r['max_abs_diff']:>11.1e}")
     fit = loglog_fit(table)
@@ -237,11 +257,8 @@ def main(argv=None):
     numbers = dict(
         command="python -m nnhw.autodiff " + " ".join(argv if argv is not None else sys.argv[1:]),
         w1=w1, w2=w2, trace=list(trace(w1, w2)),
-        reverse=dict(f=f_rev, df_dw1=g1, df_dw2=g2),
-        forward=dict(f=f_fwd, df_dw1=d1, df_dw2=d2),
-        autograd=dict(f=f_ag, df_dw1=a1, df_dw2=a2),
-        largest_relative_difference=rel,
-        repeats=args.repeats,
+        **ans,
+        repeats=repeats,
         cost_table=table,
         cost_fit=fit,
     )

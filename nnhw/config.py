@@ -1,9 +1,10 @@
 """Configuration: dataclass defaults <- TOML file <- `section.key=value` overrides, validated.
 
 The dataclasses below are the single source of every default, its type, its
-allowed range and its help text (the README's key table is generated from
-them: `python -m nnhw.config`). Anything wrong raises ConfigError with one line
-that names the key; `nnhw.train` turns that into exit code 2.
+allowed range and its help text; docs/config.md is generated from them
+(`python -m nnhw.config > docs/config.md`, and a test keeps the two equal).
+Anything wrong raises ConfigError with one line that names the key; `nnhw.train`
+turns that into exit code 2.
 """
 
 import dataclasses
@@ -15,6 +16,8 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .data import IMAGE_SIDE
 
 
 class ConfigError(ValueError):
@@ -88,7 +91,7 @@ class OptimConfig:
     l2_bias: bool = opt(False, "apply the L2 penalty to the biases too")
     max_norm: float = opt(0.0, "max-norm c: after every update each unit's incoming weights (a row of W, a whole conv filter) are scaled back to norm <= c (0 is off)", min=0.0)
     schedule: str = opt("constant", "learning-rate schedule: 'constant', 'step' (times gamma at each milestone), 'cosine' or 'linear' (down to lr * final_fraction at the end)", choices=["constant", "step", "cosine", "linear"])
-    milestones: list[float] = opt([], "epochs at which the 'step' schedule multiplies the rate by gamma")
+    milestones: list[float] = opt([], "passes over the training split (train.epochs' unit) at which the 'step' schedule multiplies the rate by gamma")
     gamma: float = opt(0.1, "factor of the 'step' schedule", gt=0.0, le=1.0)
     final_fraction: float = opt(0.0, "the 'cosine' and 'linear' schedules end at lr * final_fraction", min=0.0, le=1.0)
     warmup: float = opt(0.0, "fraction of the run over which the rate climbs linearly from 0 to lr before the schedule starts; with 'linear' or 'cosine' this is the one-cycle schedule", min=0.0, lt=1.0)
@@ -101,17 +104,18 @@ class TrainConfig:
     engine: str = opt("autograd", "who runs the Functions' backward: 'autograd' (torch.autograd) or 'tape' (nnhw.tape, reverse mode written out; much less overhead per step, the cheap path for batch size 1)", choices=["autograd", "tape"])
     compile: bool = opt(False, "compile the forward pass and loss with torch.compile (engine 'autograd' only); nnhw's Functions are what it traces. It pays off on a GPU; on a CPU the compile takes a minute and small batches run no faster")
     augment: str = opt("none", "data augmentation of each training batch on the device: 'none', 'shift' (random translations), 'affine' (translation, rotation and scaling) or 'elastic' (affine, then an elastic distortion)", choices=["none", "shift", "affine", "elastic"])
-    augment_shift: float = opt(2.0, "largest translation in pixels, each direction", min=0.0, le=28.0)
+    augment_shift: float = opt(2.0, "largest translation in pixels, each direction", min=0.0, le=float(IMAGE_SIDE))
     augment_rotate: float = opt(10.0, "'affine', 'elastic': largest rotation in degrees", min=0.0, le=180.0)
     augment_scale: float = opt(0.1, "'affine', 'elastic': largest relative change of scale", min=0.0, lt=1.0)
     elastic_alpha: float = opt(34.0, "'elastic': scale in pixels of the displacement field (Simard et al. 2003 use 34)", min=0.0, le=1000.0)
-    elastic_sigma: float = opt(4.0, "'elastic': std in pixels of the Gaussian that smooths the field (Simard et al. 2003 use 4)", gt=0.0, le=28.0)
+    elastic_sigma: float = opt(4.0, "'elastic': std in pixels of the Gaussian that smooths the field (Simard et al. 2003 use 4)", gt=0.0, le=float(IMAGE_SIDE))
 
 
 @dataclass
 class EvalConfig:
     every: int = opt(12500, "evaluate train, dev and test every this many training points touched (12,500 is a quarter epoch)", min=1)
     batch_size: int = opt(1000, "batch size of evaluation (no effect on the errors, only on speed and memory; on a CPU, batches whose activations fit in cache run fastest: 1,000 for MLPs, a few hundred for the CNN)", min=1)
+    max_points: int = opt(0, "evaluate on the first this many points of each split only (0: the whole split, as every result needs); for quick looks and tests, where a thousand images show what 70,000 do", min=0)
 
 
 @dataclass
@@ -222,10 +226,11 @@ def apply_overrides(cfg, overrides):
 
 
 def feature_map_sides(cfg_model):
-    """[(side after convolution l, side after its pooling)] for each convolution layer of a 28x28 image:
-    the one place the CNN's geometry is computed (config checks, parameters, the model summary).
-    Pooling only happens when model.pool > 1, as in the forward pass; a side below 1 means nothing is left."""
-    m, side, sides = cfg_model, 28, []
+    """[(side after convolution l, side after its pooling)] for each convolution layer of an MNIST image:
+    the one place the CNN's geometry is computed (config checks, parameters, the model summary, the
+    memory check). Pooling only happens when model.pool > 1, as in the forward pass; a side below 1
+    means nothing is left."""
+    m, side, sides = cfg_model, IMAGE_SIDE, []
     for k in m.conv_kernel:
         conv = side + 2 * m.conv_padding - k + 1
         side = (conv - m.pool) // m.pool_stride + 1 if m.pool > 1 and conv >= m.pool else (conv if m.pool == 1 else 0)
@@ -325,15 +330,31 @@ def to_toml(cfg):
     return "\n".join(lines)
 
 
-def markdown_table():
-    """Every key with its default and help, for the README."""
-    rows = ["| key | default | meaning |", "|---|---|---|"]
+def _bounds(meta):
+    """'>= 0, < 1' from a field's allowed range; '' when any value of its type will do."""
+    parts = [f"{op} {meta[key]:g}" if isinstance(meta[key], float) else f"{op} {meta[key]}" for key, op in (("min", ">="), ("gt", ">"), ("lt", "<"), ("le", "<=")) if meta[key] is not None]
+    return ", ".join(parts)
+
+
+def markdown():
+    """docs/config.md: every key with its default, its allowed values and its help, one table per section."""
+    lines = [
+        "# Config reference",
+        "",
+        "Generated by `python -m nnhw.config > docs/config.md` from the dataclasses in `nnhw/config.py`,",
+        "the single source of every default; a test keeps this file equal to them. A run resolves its",
+        "config as defaults <- the TOML file <- `section.key=value` overrides on the command line, and",
+        "writes the result to its folder as `config.toml`. A wrong key, type or value stops the run",
+        "before it starts, with one line that names the key (exit 2).",
+    ]
     for section, factory in SECTIONS.items():
+        lines += ["", f"## [{section}]", "", "| key | default | allowed | meaning |", "|---|---|---|---|"]
         for f in dataclasses.fields(factory()):
             default = _toml_value(getattr(factory(), f.name))
-            rows.append(f"| `{section}.{f.name}` | `{default}` | {f.metadata['help']} |")
-    return "\n".join(rows)
+            allowed = ", ".join(f"`{_toml_value(c)}`" for c in f.metadata["choices"]) if f.metadata["choices"] else _bounds(f.metadata)
+            lines.append(f"| `{section}.{f.name}` | `{default}` | {allowed} | {f.metadata['help']} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    sys.stdout.write(markdown_table() + "\n")
+    sys.stdout.write(markdown())

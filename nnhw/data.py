@@ -18,8 +18,21 @@ FILES = {
     "t10k-images-idx3-ubyte": (2051, 10000),
     "t10k-labels-idx1-ubyte": (2049, 10000),
 }
+IMAGE_SIDE = 28  # every MNIST image is IMAGE_SIDE x IMAGE_SIDE pixels
+N_PIXELS = IMAGE_SIDE * IMAGE_SIDE  # 784, the input dimension d
+N_CLASSES = 10  # k, the digits 0..9
 N_TRAIN = 50000  # the homework's train split; one "effective epoch" is this many points
 PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081
+
+
+def effective_epochs(points):
+    """Training points touched / 50,000: the homework's x-axis, the same for every batch size and split."""
+    return points / N_TRAIN
+
+
+def passes(points, n_train):
+    """Training points touched / the training split's size: what train.epochs counts."""
+    return points / n_train
 
 
 class DataError(RuntimeError):
@@ -28,7 +41,7 @@ class DataError(RuntimeError):
 
 @dataclass
 class Split:
-    x: torch.Tensor  # (N, 784) float32 on the device
+    x: torch.Tensor  # (N, N_PIXELS) float32 on the device
     y: torch.Tensor  # (N,) int64 on the device
 
     def __len__(self):
@@ -72,10 +85,10 @@ def check_raw_files(raw, download=False):
             found = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
             raise DataError(f"{path}: wrong magic number {found} (expected {magic}); the file is not MNIST or is corrupt: replace it")
         n = int.from_bytes(header[4:8], "big")
-        expected = 16 + n * 28 * 28 if magic == 2051 else 8 + n
+        expected = 16 + n * N_PIXELS if magic == 2051 else 8 + n
         if n != count or size != expected:
             raise DataError(
-                f"{path}: truncated or corrupt ({size} bytes for {n} items, expected {16 + count * 784 if magic == 2051 else 8 + count}); replace the file"
+                f"{path}: truncated or corrupt ({size} bytes for {n} items, expected {16 + count * N_PIXELS if magic == 2051 else 8 + count}); replace the file"
             )
         if magic == 2049:
             labels = path.read_bytes()[8:]
@@ -95,7 +108,7 @@ def _download(root):
 
 
 def load_mnist(root, download=False):
-    """The 60,000 training and 10,000 test images as uint8 (N, 28, 28) and int64 labels."""
+    """The 60,000 training and 10,000 test images as uint8 (N, IMAGE_SIDE, IMAGE_SIDE) and int64 labels."""
     import torchvision
 
     root = Path(root)
@@ -118,7 +131,7 @@ def load_splits(root, download=False, train_split="train", standardize=False, de
     (xtr, ytr), (xte, yte) = load_mnist(root, download)
 
     def to_split(x, y):
-        x = x.reshape(len(x), 784).to(device=device, dtype=torch.float32) / 255.0
+        x = x.reshape(len(x), N_PIXELS).to(device=device, dtype=torch.float32) / 255.0
         if standardize:
             x = (x - PIXEL_MEAN) / PIXEL_STD
         return Split(x, y.to(device=device, dtype=torch.int64))

@@ -9,156 +9,67 @@ through `sys.inputs.data`:
     reverse/forward-mode values and cost table (autodiff.json), the measured
     costs of 2.1 (complexity.json);
   - problem 0 from reports/student.toml, which only the student writes;
-  - the code: every file of nnhw/, configs/ and tools/, and the README's commands.
+  - the code: every file of nnhw/, configs/, tools/ and examples/, and the table of
+    commands (nnhw.describe.COMMANDS, which the README's table equals).
 Typst runs with a fixed timestamp and only its bundled fonts, so the same runs
 give a byte-identical PDF.
 """
 
 import datetime
+import inspect
 import json
-import math
 import tomllib
 from pathlib import Path
 
-import torch
+from . import PROJECT_ROOT
+from .describe import COMMANDS, POOLING_NAMES, QUESTIONS, parameter_rows, pct, seeds_text, short_commit, show, sweep_rates
+from .readout import run_readout
 
-REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = Path(__file__).with_name("handin.typ")
 STUDENT_FILE = "student.toml"
 STUDENT_KEYS = ("name", "collaborators", "acknowledgements", "certification")
 CERTIFICATION = "I have read and understood these policies"
 
-# The code section: (path pattern, the problems it serves), in an order that runs
-# (each module after the ones it imports). Files not listed come last.
+# The code section: (path, the problems it serves), in an order that runs (each module after the
+# ones it imports). Files not listed come last.
 CODE = [
     ("nnhw/__init__.py", "the package"),
-    ("nnhw/functions.py", "3, 4, 6 (every transfer function and loss, with its hand-written derivative); 2.2, 2.3"),
+    ("nnhw/functions.py", "3, 4, 6 (every transfer function, loss and layer, with both hand-written derivatives); 2.2, 2.3"),
     ("nnhw/tape.py", "3, 4.1, 4.2 (reverse mode run by nnhw itself); 5"),
-    ("nnhw/config.py", "3, 4, 6 (the configs and their checks)"),
     ("nnhw/data.py", "3, 4, 6 (MNIST, the train/dev/test splits)"),
+    ("nnhw/config.py", "3, 4, 6 (the configs and their checks)"),
     ("nnhw/models.py", "3, 4, 6 (the forward passes, initialisation, augmentation)"),
-    ("nnhw/optim.py", "3, 4, 6 (momentum SGD, L2, learning-rate schedules)"),
+    ("nnhw/optim.py", "3, 4, 6 (momentum SGD, Adam, L2, max-norm, learning-rate schedules)"),
     ("nnhw/dist.py", "3, 4, 6 (training over several processes; idle in a plain run)"),
+    ("nnhw/step.py", "3, 4, 6 (assembling a run, one training step, evaluation)"),
+    ("nnhw/rundir.py", "3, 4, 6 (run folders, atomic writes, the lock, the commit)"),
+    ("nnhw/checkpoint.py", "3, 4, 6 (checkpoints and resuming)"),
+    ("nnhw/summary.py", "3 (d), 4.1.5, 4.2.5, 4.3.5, 6 (a run's results, the seeds' mean +- std)"),
+    ("nnhw/runlog.py", "3, 4, 6 (the console, TensorBoard, the HParams row)"),
     ("nnhw/plot.py", "3 (b)-(c), 4.1.3-4.1.6, 4.2.3-4.2.6, 4.3.3-4.3.4, 6 (the figures)"),
-    ("nnhw/train.py", "3, 4, 6 (the training loop, evaluation, logging)"),
+    ("nnhw/train.py", "3, 4, 6 (the training loop and its command line)"),
     ("nnhw/sweep.py", "4.1.2, 4.2.2 (the learning-rate threshold)"),
+    ("nnhw/replay.py", "every number (does the code at hand still compute each run?)"),
     ("nnhw/theory.py", "2.2, 2.3, 7 (the live checks)"),
     ("nnhw/autodiff.py", "5.1, 5.2, 5.3"),
-    ("nnhw/report.py", "the report (REPORT.md)"),
+    ("nnhw/describe.py", "the report (how numbers and configs are written)"),
+    ("nnhw/readout.py", "4.1.6, 4.2.6, 6 (what the pictured weights do)"),
     ("nnhw/handin.py", "the report (this PDF)"),
     ("nnhw/handin.typ", "the report (this PDF's text)"),
-    ("configs/softmax.toml", "3"),
-    ("configs/sigmoid.toml", "4.1"),
-    ("configs/relu.toml", "4.2"),
-    ("configs/wide.toml", "4.3 (wide)"),
-    ("configs/deep.toml", "4.3 (deep)"),
-    ("configs/mlp_aug.toml", "4.3 (augmented)"),
-    ("configs/cnn.toml", "6"),
-    ("configs/cnn_aug.toml", "6 (augmented)"),
-    ("configs/fast.toml", "6 (fast)"),
+    ("nnhw/report.py", "the report (REPORT.md)"),
+    *((f"configs/{name}.toml", question) for question, name, _ in QUESTIONS),
+    ("examples/minimal.py", "4 (the whole idea in one short script)"),
     ("tools/complexity.py", "2.1 (the measured costs)"),
+    ("tools/fingerprint_at.py", "every number (the fingerprints of runs made before runs recorded one)"),
     ("tools/bench.py", "speed (not a homework question)"),
     ("tools/gpu_check.sh", "speed on a GPU (not a homework question)"),
 ]
 LANGS = {".py": "python", ".toml": "toml", ".sh": "bash", ".typ": "typc"}
-POOLING_NAMES = {"avg": "average", "max": "max"}  # model.pool_type -> words, in REPORT.md and the PDF
-
-
-# --------------------------------------------------------------------------- #
-# What the pictured units do, from the run's weights                          #
-# --------------------------------------------------------------------------- #
-
-
-def _centre_share(w):
-    """Share of a 28x28 weight picture's |w| mass in the central 20x20 box (51% of the pixels)."""
-    a = w.abs().reshape(28, 28)
-    return (a[4:24, 4:24].sum() / a.sum().clamp_min(1e-30)).item()
-
-
-def hidden_unit_readout(params, n=8):
-    """For hidden units 1..n of the first layer: where their input weights lie, and (one hidden layer)
-    which digits their output weights vote for."""
-    w1 = params["W1"].float()
-    votes = params["W2"].float() if params["W2"].shape[0] == 10 else None  # only when layer 2 is the output
-    units = []
-    for j in range(n):
-        u = dict(unit=j + 1, centre=_centre_share(w1[j]), positive=(w1[j].clamp_min(0).sum() / w1[j].abs().sum()).item())
-        if votes is not None:
-            col = votes[:, j]
-            u.update(top=int(col.argmax()), top_weight=col.max().item(), bottom=int(col.argmin()), bottom_weight=col.min().item())
-        units.append(u)
-    return units
-
-
-def filter_readout(params, n=8):
-    """For the first n first-layer filters: the dominant gradient direction (structure tensor) and how
-    coherent it is (1: one clean edge, 0: no preferred direction)."""
-    out = []
-    for j, f in enumerate(params["Wc1"].float().mean(dim=1)[:n]):
-        gx, gy = (f[:, 1:] - f[:, :-1])[:-1], (f[1:, :] - f[:-1, :])[:, :-1]
-        jxx, jyy, jxy = (gx * gx).sum().item(), (gy * gy).sum().item(), (gx * gy).sum().item()
-        angle = math.degrees(0.5 * math.atan2(2 * jxy, jxx - jyy)) % 180  # 0: left-right change, 90: up-down
-        coherence = math.hypot(jxx - jyy, 2 * jxy) / max(jxx + jyy, 1e-30)
-        edge = ["a vertical edge", "a diagonal edge", "a horizontal edge", "a diagonal edge"][int(((angle + 22.5) % 180) // 45)]
-        out.append(dict(unit=j + 1, angle=angle, coherence=coherence, edge=edge, mean_sign=(f.sum() / f.abs().sum()).item()))
-    return out
-
-
-def readout_text(params):
-    """Lines describing the pictured weights, and one summary sentence, all from the numbers."""
-    if "Wc1" in params:
-        rows = filter_readout(params)
-        lines = [
-            f"filter {r['unit']}: " + (f"{r['edge']} (gradient at {r['angle']:.0f} degrees, coherence {r['coherence']:.2f})"
-                                       if r["coherence"] >= 0.5 else f"no single direction (coherence {r['coherence']:.2f})")
-            + (f"; {'mostly positive' if r['mean_sign'] > 0 else 'mostly negative'}, a blob detector" if abs(r["mean_sign"]) > 0.5 else "")
-            for r in rows
-        ]
-        oriented = sum(r["coherence"] >= 0.5 for r in rows)
-        summary = (f"{oriented} of the {len(rows)} filters have one clear direction (coherence at least 0.5): they respond to stroke edges "
-                   f"at that angle, as the first layer of a CNN usually learns; the others respond to blobs or corners.")
-        return lines, summary
-    if "W2" not in params:  # softmax regression: row l is the template of class l
-        w = params["W1"].float()
-        shares = [_centre_share(w[l]) for l in range(w.shape[0])]
-        lines = [f"digit {l}: {100 * s:.0f}% of |w| in the central 20x20 box" for l, s in enumerate(shares)]
-        summary = (f"Row l of W scores class l, so each picture is a template of digit l: bright where the digit's strokes push "
-                   f"its score up, dark where strokes of other digits do. Between {100 * min(shares):.0f}% and {100 * max(shares):.0f}% "
-                   f"of each template's weight mass lies in the central 20x20 box, where the digits are.")
-        return lines, summary
-    rows = hidden_unit_readout(params)
-    lines = []
-    for r in rows:
-        text = f"unit {r['unit']}: {100 * r['centre']:.0f}% of |w| in the central 20x20 box, {100 * r['positive']:.0f}% of it positive"
-        if "top" in r:
-            text += f"; votes for digit {r['top']} ({r['top_weight']:+.2f}) and against digit {r['bottom']} ({r['bottom_weight']:+.2f})"
-        lines.append(text)
-    centre = [r["centre"] for r in rows]
-    summary = (f"The pictures are not whole digits. Each unit weighs {100 * min(centre):.0f}-{100 * max(centre):.0f}% of its input mass "
-               f"on the central 20x20 box (51% of the pixels), in bright (positive) and dark (negative) patches: "
-               f"it fires for strokes in the bright places and is held back by strokes in the dark ones, a local stroke detector.")
-    if "top" in rows[0]:
-        summary += (" The output layer turns these detectors into classes: the digit a unit votes for is the one whose strokes "
-                    "cover its bright patches, and no unit decides a class on its own.")
-    return lines, summary
-
-
-def run_readout(run_dir):
-    """readout_text of a run's weights: from its checkpoint, or, for a run the report keeps without one,
-    from the readout.json it wrote in its place (nnhw.report.keep)."""
-    if (run_dir / "checkpoint.pt").is_file():
-        return readout_text(torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["params"])
-    kept = json.loads((run_dir / "readout.json").read_text())
-    return kept["lines"], kept["summary"]
 
 
 # --------------------------------------------------------------------------- #
 # The data the template reads                                                 #
 # --------------------------------------------------------------------------- #
-
-
-def _pct(x):
-    return None if x is None else f"{x:.2f}%"
 
 
 def _g(x, digits=4):
@@ -170,7 +81,6 @@ def run_data(name, question, run, out):
     if run is None:
         return dict(name=name, question=question, missing=f"python -m nnhw.train configs/{name}.toml")
     from .plot import LOSS_NAMES, curve_splits, error_threshold
-    from .report import parameter_rows, short_commit
 
     s, cfg = run["summary"], run["cfg"]
     final = s["final"]
@@ -183,6 +93,7 @@ def run_data(name, question, run, out):
         missing=None,
         run_id=run["dir"].name,
         commit=short_commit(s["git_commit"]),
+        flag=run.get("flag") or None,  # nnhw.report's replay check: None when the run replays as the same
         command=s["command"],
         device=s["device"],
         params=[list(r) for r in parameter_rows(cfg)],
@@ -191,13 +102,13 @@ def run_data(name, question, run, out):
         error_from=f"{error_threshold(cfg):g}%",
         evaluations=str(len(history)),
         every=f"{cfg.eval.every:,}",
-        final_test=_pct(final["test_error"]),
-        final_train=_pct(final["train_error"]),
-        final_dev=_pct(final.get("dev_error")),
-        lowest_test=_pct(s["lowest_test_error"]),
+        final_test=pct(final["test_error"], None),
+        final_train=pct(final["train_error"], None),
+        final_dev=pct(final.get("dev_error"), None),
+        lowest_test=pct(s["lowest_test_error"], None),
         lowest_epoch=f"{s['lowest_test_epoch']:.2f}",
-        test_at_best_dev=_pct(s["test_error_at_best_dev"]),
-        best_dev=_pct(s["best_dev_error"]),
+        test_at_best_dev=pct(s["test_error_at_best_dev"], None),
+        best_dev=pct(s["best_dev_error"], None),
         best_dev_epoch=None if s["best_dev_epoch"] is None else f"{s['best_dev_epoch']:.2f}",
         train_minutes=f"{s['train_seconds'] / 60:.1f}",
         eval_minutes=f"{s['eval_seconds'] / 60:.1f}",
@@ -222,9 +133,10 @@ def run_data(name, question, run, out):
         )
     sw = run.get("sweep")
     if sw is not None:
+        threshold, diverging = sweep_rates(sw)
         d["sweep"] = dict(
-            threshold="none on the grid" if sw["threshold_lr"] is None else f"{sw['threshold_lr']:g}",
-            diverging="none on the grid" if sw["diverging_lr"] is None else f"{sw['diverging_lr']:g}",
+            threshold=threshold,
+            diverging=diverging,
             rule=sw["rule"],
             command=sw["command"],
             figure=f"/{name}/sweep.png" if (out / name / "sweep.png").is_file() else None,
@@ -242,22 +154,11 @@ def theory_data(out):
         return None
     fmt = {}
     for number, result in t.items():
-        fmt[number] = dict(holds=result["holds"], values=[[k, _show(v)] for k, v in result.items() if k not in ("holds", "claim", "rows")],
-                           rows=[[[k, _show(v)] for k, v in r.items()] for r in result.get("rows", [])])
+        fmt[number] = dict(holds=result["holds"], values=[[k, show(v)] for k, v in result.items() if k not in ("holds", "claim", "rows")],
+                           rows=[[[k, show(v)] for k, v in r.items()] for r in result.get("rows", [])])
     xor = t.get("2.3.2")
-    return dict(claims=fmt, xor=None if xor is None else {k: _show(v) for k, v in xor.items()},
+    return dict(claims=fmt, xor=None if xor is None else {k: show(v) for k, v in xor.items()},
                 figure="/theory/gd_rates.png" if (out / "theory" / "gd_rates.png").is_file() else None)
-
-
-def _show(v):
-    """A value as the report prints it: 4 significant digits, lists as [a, b], integers as they are."""
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return "0" if v == 0 else _g(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_show(x) for x in v) + "]"
-    return str(v)
 
 
 def autodiff_data(out):
@@ -289,8 +190,6 @@ def autodiff_data(out):
 
 def _function_source(fn):
     """The body of fn as it runs (the tests check this code), without its docstring."""
-    import inspect
-
     lines = inspect.getsource(fn).splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip().endswith('"""') and i > 1) + 1  # after the docstring
     return "\n".join([lines[0], *lines[start:]])
@@ -341,38 +240,12 @@ def student_data(out):
 
 def code_data():
     listed = [p for p, _ in CODE]
-    present = sorted(str(p.relative_to(REPO)) for pattern in ("nnhw/*.py", "nnhw/*.typ", "configs/*.toml", "tools/*") for p in REPO.glob(pattern) if p.is_file())
+    patterns = ("nnhw/*.py", "nnhw/*.typ", "configs/*.toml", "examples/*.py", "tools/*")
+    present = sorted(str(p.relative_to(PROJECT_ROOT)) for pattern in patterns for p in PROJECT_ROOT.glob(pattern) if p.is_file())
     order = [p for p in listed if p in present] + [p for p in present if p not in listed]
     serves = dict(CODE)
-    return [dict(path=p, serves=serves.get(p, "support"), lang=LANGS.get(Path(p).suffix, "text"), text=(REPO / p).read_text())
+    return [dict(path=p, serves=serves.get(p, "support"), lang=LANGS.get(Path(p).suffix, "text"), text=(PROJECT_ROOT / p).read_text())
             for p in order]
-
-
-def howto_rows():
-    """The README's commands table: (command, what it does)."""
-    readme = (REPO / "README.md").read_text().splitlines()
-    rows, inside = [], False
-    for line in readme:
-        if line.startswith("## "):
-            inside = line.strip() == "## Commands"
-        elif inside and line.startswith("| `"):
-            command, what = line.strip("| ").split(" | ", 1)
-            rows.append([command.strip("`").split("` ")[0].strip("`"), what.rstrip(" |").replace("`", "")])
-    return rows
-
-
-def seeds_text(seeds):
-    """One sentence on a --seeds set: mean +- std of the final and lowest test errors, the commits."""
-    from .report import mean_std, short_commit
-
-    if seeds is None:
-        return None
-    st = seeds["stats"]
-    text = (f"over seeds {', '.join(map(str, seeds['seeds']))}: final test error {mean_std(st['final_test_error'])}; "
-            f"lowest, chosen on the test set, {mean_std(st['lowest_test_error'])}")
-    if st["seconds_to_99"]:
-        text += f"; 99% test accuracy after {mean_std(st['seconds_to_99'], ' s')} of training"
-    return text + f" (commit {', '.join(short_commit(c) for c in seeds['git_commits'])})"
 
 
 def document_data(runs, out):
@@ -384,7 +257,8 @@ def document_data(runs, out):
         autodiff=autodiff_data(out),
         complexity=complexity_data(out),
         code=code_data(),
-        howto=howto_rows(),
+        howto=[list(row) for row in COMMANDS],
+        questions=[dict(question=q, name=name, what=what) for q, name, what in QUESTIONS],
     )
 
 

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 
 from . import functions as nf
 from .config import feature_map_sides
+from .data import IMAGE_SIDE, N_CLASSES, N_PIXELS
 from .tape import autograd_apply
 
-N_CLASSES = 10
-N_PIXELS = 784
+S = IMAGE_SIDE  # an image is S x S pixels, in the shapes below
 
 
 def conv_output_size(cfg_model):
@@ -111,7 +111,7 @@ def make_forward(cfg_model):
         drop = generator is not None
         z = nf.dropout(x, m.dropout_input, generator, call) if drop else x  # (N, 784)
         if n_conv:
-            z = z.view(len(z), 1, 28, 28)
+            z = z.view(len(z), 1, S, S)
             for l in range(1, n_conv + 1):
                 z = call(nf.Conv2d, z, params[f"Wc{l}"], params[f"bc{l}"], 1, m.conv_padding)  # (N, C_l, H, W)
                 if m.pool > 1 and m.pool_type == "max":
@@ -150,17 +150,17 @@ def make_loss(cfg_model):
 
 
 def elastic_field(n, alpha, sigma, generator, device, dtype):
-    """(N, 28, 28, 2) displacements in affine_grid's [-1, 1] coordinates (Simard et al. 2003): uniform
+    """(N, S, S, 2) displacements in affine_grid's [-1, 1] coordinates (Simard et al. 2003): uniform
     noise in [-1, 1] for each pixel and axis, smoothed by a Gaussian of std sigma pixels (two 1-D
     passes, zero beyond the border), times alpha pixels."""
     r = math.ceil(3 * sigma)
     t = torch.arange(-r, r + 1, device=device, dtype=dtype)
     g = torch.exp(-(t**2) / (2 * sigma**2))
     g = g / g.sum()  # (2r + 1,)
-    u = torch.rand(2 * n, 1, 28, 28, generator=generator, device=device, dtype=dtype) * 2 - 1
+    u = torch.rand(2 * n, 1, S, S, generator=generator, device=device, dtype=dtype) * 2 - 1
     u = F.conv2d(u, g.view(1, 1, 1, -1), padding=(0, r))  # along x
     u = F.conv2d(u, g.view(1, 1, -1, 1), padding=(r, 0))  # along y
-    return u.view(n, 2, 28, 28).permute(0, 2, 3, 1) * (alpha * 2.0 / 28)  # pixels -> [-1, 1] coordinates
+    return u.view(n, 2, S, S).permute(0, 2, 3, 1) * (alpha * 2.0 / S)  # pixels -> [-1, 1] coordinates
 
 
 def augment(x, cfg_train, generator, background=0.0):
@@ -169,7 +169,7 @@ def augment(x, cfg_train, generator, background=0.0):
     elastic distortion, a smooth random field of displacements ('elastic')."""
     n = len(x)
     u = torch.rand(n, 4, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1  # (N, 4) in [-1, 1]
-    shift = u[:, 2:] * (2.0 * cfg_train.augment_shift / 28)  # pixels -> [-1, 1] coordinates
+    shift = u[:, 2:] * (2.0 * cfg_train.augment_shift / S)  # pixels -> [-1, 1] coordinates
     if cfg_train.augment in ("affine", "elastic"):
         angle = u[:, 0] * math.radians(cfg_train.augment_rotate)
         scale = 1 + u[:, 1] * cfg_train.augment_scale
@@ -177,8 +177,8 @@ def augment(x, cfg_train, generator, background=0.0):
         angle, scale = torch.zeros_like(u[:, 0]), torch.ones_like(u[:, 0])
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)  # (N, 2, 3)
-    img = x.view(n, 1, 28, 28) - background
-    grid = F.affine_grid(theta, list(img.shape), align_corners=False)  # (N, 28, 28, 2)
+    img = x.view(n, 1, S, S) - background
+    grid = F.affine_grid(theta, list(img.shape), align_corners=False)  # (N, S, S, 2)
     if cfg_train.augment == "elastic":
         grid = grid + elastic_field(n, cfg_train.elastic_alpha, cfg_train.elastic_sigma, generator, x.device, x.dtype)
     return (F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + background).view(n, N_PIXELS)

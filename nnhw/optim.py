@@ -28,21 +28,22 @@ def is_bias(name):
     return name.startswith("b")
 
 
-def lr_at(cfg_optim, epoch, total_epochs):
-    """The learning rate after `epoch` passes (a float) out of `total_epochs`.
+def lr_at(cfg_optim, done, total):
+    """The learning rate after `done` passes over the training split (a float) out of `total`
+    (train.epochs); optim.milestones count passes too.
 
     With warm-up, the rate first climbs linearly from 0 to lr over the first `warmup` of the run,
     and the schedule then runs over the rest: warm-up and a linear or cosine decay together are
     the one-cycle schedule (Smith and Topin 2018)."""
-    lr, warm = cfg_optim.lr, cfg_optim.warmup * total_epochs
-    if epoch < warm:
-        return lr * epoch / warm
+    lr, warm = cfg_optim.lr, cfg_optim.warmup * total
+    if done < warm:
+        return lr * done / warm
     if cfg_optim.schedule == "constant":
         return lr
     if cfg_optim.schedule == "step":
-        passed = sum(1 for m in cfg_optim.milestones if epoch >= m)
+        passed = sum(1 for m in cfg_optim.milestones if done >= m)
         return lr * cfg_optim.gamma**passed
-    t = min((epoch - warm) / (total_epochs - warm), 1.0)
+    t = min((done - warm) / (total - warm), 1.0)
     end = lr * cfg_optim.final_fraction
     if cfg_optim.schedule == "cosine":
         return end + (lr - end) * 0.5 * (1 + math.cos(math.pi * t))
@@ -64,6 +65,8 @@ class MomentumSGD:
     The update runs on whole lists of tensors at once (torch._foreach_*: one call for every
     parameter instead of a Python loop), the same arithmetic as the loop in the module docstring.
     """
+
+    buffers = 1  # tensors of state per parameter: the velocity
 
     def __init__(self, params, momentum=0.9, l2=0.0, l2_bias=False, max_norm=0.0):
         self.momentum = momentum
@@ -107,6 +110,8 @@ class Adam:
     """Owns the two running means per parameter and the update count; `step` updates in place.
     The same _foreach arithmetic as MomentumSGD, following the module docstring line by line."""
 
+    buffers = 2  # tensors of state per parameter: m and s
+
     def __init__(self, params, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0, l2_bias=False, max_norm=0.0):
         self.beta1, self.beta2, self.eps, self.l2, self.max_norm = beta1, beta2, eps, l2, max_norm
         self.weights = [p for n, p in params.items() if not is_bias(n)]
@@ -142,3 +147,14 @@ class Adam:
                 m.copy_(state[f"m.{n}"])
                 s.copy_(state[f"s.{n}"])
         self.t = int(state["t"])
+
+
+OPTIMIZERS = {"sgd": MomentumSGD, "adam": Adam}  # optim.optimizer -> its class
+
+
+def make_optimizer(cfg_optim, params):
+    """The optimiser that optim.optimizer names, over params, with the config's settings."""
+    o = cfg_optim
+    if o.optimizer == "adam":
+        return Adam(params, o.momentum, o.beta2, o.eps, o.l2, o.l2_bias, o.max_norm)
+    return MomentumSGD(params, o.momentum, o.l2, o.l2_bias, o.max_norm)

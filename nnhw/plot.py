@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from . import config as config_mod  # noqa: E402
+from .data import IMAGE_SIDE  # noqa: E402
 
 LOSS_NAMES = {"cross_entropy": "average cross-entropy", "squared_error": "average squared error"}
 COLORS = {"train": "tab:blue", "dev": "tab:orange", "test": "tab:green"}
@@ -76,7 +77,7 @@ def weight_images(params, n=8):
         w = params["Wc1"].detach().float().cpu().mean(dim=1)[:n]
     else:
         w1 = params["W1"].detach().float().cpu()
-        w = w1[: (n if "W2" in params else w1.shape[0])].reshape(-1, 28, 28)
+        w = w1[: (n if "W2" in params else w1.shape[0])].reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
     flat = w.reshape(len(w), -1)
     lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
     return ((flat - lo) / (hi - lo).clamp_min(1e-12)).reshape(w.shape)

@@ -6,37 +6,29 @@ overrides) from the log folder, the newest set of seeds of it (`--seeds`, its
 seeds_*.json), and the newest learning-rate sweep, copies their PNGs beside the
 report, and writes every number from their summary.json, seeds_*.json and
 sweep.json. It keeps what it read of those runs under reports/runs/ (summaries,
-histories, figures, and the sentences read from the weights, not the checkpoints), where
-later builds find them too: the newest run of the two places wins, so the committed report
-can be rebuilt without tb_logs/. Every number names the commit it came from, and a commit whose nnhw/ or
-configs/ differ from HEAD's is flagged. The same runs always give the same files.
-REPORT.pdf is the hand-in: every question in the homework's order, then the code
-(nnhw/handin.py).
+histories, figures, and the sentences read from the weights, not the checkpoints),
+where later builds find them too: the newest run of the two places wins, so the
+committed report can be rebuilt without tb_logs/.
+
+Every number names the commit it came from, and every run and sweep is replayed
+with the code at hand (nnhw.replay): a number is flagged only when its run's first
+steps no longer replay to the same arithmetic, or cannot be replayed here. The
+same runs always give the same files. REPORT.pdf is the hand-in: every question
+in the homework's order, then the code (nnhw/handin.py).
 """
 
 import argparse
 import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from . import config as config_mod
-from . import handin, runlog
-
-# (question, config name, what the homework asks for)
-QUESTIONS = [
-    ("3", "softmax", "Softmax regression by SGD, one point at a time"),
-    ("4.1", "sigmoid", "One hidden layer of 200 sigmoid units, softmax cross-entropy"),
-    ("4.2", "relu", "One hidden layer of 200 ReLU units, ReLU outputs, squared error"),
-    ("4.3 (wide)", "wide", "Extra credit: a wide one-hidden-layer MLP on train+dev"),
-    ("4.3 (deep)", "deep", "Extra credit: an MLP with at least two hidden layers on train+dev"),
-    ("4.3 (augmented)", "mlp_aug", "Extra credit, being creative: an MLP trained on elastically distorted images on train+dev"),
-    ("6", "cnn", "Extra credit: a CNN with average pooling on train+dev"),
-    ("6 (augmented)", "cnn_aug", "Extra credit: the CNN with data augmentation on the device"),
-    ("6 (fast)", "fast", "Beyond the homework: 99% test accuracy in seconds (max pooling, Adam, one-cycle)"),
-]
+from . import handin
+from .describe import QUESTIONS, mean_std, parameter_rows, pct, short_commit, sweep_rates
+from .readout import run_readout
+from .replay import ReplayError, replay
 
 # Published MNIST test errors (%), for the summary table.
 PUBLISHED = [
@@ -53,15 +45,6 @@ PUBLISHED = [
 ]
 
 FIGURES = ["loss", "error", "weights"]
-
-
-def short_commit(commit):
-    """The first 12 hex digits, keeping '-dirty' (code that differed from the commit) in view."""
-    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
-
-
-def pct(x):
-    return "n/a" if x is None else f"{x:.2f}%"
 
 
 # <out>/runs/: what the report read of each run, kept beside it (tb_logs/ is not committed), so that a later
@@ -123,7 +106,7 @@ def keep(name, run_dir, seeds_path, sweep_dir, out):
     """Copy what the report reads of a run, its seed set and its sweep into <out>/runs/ (see KEPT)."""
     kept = Path(out) / KEPT
     if copy_into(run_dir, kept / name / run_dir.name, KEPT_FILES):
-        lines, summary = handin.run_readout(run_dir)
+        lines, summary = run_readout(run_dir)
         (kept / name / run_dir.name / "readout.json").write_text(json.dumps(dict(lines=lines, summary=summary), indent=1) + "\n")
     if seeds_path is not None:
         copy_into(seeds_path.parent, kept / name, [seeds_path.name])
@@ -131,81 +114,19 @@ def keep(name, run_dir, seeds_path, sweep_dir, out):
         copy_into(sweep_dir, kept / f"{name}-sweep" / sweep_dir.name, ["sweep.json", "sweep.png"])
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def differs_from_head(commit, name=None, repo=REPO):
-    """True when the code that makes a result at `commit` is not HEAD's: a '-dirty' commit, one git
-    does not know, or one whose nnhw/ (but the report's builders) or configs/<name>.toml differ from
-    HEAD's (all of configs/ when no name is given: runlog.result_paths). None without git."""
-    if commit.endswith("-dirty") or commit == "unknown":
-        return True
+def replay_check(folder):
+    """'' when the run (or sweep) in folder replays to the same arithmetic with the code at hand,
+    else the flag to print beside its numbers."""
     try:
-        res = subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", *runlog.result_paths(name)], cwd=repo, capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return res.returncode != 0  # 1: they differ; 128: git does not know the commit
+        same, what = replay(folder)
+    except ReplayError as e:
+        return f"not replay-checked here: {e}"
+    return "" if same else f"its replay {what}: rerun it"
 
 
-def commit_text(commit, name=None, repo=REPO):
-    """The commit behind a number of configs/<name>.toml, flagged when its code or that config is not HEAD's."""
-    flag = differs_from_head(commit, name, repo)
-    where = f"configs/{name}.toml" if name else "configs/"
-    return f"`{short_commit(commit)}`" + (f" (differs from HEAD in nnhw/ or {where})" if flag else "")
-
-
-def mean_std(stat, unit="%"):
-    """'0.77 +- 0.04% (3 seeds)' from an aggregate's statistic."""
-    if stat is None:
-        return "n/a"
-    return f"{stat['mean']:.2f} +- {stat['std']:.2f}{unit} ({stat['n']} seed{'s' if stat['n'] != 1 else ''})"
-
-
-def schedule_text(o):
-    if o.schedule == "constant":
-        return "constant"
-    if o.schedule == "step":
-        return f"x{o.gamma:g} at epochs {', '.join(f'{m:g}' for m in o.milestones)}"
-    return f"{o.schedule} to {o.final_fraction:g} x lr"
-
-
-def parameter_rows(cfg):
-    m, o = cfg.model, cfg.optim
-    if m.arch == "cnn":
-        pooling = handin.POOLING_NAMES[m.pool_type]
-        model = (
-            f"CNN: conv channels {m.conv_channels}, filters {m.conv_kernel} (padding {m.conv_padding}), "
-            f"{pooling} pooling {m.pool}x{m.pool} stride {m.pool_stride} after each; fully connected {m.hidden}; {m.transfer}"
-        )
-    else:
-        model = " - ".join(str(d) for d in [784, *m.hidden, 10]) + (f", {m.transfer} hidden" if m.hidden else "") + f", {m.output_transfer} outputs"
-    rows = [
-        ("model", model),
-        ("loss", m.loss),
-        ("training split", cfg.data.train_split + (" (standardised)" if cfg.data.standardize else "")),
-        ("batch size", f"{cfg.train.batch_size}"),
-        ("epochs", f"{cfg.train.epochs:g}"),
-        ("optimiser", "momentum SGD" if o.optimizer == "sgd" else f"Adam (beta2 {o.beta2:g}, eps {o.eps:g})"),
-        ("learning rate", f"{o.lr:g}"),
-        ("schedule", schedule_text(o) + (f", after a linear warm-up over the first {o.warmup:g} of the run" if o.warmup else "")),
-        ("momentum" if o.optimizer == "sgd" else "beta1", f"{o.momentum:g}"),
-        ("lambda (L2)", f"{o.l2:g}" + (" (biases too)" if o.l2_bias else " (weights only)")),
-        *([("max-norm", f"each unit's incoming weights kept at norm <= {o.max_norm:g}")] if o.max_norm else []),
-        ("initialisation", f"{m.init} (scale {m.init_scale:g}), biases {m.bias_init:g}"),
-        ("seed", f"{cfg.run.seed}"),
-        ("backward engine", cfg.train.engine + (", torch.compile" if cfg.train.compile else "")),
-    ]
-    if m.dropout_input or m.dropout_hidden:
-        rows.append(("dropout", f"input {m.dropout_input:g}, hidden {m.dropout_hidden:g}"))
-    t = cfg.train
-    if t.augment == "shift":
-        rows.append(("augmentation", f"random shifts up to {t.augment_shift:g} px, on the device"))
-    elif t.augment == "affine":
-        rows.append(("augmentation", f"random shifts up to {t.augment_shift:g} px, rotations up to {t.augment_rotate:g} deg, scale +-{t.augment_scale:g}, on the device"))
-    elif t.augment == "elastic":
-        rows.append(("augmentation", f"random shifts up to {t.augment_shift:g} px, rotations up to {t.augment_rotate:g} deg, scale +-{t.augment_scale:g}, "
-                                     f"then an elastic distortion (alpha {t.elastic_alpha:g} px, sigma {t.elastic_sigma:g} px), on the device"))
-    return rows
+def commit_text(commit, flag=""):
+    """The commit behind a number, with the replay's flag when there is one."""
+    return f"`{short_commit(commit)}`" + (f" (**flagged**: {flag})" if flag else "")
 
 
 def collect(name, log_dir, out):
@@ -220,9 +141,10 @@ def collect(name, log_dir, out):
     dest = out / name
     dest.mkdir(parents=True, exist_ok=True)
     run = dict(dir=run_dir, summary=json.loads((run_dir / "summary.json").read_text()), cfg=config_mod.load(run_dir / "config.toml"), sweep=None,
-               seeds=None if seeds_path is None else json.loads(seeds_path.read_text()))
+               seeds=None if seeds_path is None else json.loads(seeds_path.read_text()), flag=replay_check(run_dir))
     if sweep_dir is not None:
         run["sweep"] = json.loads((sweep_dir / "sweep.json").read_text())
+        run["sweep_flag"] = replay_check(sweep_dir)
         shutil.copyfile(sweep_dir / "sweep.png", dest / "sweep.png")
     for fig in FIGURES:
         if (run_dir / f"{fig}.png").is_file():
@@ -230,28 +152,48 @@ def collect(name, log_dir, out):
     return run
 
 
+def minutes(seconds):
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def time_per_seed(summary, seeds):
+    """'3.6 + 1.4 min': the mean training time per seed over the seed set (the run's own without one),
+    and the evaluation time (the seeds' mean where the set has it, else the run's)."""
+    st = (seeds or {}).get("stats", {})
+    train = st["train_seconds"]["mean"] if st.get("train_seconds") else summary["train_seconds"]
+    evaluation = st["eval_seconds"]["mean"] if st.get("eval_seconds") else summary["eval_seconds"]
+    return f"{minutes(train)} + {minutes(evaluation)}"
+
+
+def replay_line(run):
+    if run["flag"]:
+        return f"**Flagged**: {run['flag']}."
+    return ("Replayed with the code that built this report: its first steps compute the same arithmetic (`python -m nnhw.replay`), "
+            "so its numbers, and its seed set's (the same config and code, other seeds), stand.")
+
+
 def section(question, name, what, run, out):
-    lines = [f"## {question}: {what}", ""]
+    lines = [f"## {question} ({name}): {what}", ""]
     if run is None:
         return lines + [f"No finished run of `configs/{name}.toml` yet: `python -m nnhw.train configs/{name}.toml`.", ""]
     run_dir, summary, cfg, sw = run["dir"], run["summary"], run["cfg"], run["sweep"]
-    lines += [f"Config `configs/{name}.toml`; run `{run_dir.name}` at commit {commit_text(summary['git_commit'], name)}.", ""]
+    lines += [f"Config `configs/{name}.toml`; run `{run_dir.name}` at commit {commit_text(summary['git_commit'])}. {replay_line(run)}", ""]
     seeds = run.get("seeds")
     if seeds is not None:
         st = seeds["stats"]
         lines += [f"**Over seeds {', '.join(map(str, seeds['seeds']))}** (`{seeds['command']}`, at "
-                  f"{', '.join(commit_text(c, name) for c in seeds['git_commits'])}): final test error {mean_std(st['final_test_error'])}"
+                  f"{', '.join(commit_text(c) for c in seeds['git_commits'])}): final test error {mean_std(st['final_test_error'])}"
                   + (f"; test error at best dev {mean_std(st['test_error_at_best_dev'])}" if st["test_error_at_best_dev"] else "")
                   + f"; lowest test error, chosen on the test set as the homework asks, {mean_std(st['lowest_test_error'])}"
                   + (f"; 99% test accuracy after {mean_std(st['seconds_to_99'], ' s')} of training" if st["seconds_to_99"] else "")
                   + ". Each seed: " + "; ".join(f"seed {r['seed']} final {pct(r['final_test_error'])}" for r in seeds["runs"]) + ".", ""]
     lines += ["| parameter | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in parameter_rows(cfg)] + [""]
     if sw is not None:
-        thr = "none on the grid" if sw["threshold_lr"] is None else f"{sw['threshold_lr']:g}"
-        div = "none on the grid" if sw["diverging_lr"] is None else f"{sw['diverging_lr']:g}"
+        thr, div = sweep_rates(sw)
+        flag = f" **Flagged**: {run['sweep_flag']}." if run["sweep_flag"] else ""
         lines += [
             f"**Learning-rate threshold.** The smallest rate with a non-trivial decrease is **{thr}**; "
-            f"training diverges from **{div}** ({sw['rule']}). Command: `{sw['command']}`.",
+            f"training diverges from **{div}** ({sw['rule']}). Command: `{sw['command']}`.{flag}",
             "",
             f"![{name} sweep]({name}/sweep.png)",
             "",
@@ -350,11 +292,11 @@ def build(log_dir="tb_logs", out="reports", pdf=True):
     for question, name, what in QUESTIONS:
         run = collect(name, log_dir, out)
         runs.append((question, name, run))
-        if run is None and name in ("wide", "deep", "mlp_aug", "cnn", "cnn_aug", "fast"):
+        if run is None and question in ("4.3", "6"):
             continue  # extra credit not run yet: leave it out rather than list an empty section
         body += section(question, name, what, run, out)
         if run is not None:
-            table.append((f"nnhw `{name}` (question {question})", name, run))
+            table.append((f"nnhw `{name}` ({question})", name, run))
     head = [
         "# nnhw report: homework 4 on MNIST",
         "",
@@ -366,23 +308,24 @@ def build(log_dir="tb_logs", out="reports", pdf=True):
         "",
         "The final test error is the last evaluation of each fixed schedule, as mean +- sample std over the seeds of the",
         "newest `--seeds` set where there is one (else the one run's); the lowest test error is chosen on the test set, as",
-        "the homework asks, and flatters the model. A commit flagged as differing from HEAD made its number with other code.",
+        "the homework asks, and flatters the model. Every run is replayed with the code that built this report",
+        "(`python -m nnhw.replay`); a number is flagged only when its run no longer replays to the same arithmetic.",
         "",
-        "| model | final test error | test error at best dev | lowest test error (chosen on the test set) | commit | source |",
-        "|---|---|---|---|---|---|",
+        "| model | final test error | test error at best dev | lowest test error (chosen on the test set) | training + evaluation per seed | commit | source |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, name, run in table:
         s, seeds = run["summary"], run.get("seeds")
         if seeds is not None:
             st = seeds["stats"]
             cells = [mean_std(st["final_test_error"]), mean_std(st["test_error_at_best_dev"]), mean_std(st["lowest_test_error"])]
-            commits = ", ".join(commit_text(c, name) for c in seeds["git_commits"])
+            commits = ", ".join(commit_text(c, run["flag"]) for c in seeds["git_commits"])
         else:
             cells = [pct(s["final"]["test_error"]) + " (1 seed)", pct(s["test_error_at_best_dev"]), pct(s["lowest_test_error"])]
-            commits = commit_text(s["git_commit"], name)
-        head.append(f"| {label} | {' | '.join(cells)} | {commits} | this report |")
+            commits = commit_text(s["git_commit"], run["flag"])
+        head.append(f"| {label} | {' | '.join(cells)} | {time_per_seed(s, seeds)} | {commits} | this report |")
     for label, err, source in PUBLISHED:
-        head.append(f"| {label} | | | {err:.2f}% | | {source} |")
+        head.append(f"| {label} | | | {err:.2f}% | | | {source} |")
     head += ["", "Runs on train+dev have no dev split: n/a at best dev.", ""]
     text = "\n".join(head + body + extras(out)).rstrip() + "\n"
     (out / "REPORT.md").write_text(text)

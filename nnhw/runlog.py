@@ -9,22 +9,14 @@ sub-run is made (torch's SummaryWriter.add_hparams makes one per call).
 
 import os
 import re
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 from . import models
+from .data import IMAGE_SIDE
 
 HPARAMS_FILE = "events.out.tfevents.hparams"  # sorts after the run's timestamped event files
-# The report's builders only read finished runs: editing them cannot move a result.
-REPORT_ONLY = ("nnhw/report.py", "nnhw/handin.py", "nnhw/handin.typ")
-
-
-def result_paths(config_name=None):
-    """Git pathspecs, from the repository's root, of what makes a result: nnhw/ but the report's
-    builders, and configs/ (only configs/<config_name>.toml when a config is named)."""
-    return ["nnhw", *(f":(exclude){p}" for p in REPORT_ONLY), f"configs/{config_name}.toml" if config_name else "configs"]
 
 
 class Log:
@@ -78,72 +70,9 @@ def model_summary(cfg_model):
     rows = models.layer_table(cfg_model)
     total_params, total_macs = sum(r[2] for r in rows), sum(r[3] for r in rows)
     w = max(len(r[0]) for r in rows) + 2
-    lines = [f"{'layer':<{w}}{'output':>12}{'parameters':>14}{'multiply-adds':>16}  (per 1x28x28 image)"]
+    lines = [f"{'layer':<{w}}{'output':>12}{'parameters':>14}{'multiply-adds':>16}  (per 1x{IMAGE_SIDE}x{IMAGE_SIDE} image)"]
     lines += [f"{name:<{w}}{shape:>12}{n:>14,}{macs:>16,}" for name, shape, n, macs in rows]
     lines.append(f"{'total':<{w}}{'':>12}{total_params:>14,}{total_macs:>16,}")
-    return lines
-
-
-def closing_line(summary):
-    """The run's result in one line: final errors, best dev and the test error there, times."""
-    f = summary["final"]
-    final = " ".join(f"{s} {f[f'{s}_error']:.2f}%" for s in ("train", "dev", "test") if f"{s}_error" in f)
-    best = ""
-    if summary["best_dev_error"] is not None:
-        best = (f"; best dev {summary['best_dev_error']:.2f}% at epoch {summary['best_dev_epoch']:.2f}, "
-                f"test there {summary['test_error_at_best_dev']:.2f}%")
-    first_99 = (summary.get("time_to_accuracy") or {}).get("99%")
-    at_99 = f"; 99% test accuracy first after {first_99['train_seconds']:.1f} s of training (epoch {first_99['epoch']:.2f})" if first_99 else ""
-    return (f"{summary['status']}: final error {final}{best}; lowest test {summary['lowest_test_error']:.2f}% (chosen on the test set)"
-            f"{at_99}; {summary['train_seconds']:.1f} s training + {summary['eval_seconds']:.1f} s evaluation")
-
-
-# The numbers a set of seeds is summed up by: (key in the aggregate, how to read it from a summary)
-SEED_METRICS = {
-    "final_test_error": lambda s: s["final"]["test_error"],
-    "test_error_at_best_dev": lambda s: s["test_error_at_best_dev"],
-    "lowest_test_error": lambda s: s["lowest_test_error"],
-    "seconds_to_99": lambda s: ((s.get("time_to_accuracy") or {}).get("99%") or {}).get("train_seconds"),
-    "train_seconds": lambda s: s["train_seconds"],
-}
-
-
-def aggregate(summaries, command, run_dirs, diverged=()):
-    """Several seeds' summaries as one record: each seed's numbers, and per number the mean, the sample
-    standard deviation, min and max over the seeds that have it (n counts them; a number a seed lacks,
-    such as the time to 99% of a seed that never got there, is left out of its statistics)."""
-
-    per_seed = [dict(seed=s["seed"], run_dir=d, git_commit=s["git_commit"], **{k: get(s) for k, get in SEED_METRICS.items()})
-                for s, d in zip(summaries, run_dirs)]
-    stats = {}
-    for key in SEED_METRICS:
-        values = [r[key] for r in per_seed if r[key] is not None]
-        stats[key] = None if not values else dict(
-            mean=statistics.fmean(values), std=statistics.stdev(values) if len(values) > 1 else 0.0,
-            min=min(values), max=max(values), n=len(values))
-    return dict(name=summaries[0]["name"], command=command, seeds=[r["seed"] for r in per_seed], diverged_seeds=list(diverged),
-                git_commits=sorted({r["git_commit"] for r in per_seed}), runs=per_seed, stats=stats)
-
-
-def aggregate_lines(agg):
-    """The console's account of a set of seeds: one line per seed, then mean +- std (min, max)."""
-    st = agg["stats"]
-    lines = [f"{agg['name']}, seeds {', '.join(map(str, agg['seeds']))}:"]
-    for r in agg["runs"]:
-        t99 = "never" if r["seconds_to_99"] is None else f"after {r['seconds_to_99']:.1f} s"
-        lines.append(f"  seed {r['seed']}: final test error {r['final_test_error']:.2f}%, lowest {r['lowest_test_error']:.2f}%, 99% test accuracy {t99}")
-
-    def stat(key, unit, digits):
-        v = st[key]
-        if v is None:
-            return "never reached"
-        return f"{v['mean']:.{digits}f} +- {v['std']:.{digits}f}{unit} (min {v['min']:.{digits}f}, max {v['max']:.{digits}f}, n {v['n']})"
-
-    lines.append(f"  final test error {stat('final_test_error', '%', 2)}")
-    lines.append(f"  lowest test error, chosen on the test set: {stat('lowest_test_error', '%', 2)}")
-    lines.append(f"  training seconds to 99% test accuracy {stat('seconds_to_99', ' s', 2)}")
-    if agg["diverged_seeds"]:
-        lines.append(f"  diverged, left out: seeds {', '.join(map(str, agg['diverged_seeds']))}")
     return lines
 
 

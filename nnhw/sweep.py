@@ -1,8 +1,9 @@
 """`python -m nnhw.sweep CONFIG [section.key=value ...]`: the learning-rate threshold.
 
 The homework asks (4.1.2, 4.2.2) "for what learning rate do you start observing a
-non-trivial decrease". For every rate on a log-spaced grid, train from the same
-initialisation and the same data order for a fixed budget (a quarter epoch by
+non-trivial decrease". For every rate on a log-spaced grid, train with the config's
+optimiser from the same initialisation and the same data order (a fresh permutation
+each pass, as nnhw.train draws them) for a fixed budget (a quarter epoch by
 default) at that constant rate, then measure the average training loss.
 
 - non-trivial decrease: the loss after the budget is at least 10% below the
@@ -11,8 +12,8 @@ default) at that constant rate, then measure the average training loss.
   initialisation.
 
 It prints the table, the smallest rate with a non-trivial decrease and the
-smallest rate that diverges, and writes sweep.json and sweep.png into
-<run.log_dir>/<run.name>-sweep/<time>/.
+smallest rate that diverges, and writes sweep.json, sweep.png and the resolved
+config.toml into <run.log_dir>/<run.name>-sweep/<time>/.
 """
 
 import argparse
@@ -32,7 +33,9 @@ from . import data as data_mod  # noqa: E402
 from . import runlog  # noqa: E402
 from .config import ConfigError  # noqa: E402
 from .data import DataError  # noqa: E402
-from .train import RunError, atomic_write_text, build, evaluate, make_run_dir, make_train_step, resolve_device  # noqa: E402
+from .checkpoint import TrainState  # noqa: E402
+from .rundir import RunError, atomic_write_text, make_run_dir  # noqa: E402
+from .step import Batches, build, evaluate, make_train_step, random_streams, resolve_device  # noqa: E402
 
 DECREASE = 0.10  # "non-trivial": at least 10% below the starting loss
 
@@ -43,16 +46,17 @@ def log_grid(lo, hi, per_decade):
 
 
 def loss_after_budget(cfg, splits, lr, budget_points, device):
-    """Average training loss after `budget_points` of constant-rate SGD from the config's init."""
+    """Average training loss after `budget_points` at the constant rate lr from the config's init,
+    one batch after another in the run's data order, pass after pass (no dropout or augmentation)."""
     train = splits["train"]
     params, forward, loss_fn, opt = build(cfg, device)
     step = make_train_step(params, forward, loss_fn, opt, engine=cfg.train.engine)
-    order = torch.Generator().manual_seed(cfg.run.seed + 1)
-    idx = torch.randperm(len(train), generator=order)[:budget_points].to(device)
-    x_all, y_all = train.x[idx], train.y[idx]
-    B = cfg.train.batch_size
-    for i in range(0, budget_points, B):
-        step(x_all[i : i + B], y_all[i : i + B], lr)  # no dropout or augmentation in the sweep
+    order, _ = random_streams(cfg.run.seed, device)
+    batches, state = Batches(train, order, device), TrainState()
+    while state.points < budget_points:
+        x, y = batches.next(state, cfg.train.batch_size, budget_points)
+        step(x, y, lr)
+        state.pos, state.points = state.pos + len(y), state.points + len(y)
     return evaluate(params, forward, loss_fn, train, cfg.eval.batch_size)[0]
 
 
@@ -134,15 +138,20 @@ def write_rows(out, cfg, result):
         runlog.write_hparams(row_dir, hparams, metrics, r["verdict"])
 
 
-def main(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(prog="python -m nnhw.sweep", description="Find the learning rate at which the loss starts to fall non-trivially, and where it diverges.")
-    p.add_argument("config", help="the TOML config whose model, batch size, momentum and init are swept")
+    p.add_argument("config", help="the TOML config whose model, optimiser, batch size and init are swept")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--lo", type=float, default=1e-4, help="smallest rate of the grid (default 1e-4)")
     p.add_argument("--hi", type=float, default=100.0, help="largest rate of the grid (default 100)")
     p.add_argument("--per-decade", type=int, default=2, help="grid points per decade (default 2)")
-    p.add_argument("--budget", type=float, default=0.25, help="training budget per rate in epochs of 50,000 points (default 0.25)")
-    args = p.parse_args(argv)
+    p.add_argument("--budget", type=float, default=0.25, help="training budget per rate in effective epochs of 50,000 points, "
+                   "up to 10 (default 0.25)")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_intermixed_args(argv)
     try:
         if not (0 < args.lo < args.hi) or args.per_decade < 1 or not (0 < args.budget <= 10):
             raise ConfigError("need 0 < --lo < --hi, --per-decade >= 1 and 0 < --budget <= 10")
@@ -153,6 +162,7 @@ def main(argv=None):
         print(f"nnhw.sweep: error: {e}", file=sys.stderr)
         return 2
     result["command"] = "python -m nnhw.sweep " + " ".join(argv if argv is not None else sys.argv[1:])
+    atomic_write_text(out / "config.toml", config_mod.to_toml(cfg))
     atomic_write_text(out / "sweep.json", json.dumps(result, indent=2) + "\n")
     fig = sweep_figure(result)
     fig.savefig(out / "sweep.png", metadata={"Software": None})

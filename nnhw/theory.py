@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from . import functions as nf
+from .describe import show
 
 DT = torch.float64
 
@@ -339,14 +340,6 @@ CLAIMS = [
 ]
 
 
-def _fmt(v):
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, list) and v and isinstance(v[0], float):
-        return "[" + ", ".join(f"{x:.4g}" for x in v) + "]"
-    return str(v)
-
-
 def summarize_7(result):
     """The numbers that confirm 7, without the per-step rows."""
     rows = result["rows"]
@@ -387,10 +380,10 @@ def main(argv=None):
                 continue
             if key == "rows":
                 for r in value:
-                    print("    " + ", ".join(f"{k} = {_fmt(v)}" for k, v in r.items()))
+                    print("    " + ", ".join(f"{k} = {show(v)}" for k, v in r.items()))
             else:
-                print(f"    {key} = {_fmt(value)}")
-    # the same numbers for the report (nnhw.report reads this file; it never reruns the claims)
+                print(f"    {key} = {show(value)}")
+    # the same numbers for the hand-in (nnhw.handin reads this file; it never reruns the claims)
     (out / "theory.json").write_text(json.dumps(results, indent=1) + "\n")
     return 0 if all_hold else 1
 

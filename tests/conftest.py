@@ -10,20 +10,55 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def _mnist_root():
+def _find_mnist():
     for root in (os.environ.get("NNHW_DATA_ROOT"), SHARED_DATA):
         if root and (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
             return Path(root)
     return None
 
 
+MNIST_ROOT = _find_mnist()  # read once, before the tests' environment is cleared of NNHW_DATA_ROOT
+
+
+def _mnist_root():
+    return MNIST_ROOT
+
+
 @pytest.fixture(scope="session")
 def mnist_root():
     """The real MNIST, from NNHW_DATA_ROOT or ../shared/data; tests never download it."""
-    root = _mnist_root()
-    if root is None:
+    if MNIST_ROOT is None:
         pytest.skip("real MNIST not found: neither NNHW_DATA_ROOT nor ../shared/data holds MNIST/raw/")
-    return root
+    return MNIST_ROOT
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_data_root_by_default():
+    """Tests start without NNHW_DATA_ROOT: one that trains asks for mnist_root and sets it itself,
+    so that no test passes only because another one left it set."""
+    mp = pytest.MonkeyPatch()
+    mp.delenv("NNHW_DATA_ROOT", raising=False)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def environment_unchanged():
+    """A module's fixtures leave nnhw's environment variables as they found them (module_env undoes
+    what they set); torch and pytest keep their own."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("NNHW_")}
+    yield
+    after = {k: v for k, v in os.environ.items() if k.startswith("NNHW_")}
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    assert not changed, f"this module's fixtures changed the environment and left it so: {changed}"
+
+
+@pytest.fixture(scope="module")
+def module_env():
+    """monkeypatch for module-scoped fixtures: what they set is undone when the module ends."""
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
 
 
 def run_cli(*args, env=None, cwd=REPO, timeout=600):
@@ -34,15 +69,15 @@ def run_cli(*args, env=None, cwd=REPO, timeout=600):
 
 def wait_for_checkpoint(run_parent, points, proc, timeout=180):
     """The run folder under run_parent once its checkpoint holds `points` (the process must still run)."""
-    from nnhw import train
+    from nnhw import checkpoint, rundir
 
     t0 = time.time()
     while time.time() - t0 < timeout:
         for ckpt in run_parent.glob("*/checkpoint.pt"):
             try:
-                if train.load_checkpoint(ckpt.parent)["points"] >= points:
+                if checkpoint.load_checkpoint(ckpt.parent)["points"] >= points:
                     return ckpt.parent
-            except train.RunError:
+            except rundir.RunError:
                 pass  # being replaced right now
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nnhw import config, models
-from nnhw.train import build, make_train_step
+from nnhw.step import build, make_train_step
 
 from conftest import REPO
 
@@ -113,3 +113,13 @@ def test_until_99_gives_none_when_never_reached():
     steps = iter([10000] * 3)
     r = bench.until_99(steps, lambda: 1.5, torch.device("cpu"), lambda seen: seen / 50000, max_seconds=60)
     assert r["seconds"] is None and r["epoch"] is None and r["final_test_error"] == 1.5
+
+
+@pytest.mark.parametrize("overrides", [[], ["model.pool=1", "model.pool_stride=2"], ["model.conv_padding=2", "model.pool=3"]],
+                         ids=["cnn", "no-pooling-stride-2", "padded-pool-3"])
+def test_multiply_adds_are_the_model_summarys(overrides):
+    """One count of a forward pass's multiply-adds, the model summary's, whatever the pooling."""
+    cfg = config.load(REPO / "configs" / "cnn.toml", overrides)
+    assert bench.multiply_adds(cfg) == sum(row[3] for row in models.layer_table(cfg.model))
+    if overrides[:1] == ["model.pool=1"]:  # no pooling, whatever its stride: 28 -> 24 -> 20
+        assert bench.multiply_adds(cfg) == 32 * 25 * 24**2 + 64 * 32 * 25 * 20**2 + 64 * 20**2 * 256 + 256 * 10

@@ -6,10 +6,12 @@ import sys
 
 import pytest
 
-from nnhw import train
+from nnhw import checkpoint, train
 from nnhw.dist import World
 
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # torchrun with several processes
 
 RUN = ["configs/relu.toml", "train.epochs=0.04", "eval.every=1000", "train.batch_size=100"]
 
@@ -43,7 +45,7 @@ def test_two_processes_equal_one(tmp_path, mnist_root):
     runs = list((tmp_path / "two" / "relu").iterdir())
     assert len(runs) == 1  # only rank 0 writes a run folder
     two_dir = runs[0]
-    a, b = train.load_checkpoint(one_dir), train.load_checkpoint(two_dir)
+    a, b = checkpoint.load_checkpoint(one_dir), checkpoint.load_checkpoint(two_dir)
     assert a["points"] == b["points"] == 2000
     for name in a["params"]:
         diff = (a["params"][name] - b["params"][name]).abs().max() / a["params"][name].abs().max()

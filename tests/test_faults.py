@@ -12,10 +12,12 @@ import time
 import pytest
 import torch
 
-from nnhw import config, data, functions as nf, train
+from nnhw import checkpoint, config, data, functions as nf, rundir, train
 from nnhw.config import ConfigError
 
 from conftest import REPO, _mnist_root, wait_for_checkpoint
+
+pytestmark = pytest.mark.slow  # the fault matrix: signals, resumes and full disks around real runs
 
 SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50"]  # 40 steps, 5 evaluations
 
@@ -61,9 +63,9 @@ def data_root(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def whole(tmp_path_factory, mnist_root):
+def whole(tmp_path_factory, mnist_root, module_env):
     """An uninterrupted short relu run: what every resumed run must end as."""
-    os.environ.setdefault("NNHW_DATA_ROOT", str(mnist_root))
+    module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
     log_dir = tmp_path_factory.mktemp("whole")
     relu_dir, status, _ = train.run(short_cfg(log_dir))
     assert status == "finished"
@@ -78,9 +80,9 @@ def whole(tmp_path_factory, mnist_root):
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_resume_from_checkpoint_n_equals_uninterrupted(tmp_path, monkeypatch, whole, n):
     run_dir = killed_after_checkpoint(monkeypatch, tmp_path, n)
-    assert train.load_checkpoint(run_dir)["points"] == 500 * (n - 1)
+    assert checkpoint.load_checkpoint(run_dir)["points"] == 500 * (n - 1)
     assert train.main(["--resume", str(run_dir)]) == 0
-    a, b = train.load_checkpoint(whole)["params"], train.load_checkpoint(run_dir)["params"]
+    a, b = checkpoint.load_checkpoint(whole)["params"], checkpoint.load_checkpoint(run_dir)["params"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     hist = json.loads((run_dir / "history.json").read_text())
     assert [r["points"] for r in hist] == [0, 500, 1000, 1500, 2000]
@@ -91,7 +93,7 @@ def test_resume_with_dropout_is_exact_too(tmp_path, monkeypatch, mnist_root):
     whole_dir, _, _ = train.run(short_cfg(tmp_path / "whole", extra=extra))
     run_dir = killed_after_checkpoint(monkeypatch, tmp_path / "killed", 2, extra)
     assert train.main(["--resume", str(run_dir)]) == 0
-    a, b = train.load_checkpoint(whole_dir)["params"], train.load_checkpoint(run_dir)["params"]
+    a, b = checkpoint.load_checkpoint(whole_dir)["params"], checkpoint.load_checkpoint(run_dir)["params"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -116,7 +118,7 @@ def test_sigterm_and_sighup_save_and_exit(tmp_path, mnist_root, sig, code):
     assert proc.returncode == code, err
     assert f"interrupted by {signal.Signals(sig).name}; checkpoint saved. Resume with: python -m nnhw.train --resume {run_dir}" in err
     assert "Traceback" not in err and not (run_dir / "summary.json").exists()
-    assert train.load_checkpoint(run_dir)["points"] >= 500
+    assert checkpoint.load_checkpoint(run_dir)["points"] >= 500
 
 
 # --------------------------------------------------------------------------- #
@@ -126,17 +128,17 @@ def test_sigterm_and_sighup_save_and_exit(tmp_path, mnist_root, sig, code):
 
 def test_second_resume_of_a_running_run_exits_2(tmp_path, monkeypatch, capsys, whole):
     run_dir = killed_after_checkpoint(monkeypatch, tmp_path, 2)
-    before = (run_dir / train.CHECKPOINT).read_bytes()
-    with train.RunLock(run_dir):  # the run that is still going
+    before = (run_dir / checkpoint.CHECKPOINT).read_bytes()
+    with rundir.RunLock(run_dir):  # the run that is still going
         err = one_line_error(capsys, train.main(["--resume", str(run_dir)]))
     assert f"{run_dir} is in use by another nnhw.train" in err
-    assert (run_dir / train.CHECKPOINT).read_bytes() == before
+    assert (run_dir / checkpoint.CHECKPOINT).read_bytes() == before
 
 
 def test_each_writer_has_its_own_temporary_file(tmp_path):
     names = []
     for _ in range(2):
-        train.atomic_write_bytes(tmp_path / "f", lambda f: names.append(f.name) or f.write(b"x"))
+        rundir.atomic_write_bytes(tmp_path / "f", lambda f: names.append(f.name) or f.write(b"x"))
     assert names[0] != names[1] and all(n.endswith(".tmp") for n in names)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
 
@@ -183,7 +185,7 @@ def test_resume_applies_and_records_what_it_may_change(tmp_path, monkeypatch, wh
 
 def test_resume_of_a_cuda_checkpoint_on_the_cpu(tmp_path, monkeypatch, whole):
     run_dir = killed_after_checkpoint(monkeypatch, tmp_path, 2, ["model.dropout_hidden=0.5"])
-    ckpt = train.load_checkpoint(run_dir)
+    ckpt = checkpoint.load_checkpoint(run_dir)
     ckpt["noise_rng"] = torch.arange(16, dtype=torch.uint8)  # a CUDA generator's state: seed and offset
     ckpt["noise_device"] = "cuda"
     train.save_checkpoint(run_dir, ckpt)
@@ -219,7 +221,7 @@ BAD = {
 @pytest.mark.parametrize("how", list(BAD))
 def test_bad_checkpoint_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, whole, how):
     run_dir = killed_after_checkpoint(monkeypatch, tmp_path, 2)
-    path = run_dir / train.CHECKPOINT
+    path = run_dir / checkpoint.CHECKPOINT
     BAD[how](path)
     err = one_line_error(capsys, train.main(["--resume", str(run_dir)]))
     assert str(path) in err and "weights_only=False" not in err and "pwned" not in err
@@ -245,7 +247,7 @@ def test_full_disk_keeps_the_last_checkpoint_and_no_tmp(tmp_path, monkeypatch, c
     err = one_line_error(capsys, code)
     (run_dir,) = (tmp_path / "relu").iterdir()
     assert "no space left on device" in err and str(run_dir) in err
-    assert train.load_checkpoint(run_dir)["points"] == 0
+    assert checkpoint.load_checkpoint(run_dir)["points"] == 0
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -255,7 +257,7 @@ def test_read_only_run_folder_on_resume(tmp_path, monkeypatch, capsys, whole):
     def refuse(path, *args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(train, "open", refuse, raising=False)  # what a read-only folder does to every write
+    monkeypatch.setattr(rundir, "open", refuse, raising=False)  # what a read-only folder does to every write
     err = one_line_error(capsys, train.main(["--resume", str(run_dir)]))
     assert f"cannot write the run folder {run_dir}: permission denied" in err
 
@@ -319,7 +321,7 @@ def test_divergence_before_any_step_claims_no_checkpoint(tmp_path, capsys, mnist
     err = one_line_error(capsys, code, train.EXIT_DIVERGED)
     assert "no checkpoint was written" in err and "is kept" not in err
     (run_dir,) = (tmp_path / "relu").iterdir()
-    assert not (run_dir / train.CHECKPOINT).exists()
+    assert not (run_dir / checkpoint.CHECKPOINT).exists()
 
 
 # --------------------------------------------------------------------------- #
@@ -412,7 +414,7 @@ def test_ctrl_c_while_drawing_figures(tmp_path, monkeypatch, capsys, mnist_root)
     monkeypatch.setattr(plot, "save_figures", interrupted)
     err = one_line_error(capsys, train.main(["configs/relu.toml", *SHORT, f"run.log_dir={tmp_path}"]), train.EXIT_INTERRUPTED)
     (run_dir,) = (tmp_path / "relu").iterdir()
-    assert "interrupted" in err and train.load_checkpoint(run_dir)["points"] == 2000
+    assert "interrupted" in err and checkpoint.load_checkpoint(run_dir)["points"] == 2000
 
 
 def test_second_ctrl_c_during_a_checkpoint_write(tmp_path, monkeypatch, capsys, mnist_root):
@@ -430,5 +432,5 @@ def test_second_ctrl_c_during_a_checkpoint_write(tmp_path, monkeypatch, capsys, 
     monkeypatch.setattr(torch, "save", real_save)
     one_line_error(capsys, code, train.EXIT_INTERRUPTED)
     (run_dir,) = (tmp_path / "relu").iterdir()
-    assert train.load_checkpoint(run_dir)["points"] == 500  # the second checkpoint, whole
+    assert checkpoint.load_checkpoint(run_dir)["points"] == 500  # the second checkpoint, whole
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]

@@ -10,6 +10,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # the GPU script end to end on a CPU
+
 
 def gpu_check(tmp_path, **env):
     full = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", OUT=str(tmp_path / "out"), **env)

@@ -8,9 +8,12 @@ import pypdf
 import pytest
 import torch
 
-from nnhw import config, handin, report, theory, train
+from nnhw import config, handin, readout, report, theory, train
+from nnhw.describe import COMMANDS, show
 
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # REPORT.pdf built from tiny real runs
 
 TINY = ["train.epochs=0.1", "eval.every=1000", "train.batch_size=50", "optim.schedule=\"constant\"", "optim.lr=0.2"]
 
@@ -30,12 +33,10 @@ LABELS = [
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, mnist_root):
+def built(tmp_path_factory, mnist_root, module_env):
     """Tiny finished runs of softmax, sigmoid and cnn filed as runs of the committed configs, the XOR
     check of theory.json, and the report built from them."""
-    import os
-
-    os.environ["NNHW_DATA_ROOT"] = str(mnist_root)
+    module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
     log_dir = tmp_path_factory.mktemp("logs")
     for name, extra in (("softmax", []), ("sigmoid", []), ("cnn", ["train.epochs=0.01", "eval.every=600"])):
         cfg = config.load(REPO / "configs" / f"{name}.toml", [*TINY, *extra, f'run.log_dir="{log_dir}"'])
@@ -115,8 +116,8 @@ def test_answers_carry_the_runs_numbers_and_name_missing_runs(built):
         assert f"python -m nnhw.train configs/{name}.toml" in flat, name
     # the XOR weights come from nnhw.theory's claim, the 5.1 pseudocode from nnhw.autodiff's code
     xor = theory.claim_2_3_2()
-    assert handin._show(xor["W1"]) == "[[1, 1], [-1, -1]]" and handin._show(xor["W1"]) in flat
-    assert handin._show(xor["network_outputs"]) in flat
+    assert show(xor["W1"]) == "[[1, 1], [-1, -1]]" and show(xor["W1"]) in flat
+    assert show(xor["network_outputs"]) in flat
     assert "bar1 = bar2 * TWO_PI * math.cos(TWO_PI * z1) + bar4 * 3.0" in flat
     assert "d6 = d4 * z5 + z4 * d5" in flat
 
@@ -162,7 +163,7 @@ def test_readout_describes_the_pictured_units():
     w1.view(8, 28, 28)[:, 10:18, 10:18] = 1.0  # all mass in the centre
     w2 = torch.randn(10, 8, generator=gen)
     w2[3, 0], w2[7, 0] = 5.0, -5.0
-    lines, summary = handin.readout_text({"W1": w1, "W2": w2})
+    lines, summary = readout.readout_text({"W1": w1, "W2": w2})
     assert lines[0].startswith("unit 1: 100% of |w| in the central 20x20 box, 100% of it positive")
     assert "votes for digit 3 (+5.00) and against digit 7 (-5.00)" in lines[0]
     assert "100-100%" in summary
@@ -170,16 +171,16 @@ def test_readout_describes_the_pictured_units():
     f = torch.zeros(8, 1, 5, 5)
     f[:, 0, :, :2], f[:, 0, :, 3:] = -1.0, 1.0  # dark left, bright right: a vertical edge
     f[1, 0] = f[1, 0].t().clone()  # a horizontal one
-    lines, _ = handin.readout_text({"Wc1": f, "W1": torch.zeros(10, 4)})
+    lines, _ = readout.readout_text({"Wc1": f, "W1": torch.zeros(10, 4)})
     assert lines[0].startswith("filter 1: a vertical edge (gradient at 0 degrees")
     assert lines[1].startswith("filter 2: a horizontal edge (gradient at 90 degrees")
 
 
-def test_howto_rows_come_from_the_readme():
-    rows = handin.howto_rows()
-    commands = [c for c, _ in rows]
-    assert "python -m nnhw.report [--log-dir tb_logs] [--out reports]" in commands
-    assert all("`" not in c + w for c, w in rows)
+def test_the_readme_lists_the_commands_the_pdf_lists():
+    """One source for both tables: describe.COMMANDS, which the README's table must equal row for row."""
+    section = (REPO / "README.md").read_text().split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert rows == [f"| `{c}` | {w} |" for c, w in COMMANDS]
 
 
 def test_report_cli_rejects_a_bad_student_file_before_writing(tmp_path):

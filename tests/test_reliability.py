@@ -12,10 +12,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nnhw import config, data, train
+from nnhw import checkpoint, config, data, rundir, step, train
 from nnhw.config import ConfigError
 
 from conftest import REPO, wait_for_checkpoint
+
+pytestmark = pytest.mark.slow  # killed, interrupted and concurrent runs in subprocesses
 
 # --------------------------------------------------------------------------- #
 # Config: random TOML and overrides raise nothing but ConfigError             #
@@ -86,8 +88,8 @@ class Crash(Exception):
 def _checkpoint(points):
     """A whole checkpoint of softmax regression, as the training loop writes it, at `points`."""
     cfg = config.load(REPO / "configs" / "softmax.toml")
-    params, _, _, opt = train.build(cfg, torch.device("cpu"))
-    return train.TrainState(points=points).to_checkpoint(cfg, params, opt, torch.Generator(), torch.Generator())
+    params, _, _, opt = step.build(cfg, torch.device("cpu"))
+    return checkpoint.TrainState(points=points).to_checkpoint(cfg, params, opt, torch.Generator(), torch.Generator())
 
 
 @pytest.mark.parametrize("where", ["mid-write", "before-fsync", "before-rename"])
@@ -113,7 +115,7 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch, wher
     monkeypatch.setattr(torch, "save", real_save)
     monkeypatch.setattr(os, "fsync", real_fsync)
     monkeypatch.setattr(os, "replace", real_replace)
-    ckpt = train.load_checkpoint(tmp_path)
+    ckpt = checkpoint.load_checkpoint(tmp_path)
     assert ckpt["points"] == 1 and torch.equal(ckpt["params"]["W1"], _checkpoint(points=1)["params"]["W1"])
 
 
@@ -122,13 +124,13 @@ def test_checkpoint_is_data_not_code(tmp_path):
         def __reduce__(self):
             return (os.system, ("echo pwned",))
 
-    torch.save({"points": 1, "x": Evil()}, tmp_path / train.CHECKPOINT)
-    with pytest.raises(train.RunError, match="cannot read the checkpoint"):
-        train.load_checkpoint(tmp_path)
+    torch.save({"points": 1, "x": Evil()}, tmp_path / checkpoint.CHECKPOINT)
+    with pytest.raises(rundir.RunError, match="cannot read the checkpoint"):
+        checkpoint.load_checkpoint(tmp_path)
 
 
 def test_run_dirs_never_collide(tmp_path):
-    dirs = {train.make_run_dir(tmp_path, "x") for _ in range(5)}
+    dirs = {rundir.make_run_dir(tmp_path, "x") for _ in range(5)}
     assert len(dirs) == 5
 
 
@@ -160,7 +162,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, mnist_root):
     res = subprocess.run([sys.executable, "-m", "nnhw.train", "--resume", str(run_dir)], cwd=REPO, capture_output=True, text=True,
                          env=dict(os.environ, NNHW_DATA_ROOT=str(mnist_root), OMP_NUM_THREADS="1"), timeout=300)
     assert res.returncode == 0, res.stderr
-    a, b = train.load_checkpoint(whole_dir)["params"], train.load_checkpoint(run_dir)["params"]
+    a, b = checkpoint.load_checkpoint(whole_dir)["params"], checkpoint.load_checkpoint(run_dir)["params"]
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert json.loads((run_dir / "history.json").read_text()) != []
 
@@ -172,7 +174,7 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, mnist_root):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"Resume with: python -m nnhw.train --resume {run_dir}" in err and "Traceback" not in err
-    ckpt = train.load_checkpoint(run_dir)
+    ckpt = checkpoint.load_checkpoint(run_dir)
     assert ckpt["points"] >= 1000 and not (run_dir / "summary.json").exists()
 
 

@@ -6,19 +6,19 @@ import shutil
 
 import pytest
 
-from nnhw import config, plot, report, sweep, train
+from nnhw import config, plot, report, summary, sweep, train
 
 from conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow  # REPORT.md, the figures and the sweep from tiny real runs
 
 TINY = ["train.epochs=0.1", "eval.every=1000", "train.batch_size=50", "optim.schedule=\"constant\"", "optim.lr=0.2"]
 
 
 @pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory, mnist_root):
+def tiny_runs(tmp_path_factory, mnist_root, module_env):
     """One tiny finished run of sigmoid and of softmax, filed as if run from the committed configs."""
-    import os
-
-    os.environ["NNHW_DATA_ROOT"] = str(mnist_root)
+    module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
     log_dir = tmp_path_factory.mktemp("logs")
     runs = {}
     for name in ("sigmoid", "softmax"):
@@ -144,61 +144,36 @@ def test_report_reads_the_newest_seed_set_of_the_plain_config(tiny_runs, tmp_pat
     shutil.copytree(log_dir, copy)
     summaries = [json.loads((runs["sigmoid"] / "summary.json").read_text())]
     summaries.append(dict(summaries[0], seed=1, final=dict(summaries[0]["final"], test_error=summaries[0]["final"]["test_error"] + 1.0)))
-    from nnhw import runlog
-
-    agg = runlog.aggregate(summaries, "python -m nnhw.train configs/sigmoid.toml --seeds 0,1", [str(runs["sigmoid"])] * 2)
+    agg = summary.aggregate(summaries, "python -m nnhw.train configs/sigmoid.toml --seeds 0,1", [str(runs["sigmoid"])] * 2)
     (copy / "sigmoid" / "seeds_20260101-000000_0-1.json").write_text(json.dumps(agg))
     other = dict(agg, command="python -m nnhw.train configs/sigmoid.toml --seeds 0,1 optim.lr=9")  # newer, but with an override
     (copy / "sigmoid" / "seeds_20260102-000000_0-1.json").write_text(json.dumps(other))
     text = report.build(copy, tmp_path / "r", pdf=False).read_text()
     st = agg["stats"]["final_test_error"]
-    assert f"| nnhw `sigmoid` (question 4.1) | {st['mean']:.2f} +- {st['std']:.2f}% (2 seeds) |" in text
+    assert f"| nnhw `sigmoid` (4.1) | {st['mean']:.2f} +- {st['std']:.2f}% (2 seeds) |" in text
     assert f"final test error {st['mean']:.2f} +- {st['std']:.2f}% (2 seeds)" in text
 
 
-def test_commit_flag_marks_code_that_is_not_heads():
-    import subprocess
+def test_a_number_is_flagged_only_when_its_run_no_longer_replays(tiny_runs, tmp_path):
+    """The runs as made replay as the same: nothing flagged. A run whose config no longer gives its
+    first steps (here: its learning rate edited after the fact) is flagged beside every number of it,
+    and so is a run that cannot be checked (no fingerprint)."""
+    log_dir, runs = tiny_runs
+    text = report.build(log_dir, tmp_path / "as-made", pdf=False).read_text()
+    assert "**Flagged**" not in text and "(**flagged**" not in text and text.count("its first steps compute the same arithmetic") == 2
 
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    root = subprocess.run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.split()[0]
-    assert report.differs_from_head(head) is False
-    assert report.differs_from_head(root) is True  # the first commit had none of today's nnhw/
-    assert report.differs_from_head(head + "-dirty") is True  # run with uncommitted edits in nnhw/ or configs/
-    assert report.differs_from_head("0" * 40) is True and report.differs_from_head("unknown") is True
-    assert report.commit_text(head) == f"`{head[:12]}`"
-    assert report.commit_text(root).endswith("(differs from HEAD in nnhw/ or configs/)")
-
-
-def test_commit_flag_follows_the_code_and_the_runs_own_config(tmp_path):
-    """A new or edited config flags only its own runs, and an edit of the report's builders flags none;
-    any other edit in nnhw/ flags them all."""
-    import subprocess
-
-    def git(*args):
-        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                              capture_output=True, text=True).stdout.strip()
-
-    def commit(path, text):
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text(text)
-        git("add", "-A")
-        git("commit", "-q", "-m", path)
-        return git("rev-parse", "HEAD")
-
-    git("init", "-q")
-    commit("nnhw/train.py", "loop = 1\n")
-    commit("nnhw/report.py", "table = 1\n")
-    first = commit("configs/a.toml", "lr = 1\n")
-    commit("configs/b.toml", "lr = 2\n")  # a new config
-    assert report.differs_from_head(first, "a", tmp_path) is False
-    assert report.differs_from_head(first, "b", tmp_path) is True
-    assert report.differs_from_head(first, None, tmp_path) is True  # no name: all of configs/
-    second = commit("configs/b.toml", "lr = 3\n")
-    commit("nnhw/report.py", "table = 2\n")  # the report's builder only reads runs
-    assert report.differs_from_head(second, "a", tmp_path) is False and report.differs_from_head(second, "b", tmp_path) is False
-    commit("nnhw/train.py", "loop = 2\n")
-    assert report.differs_from_head(second, "a", tmp_path) is True
-    assert report.commit_text(second, "a", tmp_path).endswith("(differs from HEAD in nnhw/ or configs/a.toml)")
+    copy = tmp_path / "logs"
+    shutil.copytree(log_dir, copy)
+    sigmoid = copy / "sigmoid" / runs["sigmoid"].name
+    (sigmoid / "config.toml").write_text((sigmoid / "config.toml").read_text().replace("lr = 0.2", "lr = 0.3"))
+    softmax = copy / "softmax" / runs["softmax"].name
+    s = json.loads((softmax / "summary.json").read_text())
+    (softmax / "summary.json").write_text(json.dumps(dict(s, fingerprint=None)))
+    text = report.build(copy, tmp_path / "edited", pdf=False).read_text()
+    assert "**Flagged**: its replay parted at step 2" in text
+    assert "**Flagged**: not replay-checked here: its summary.json has no fingerprint" in text
+    row = next(line for line in text.splitlines() if line.startswith("| nnhw `sigmoid`"))
+    assert "(**flagged**: its replay parted at step 2" in row
 
 
 def test_report_rebuilds_from_the_runs_it_kept(tiny_runs, tmp_path):

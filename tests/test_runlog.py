@@ -9,9 +9,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from nnhw import config, models, runlog, sweep, train
+from nnhw import config, models, runlog, step, summary, sweep, train
 
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # HParams rows and console output of real runs
 
 SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50"]
 
@@ -32,10 +34,8 @@ def value(v):
 
 
 @pytest.fixture(scope="module")
-def short_run(tmp_path_factory, mnist_root):
-    import os
-
-    os.environ["NNHW_DATA_ROOT"] = str(mnist_root)
+def short_run(tmp_path_factory, mnist_root, module_env):
+    module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
     log_dir = tmp_path_factory.mktemp("logs")
     overrides = [*SHORT, "model.transfer=tanh", f'run.log_dir="{log_dir}"']
     cfg = config.load(REPO / "configs" / "relu.toml", overrides)
@@ -121,10 +121,10 @@ def test_cli_prints_summary_first_and_closing_line_last(tmp_path, mnist_root):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
     assert lines[0].startswith("layer") and lines[3].split()[:2] == ["total", "159,010"]
-    summary = json.loads((tmp_path / "relu" / lines[-1].split("/")[-1] / "summary.json").read_text())
-    assert lines[-2] == runlog.closing_line(summary)
-    assert lines[-2].startswith(f"finished: final error train {summary['final']['train_error']:.2f}%")
-    assert f"test there {summary['test_error_at_best_dev']:.2f}%" in lines[-2]
+    s = json.loads((tmp_path / "relu" / lines[-1].split("/")[-1] / "summary.json").read_text())
+    assert lines[-2] == summary.closing_line(s)
+    assert lines[-2].startswith(f"finished: final error train {s['final']['train_error']:.2f}%")
+    assert f"test there {s['test_error_at_best_dev']:.2f}%" in lines[-2]
 
 
 def test_help_answers_before_torch_loads():
@@ -153,7 +153,7 @@ def test_cnn_geometry_has_one_source(overrides):
     import torch
 
     cfg = config.load(REPO / "configs" / "cnn.toml", overrides)
-    params, forward, _, _ = train.build(cfg, torch.device("cpu"))
+    params, forward, _, _ = step.build(cfg, torch.device("cpu"))
     assert forward(params, torch.zeros(3, 784)).shape == (3, 10)
     total = int(runlog.model_summary(cfg.model)[-1].split()[1].replace(",", ""))
     assert total == sum(p.numel() for p in params.values())

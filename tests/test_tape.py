@@ -5,7 +5,7 @@ import torch
 
 from nnhw import config, models
 from nnhw.tape import Tape
-from nnhw.train import build, make_train_step
+from nnhw.step import build, make_train_step
 
 from conftest import REPO
 
@@ -70,6 +70,7 @@ def test_training_steps_match_between_engines():
         torch.testing.assert_close(finals[0][n], finals[1][n], rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.slow  # torch.compile takes most of a minute
 def test_compiled_step_matches_eager():
     """train.compile traces nnhw's Functions with torch.compile; the result matches eager."""
     cfg = config.load(REPO / "configs" / "sigmoid.toml", ["model.hidden=[16]"])

@@ -68,6 +68,22 @@ def test_cost_table_and_loglog_fit():
     assert fit["slope"] == pytest.approx(1.0) and fit["r2"] == pytest.approx(1.0)
 
 
+def test_hand_answers_check_both_forward_passes(monkeypatch):
+    """The comparison with autograd covers df/dw2 from forward mode's second pass, along (0, 1)."""
+    good = autodiff.hand_answers(1.5, 0.5)
+    assert good["largest_relative_difference"] < 1e-12
+    real = autodiff.forward_mode
+
+    def second_pass_off(w1, w2, dw1=1.0, dw2=0.0):
+        f, d = real(w1, w2, dw1, dw2)
+        return f, d * 1.01 if dw2 else d
+
+    monkeypatch.setattr(autodiff, "forward_mode", second_pass_off)
+    bad = autodiff.hand_answers(1.5, 0.5)
+    assert bad["forward"]["df_dw1"] == good["forward"]["df_dw1"] and bad["largest_relative_difference"] > 5e-3
+
+
+@pytest.mark.slow  # the commands end to end
 def test_autodiff_cli_writes_the_table_fit_and_figure(tmp_path):
     import json
 
@@ -108,6 +124,7 @@ def test_square_net_linear_weights():
     torch.testing.assert_close(theory.quadratic_features(x) @ theory.square_net_as_linear(w1, b1, w2, b2), y[:, 0])
 
 
+@pytest.mark.slow  # the commands end to end
 def test_theory_cli_writes_figure(tmp_path):
     assert theory.main(["--out", str(tmp_path)]) == 0
     assert (tmp_path / "gd_rates.png").read_bytes()[:4] == b"\x89PNG"

@@ -7,8 +7,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nnhw import config, train
-from nnhw.train import load_checkpoint
+from nnhw import checkpoint, config, summary, train
+from nnhw.checkpoint import load_checkpoint
 
 from conftest import REPO, run_cli
 
@@ -56,6 +56,7 @@ def final_params(run_dir):
     return load_checkpoint(run_dir)["params"]
 
 
+@pytest.mark.slow  # more real runs, most in subprocesses
 @pytest.mark.parametrize("extra", [(), ("optim.optimizer=adam", "optim.lr=0.003", "optim.warmup=0.5")], ids=["sgd", "adam_warmup"])
 def test_resumed_run_ends_with_identical_parameters(tmp_path, mnist_root, monkeypatch, extra):
     monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
@@ -93,6 +94,7 @@ def test_resumed_run_ends_with_identical_parameters(tmp_path, mnist_root, monkey
     assert [s for s, _ in scalars(killed_dir / "dev", "loss")] == [0, 500, 1000, 1500, 2000]
 
 
+@pytest.mark.slow  # more real runs, most in subprocesses
 def test_same_seed_same_curves(tmp_path, mnist_root, monkeypatch):
     monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
     runs = [train.run(short_cfg(tmp_path, extra=["run.seed=3"]))[0] for _ in range(2)]
@@ -102,6 +104,7 @@ def test_same_seed_same_curves(tmp_path, mnist_root, monkeypatch):
     assert untimed[0] == untimed[1]
 
 
+@pytest.mark.slow  # more real runs, most in subprocesses
 def test_unwritable_log_dir_fails_before_training(tmp_path, mnist_root):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -110,12 +113,14 @@ def test_unwritable_log_dir_fails_before_training(tmp_path, mnist_root):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # more real runs, most in subprocesses
 def test_missing_data_is_one_line(tmp_path):
     res = run_cli("nnhw.train", "configs/relu.toml", "data.download=false", f"run.log_dir={tmp_path}", env={"NNHW_DATA_ROOT": str(tmp_path / "none")})
     assert res.returncode == 2 and "no MNIST files in" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # more real runs, most in subprocesses
 def test_divergence_stops_with_lr_and_keeps_checkpoint(tmp_path, mnist_root):
     res = run_cli(
         "nnhw.train", "configs/relu.toml", *SHORT, "optim.lr=1e30", "optim.schedule=constant", f"run.log_dir={tmp_path}",
@@ -129,6 +134,7 @@ def test_divergence_stops_with_lr_and_keeps_checkpoint(tmp_path, mnist_root):
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
 
 
+@pytest.mark.slow  # more real runs, most in subprocesses
 @pytest.mark.parametrize("name", ["wide", "deep", "mlp_aug", "cnn", "cnn_aug", "fast"])
 def test_extra_credit_configs_train_a_few_steps(tmp_path, mnist_root, monkeypatch, name):
     """Each extra-credit config, as committed, takes a few real steps (dropout, augmentation, conv, max pooling, Adam) and learns."""
@@ -146,16 +152,16 @@ def test_summary_times_the_first_evaluation_at_each_accuracy():
     cfg = config.load(REPO / "configs" / "cnn.toml")
     hist = [dict(points=p, epoch=p / 50000, lr=0.1, train_seconds=t, train_loss=0.1, train_error=e, test_loss=0.1, test_error=e)
             for p, t, e in [(0, 0.0, 90.0), (6000, 2.5, 1.2), (12000, 5.0, 0.99), (18000, 7.5, 1.01), (24000, 10.0, 0.8)]]
-    state = train.TrainState(points=24000, step=100, train_seconds=10.0, eval_seconds=1.0, history=hist)
-    summary = train.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000, "abc")
-    first = summary["time_to_accuracy"]
+    state = checkpoint.TrainState(points=24000, step=100, train_seconds=10.0, eval_seconds=1.0, history=hist)
+    first = summary.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000, "abc")["time_to_accuracy"]
     assert first["98%"] == {"epoch": 6000 / 50000, "train_seconds": 2.5}
     assert first["99%"] == {"epoch": 12000 / 50000, "train_seconds": 5.0}  # the first, not the best
     assert first["99.5%"] is None  # 0.8% error is 99.2% accuracy
     state.history = [dict(r, test_error=max(r["test_error"], 1.5)) for r in hist]
-    assert train.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000, "abc")["time_to_accuracy"]["99%"] is None
+    assert summary.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000, "abc")["time_to_accuracy"]["99%"] is None
 
 
+@pytest.mark.slow  # more real runs, most in subprocesses
 def test_seeds_run_one_run_each_and_write_their_aggregate(tmp_path, mnist_root):
     res = run_cli("nnhw.train", "configs/relu.toml", "--seeds", "0,5", *SHORT, f"run.log_dir={tmp_path}",
                   env={"NNHW_DATA_ROOT": str(mnist_root)})
@@ -177,6 +183,7 @@ def test_seeds_run_one_run_each_and_write_their_aggregate(tmp_path, mnist_root):
     assert "final test error" in res.stdout and "+-" in res.stdout
 
 
+@pytest.mark.slow  # more real runs, most in subprocesses
 @pytest.mark.parametrize("seeds", ["0,x", "1,1", "", "-1"])
 def test_bad_seeds_are_one_line_errors(tmp_path, seeds):
     res = run_cli("nnhw.train", "configs/relu.toml", f"--seeds={seeds}", f"run.log_dir={tmp_path}")

@@ -3,7 +3,7 @@
 For each config (softmax at batch 1, sigmoid, relu, deep, cnn) and each device (the CPU, and
 CUDA when present) it times, as the median of several repeats after a warm-up:
 
-  nnhw      nnhw's own training step (models.make_forward + train.make_train_step + MomentumSGD:
+  nnhw      nnhw's own training step (models.make_forward + step.make_train_step + MomentumSGD:
             the hand-written Functions and optimiser that `python -m nnhw.train` runs);
   builtin   the same math through built-in ops with autograd (F.linear, torch.sigmoid,
             F.cross_entropy, F.conv2d, ...) and torch.optim.SGD, on the same preloaded tensors;
@@ -44,15 +44,17 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nnhw import PROJECT_ROOT  # noqa: E402
 from nnhw import config as config_mod  # noqa: E402
 from nnhw import data as data_mod  # noqa: E402
 from nnhw import functions as nf  # noqa: E402
 from nnhw import models  # noqa: E402
+from nnhw.data import IMAGE_SIDE, N_PIXELS, N_TRAIN  # noqa: E402
 from nnhw.optim import lr_at  # noqa: E402
-from nnhw.train import build, describe_device, evaluate, git_commit, make_train_step, run  # noqa: E402
+from nnhw.rundir import git_commit  # noqa: E402
+from nnhw.step import build, describe_device, evaluate, make_train_step  # noqa: E402
+from nnhw.train import run  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-EPOCH = 50000
 
 
 def sync(device):
@@ -76,19 +78,8 @@ def time_steps(step, batches, device, warmup, repeats):
 
 
 def multiply_adds(cfg):
-    """Multiply-adds of one image's forward pass (affine and convolution layers)."""
-    m = cfg.model
-    total, d_in = 0, 784
-    if m.arch == "cnn":
-        size, c_in = 28, 1
-        for c_out, k in zip(m.conv_channels, m.conv_kernel):
-            size = size + 2 * m.conv_padding - k + 1
-            total += size * size * c_out * c_in * k * k
-            size = (size - m.pool) // m.pool_stride + 1
-            c_in = c_out
-        d_in = models.conv_output_size(m)[1]
-    sizes = [d_in, *m.hidden, 10]
-    return total + sum(a * b for a, b in zip(sizes, sizes[1:]))
+    """Multiply-adds of one image's forward pass: the model summary's total (models.layer_table)."""
+    return sum(macs for _, _, _, macs in models.layer_table(cfg.model))
 
 
 def matmul_gflops(device, n=2048, repeats=5):
@@ -122,7 +113,7 @@ def builtin_step_fn(cfg, params_init):
     def forward(x):
         z = F.dropout(x, m.dropout_input) if m.dropout_input else x
         if n_conv:
-            z = z.view(len(z), 1, 28, 28)
+            z = z.view(len(z), 1, IMAGE_SIDE, IMAGE_SIDE)
             for l in range(1, n_conv + 1):
                 z = act(F.conv2d(z, params[f"Wc{l}"], params[f"bc{l}"], 1, m.conv_padding))
                 if m.pool > 1:
@@ -160,7 +151,7 @@ FUSED_TRANSFERS = {  # f(a), and f'(a) written with z = f(a)
 
 
 def mlp_sizes(cfg):
-    return [784, *cfg.model.hidden, 10]
+    return [N_PIXELS, *cfg.model.hidden, data_mod.N_CLASSES]
 
 
 def products_step_fn(cfg, device):
@@ -229,8 +220,8 @@ def loader_seconds_per_epoch(root, repeats, n_batches=100):
 
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     ds = torchvision.datasets.MNIST(str(root), train=True, download=False, transform=tf)
-    ds = torch.utils.data.Subset(ds, range(EPOCH))
-    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 200), nn.Sigmoid(), nn.Linear(200, 10))
+    ds = torch.utils.data.Subset(ds, range(N_TRAIN))
+    net = nn.Sequential(nn.Flatten(), nn.Linear(N_PIXELS, 200), nn.Sigmoid(), nn.Linear(200, 10))
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     loader = torch.utils.data.DataLoader(ds, batch_size=100, shuffle=True)
     times = []
@@ -245,14 +236,14 @@ def loader_seconds_per_epoch(root, repeats, n_batches=100):
                 break
         if r:  # the first pass warms up
             times.append((time.perf_counter() - t0) / (n_batches * 100))
-    return statistics.median(times) * EPOCH
+    return statistics.median(times) * N_TRAIN
 
 
 # --------------------------------------------------------------------------- #
 
 
 def bench_config(name, splits, device, repeats, gflops):
-    cfg = config_mod.load(REPO / "configs" / f"{name}.toml", ['run.device="cpu"'])
+    cfg = config_mod.load(PROJECT_ROOT / "configs" / f"{name}.toml", ['run.device="cpu"'])
     m = cfg.model
     B = cfg.train.batch_size
     n_steps = {1: 2000}.get(B, max(10, 10000 // B if m.arch == "mlp" else 2500 // B))
@@ -289,7 +280,7 @@ def bench_config(name, splits, device, repeats, gflops):
         for split in splits.values():
             evaluate(params, forward, loss_fn, split, cfg.eval.batch_size)
     eval_s = (time.perf_counter() - t0) / 2
-    per_epoch = EPOCH / B
+    per_epoch = N_TRAIN / B
     return dict(
         config=name, batch_size=B, steps_timed=n_steps, engine=cfg.train.engine,
         autograd_engine_s_per_epoch=t_engine["autograd"] * per_epoch, tape_engine_s_per_epoch=t_engine["tape"] * per_epoch,
@@ -299,7 +290,7 @@ def bench_config(name, splits, device, repeats, gflops):
         ratio_builtin=t_ours / t_base, ratio_floor=t_ours / t_floor,
         products_s_per_epoch=t_products and t_products * per_epoch, fused_s_per_epoch=t_fused and t_fused * per_epoch,
         ratio_products=t_products and t_ours / t_products, fused_ratio_floor=t_fused and t_fused / t_floor,
-        eval_s_train_dev_test=eval_s, gflop_per_epoch=flops_per_image * EPOCH / 1e9,
+        eval_s_train_dev_test=eval_s, gflop_per_epoch=flops_per_image * N_TRAIN / 1e9,
     )
 
 
@@ -380,7 +371,7 @@ def builtin_fast_net(cfg, init, device):
     from torch import nn
 
     m, o = cfg.model, cfg.optim
-    layers, c_in = [nn.Unflatten(1, (1, 28, 28))], 1
+    layers, c_in = [nn.Unflatten(1, (1, IMAGE_SIDE, IMAGE_SIDE))], 1
     for l, (c, k) in enumerate(zip(m.conv_channels, m.conv_kernel), 1):
         conv = nn.Conv2d(c_in, c, k, padding=m.conv_padding)
         conv.weight.data, conv.bias.data = init[f"Wc{l}"].clone(), init[f"bc{l}"].clone()
@@ -488,7 +479,7 @@ def time_to_99_rows(device, max_seconds):
     """nnhw's fast recipe, the same recipe in built-ins, and the pytorch/examples recipe, one after the other."""
     import tempfile
 
-    cfg_path = REPO / "configs" / "fast.toml"
+    cfg_path = PROJECT_ROOT / "configs" / "fast.toml"
     with tempfile.TemporaryDirectory() as tmp:
         rows = [dict(recipe="nnhw configs/fast.toml", **nnhw_time_to_99(cfg_path, device, tmp))]
     rows.append(dict(recipe="the same recipe, built-in layers + torch.optim", **builtin_fast_time_to_99(cfg_path, device, max_seconds)))
@@ -540,7 +531,7 @@ def main(argv=None):
         if args.time_to_99:
             rows = time_to_99_rows(device, args.max_seconds)
             print_time_to_99(rows)
-            out = Path(args.out or REPO / "reports" / f"time-to-99-{dev_name.replace(':', '')}.json")
+            out = Path(args.out or PROJECT_ROOT / "reports" / f"time-to-99-{dev_name.replace(':', '')}.json")
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(dict(command=command, commit=git_commit(), device=describe_device(device), torch=torch.__version__,
                                            columns=[k for _, k, _, _ in TTA_COLUMNS], rows=rows), indent=1) + "\n")
@@ -570,7 +561,7 @@ def main(argv=None):
             sig = next(r for r in rows if r["config"] == "sigmoid")
             print(f"sigmoid, the DataLoader way (nn.Module + DataLoader + ToTensor/Normalize): {loader:.2f} s/epoch, "
                   f"{loader / sig['nnhw_s_per_epoch']:.1f}x nnhw")
-        out = Path(args.out or REPO / "reports" / f"bench-{dev_name.replace(':', '')}.json")
+        out = Path(args.out or PROJECT_ROOT / "reports" / f"bench-{dev_name.replace(':', '')}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(dict(
             command=command,

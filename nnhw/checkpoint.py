@@ -1,0 +1,149 @@
+"""What a checkpoint holds, and how a run is saved, loaded and resumed.
+
+A checkpoint is data, never code: a dict of tensors and plain values written with
+torch.save and read back with torch.load(weights_only=True), then checked key by key.
+Everything in it besides the tensors and the random generators' states lives in one
+`TrainState`. A resume on the same device ends with the same parameters as an
+uninterrupted run, bit for bit.
+"""
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import config as config_mod
+from .config import ConfigError
+from .rundir import RunError, atomic_write_bytes
+from .step import reseed_noise
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = 3  # 3: the optimiser's state under "optimizer" (2 called it "velocity"), and the fingerprint
+# What the checkpoint's tensors, permutation or meaning depend on: a resume cannot change these.
+FROZEN_ON_RESUME = ("model.", "optim.optimizer", "data.train_split", "data.standardize", "run.seed", "run.name", "run.log_dir", "train.batch_size")
+# key -> the types a checkpoint's value may have
+CHECKPOINT_KEYS = {
+    "format": int, "config": dict, "params": dict, "optimizer": dict, "order_rng": torch.Tensor, "noise_rng": torch.Tensor,
+    "perm": torch.Tensor, "points": int, "step": int, "pos": int, "history": list, "train_seconds": (int, float),
+    "eval_seconds": (int, float),
+}
+HISTORY_KEYS = ("points", "epoch", "train_loss", "train_error", "test_loss", "test_error")  # in every history row
+
+
+@dataclass
+class TrainState:
+    """Where the run is: everything a checkpoint holds besides the tensors and random generators."""
+
+    points: int = 0  # training points touched
+    step: int = 0  # updates made
+    pos: int = 0  # position in the current pass's permutation
+    perm: torch.Tensor | None = None  # the current pass's order (CPU int64); None before the first pass
+    history: list = field(default_factory=list)  # one row per evaluation
+    changes: list = field(default_factory=list)  # what each resume changed, and at how many points
+    overrides: str = ""  # the overrides the run started with, for its HParams row
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    fingerprint: dict = field(default_factory=dict)  # the first steps' losses, then checksums (step.Trainer)
+
+    def to_checkpoint(self, cfg, params, opt, order, noise):
+        return dict(
+            format=FORMAT,
+            config=config_mod.to_dict(cfg),
+            params={n: p.detach().cpu() for n, p in params.items()},
+            optimizer={n: v.cpu() for n, v in opt.state_dict().items()},
+            order_rng=order.get_state(),
+            noise_rng=noise.get_state(),
+            noise_device=noise.device.type,
+            perm=torch.zeros(0, dtype=torch.int64) if self.perm is None else self.perm,
+            points=self.points, step=self.step, pos=self.pos, history=self.history, changes=self.changes, overrides=self.overrides,
+            train_seconds=self.train_seconds, eval_seconds=self.eval_seconds, fingerprint=self.fingerprint,
+        )
+
+    @classmethod
+    def from_checkpoint(cls, ckpt):
+        perm = ckpt["perm"]
+        # a checkpoint written before fingerprints, past its first step, cannot start one now
+        fingerprint = ckpt.get("fingerprint") or ({} if ckpt["step"] == 0 else {"checksums": None})
+        return cls(
+            points=ckpt["points"], step=ckpt["step"], pos=ckpt["pos"], perm=perm if perm.numel() else None,
+            history=list(ckpt["history"]), changes=list(ckpt.get("changes", [])), overrides=str(ckpt.get("overrides", "")),
+            train_seconds=float(ckpt["train_seconds"]), eval_seconds=float(ckpt["eval_seconds"]), fingerprint=dict(fingerprint),
+        )
+
+
+def save_checkpoint(run_dir, ckpt):
+    atomic_write_bytes(Path(run_dir) / CHECKPOINT, lambda f: torch.save(ckpt, f))
+
+
+def load_checkpoint(run_dir):
+    """The checkpoint dict, read as data only (weights_only) and checked key by key; RunError otherwise."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise RunError(f"no checkpoint at {path}: --resume takes a run folder that nnhw.train wrote")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise RunError(f"cannot read the checkpoint {path}: it holds objects other than tensors and plain values, "
+                       "which nnhw never writes; it was not loaded") from None
+    except Exception:
+        raise RunError(f"cannot read the checkpoint {path}: it is empty, truncated or not a checkpoint") from None
+    if not isinstance(ckpt, dict):
+        raise RunError(f"cannot read the checkpoint {path}: it holds a {type(ckpt).__name__}, not an nnhw checkpoint")
+    if ckpt.get("format") == 2 and "velocity" in ckpt:  # the one earlier format: its optimiser state had another name
+        ckpt["optimizer"], ckpt["format"] = ckpt.pop("velocity"), FORMAT
+    if ckpt.get("format") != FORMAT:
+        raise RunError(f"cannot read the checkpoint {path}: its format is {ckpt.get('format')!r}, and this nnhw reads "
+                       f"format {FORMAT} (and 2); it was written by another version of nnhw")
+    for key, types in CHECKPOINT_KEYS.items():
+        if key not in ckpt:
+            raise RunError(f"cannot read the checkpoint {path}: no {key!r} in it (not written by nnhw.train)")
+        if not isinstance(ckpt[key], types) or isinstance(ckpt[key], bool):
+            raise RunError(f"cannot read the checkpoint {path}: {key!r} is a {type(ckpt[key]).__name__}")
+    for key in ("params", "optimizer"):
+        if not all(isinstance(t, torch.Tensor) for t in ckpt[key].values()):
+            raise RunError(f"cannot read the checkpoint {path}: {key!r} holds something other than tensors")
+    if min(ckpt["points"], ckpt["step"], ckpt["pos"]) < 0:
+        raise RunError(f"cannot read the checkpoint {path}: negative progress counters")
+    if not all(isinstance(row, dict) and all(k in row for k in HISTORY_KEYS) for row in ckpt["history"]):
+        raise RunError(f"cannot read the checkpoint {path}: its history has rows without {', '.join(HISTORY_KEYS)}")
+    return ckpt
+
+
+def restore(ckpt, path, params, opt, order, noise, seed, rank, state):
+    """Load the checkpoint's tensors and random streams into a freshly built run."""
+    for name, fresh in (("params", params), ("optimizer", opt.state_dict())):
+        saved = ckpt[name]
+        if set(saved) != set(fresh) or any(saved[n].shape != t.shape for n, t in fresh.items()):
+            raise RunError(f"{path}: its {name} state does not fit the config's model and optimiser (was the checkpoint edited?)")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(ckpt["params"][n])
+    opt.load_state_dict(ckpt["optimizer"])
+    try:
+        order.set_state(ckpt["order_rng"])
+    except RuntimeError:
+        raise RunError(f"{path}: its data-order random state is not a CPU generator's") from None
+    try:
+        noise.set_state(ckpt["noise_rng"])
+    except RuntimeError:  # written on another kind of device
+        reseed_noise(noise, seed, rank, state.step)
+        state.changes.append(dict(points=state.points, change=f"dropout/augmentation random stream re-seeded on {noise.device.type} "
+                                                             f"(checkpoint from another device)"))
+
+
+def resume_config(saved, overrides):
+    """(config, what changed) for a resume: the saved config with the overrides that a resume may
+    apply. ConfigError names a key that cannot change, before anything is written."""
+    try:
+        old = config_mod.from_dict(saved)
+    except ConfigError as e:
+        raise RunError(f"the checkpoint's config is not valid: {e}") from None
+    new = config_mod.apply_overrides(config_mod.from_dict(saved), overrides)
+    before, after = config_mod.flatten(old), config_mod.flatten(new)
+    changed = {k: (before[k], after[k]) for k in after if after[k] != before[k]}
+    for key in changed:
+        if key.startswith(FROZEN_ON_RESUME):
+            raise ConfigError(f"{key}: cannot change on --resume (the checkpoint's tensors, data order or run folder depend on it); "
+                              "start a new run with it instead")
+    return new, ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())

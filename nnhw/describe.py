@@ -1,0 +1,142 @@
+"""One home for how nnhw writes things down: the questions, the commands, numbers and a config in words.
+
+REPORT.md (nnhw.report), REPORT.pdf (nnhw.handin), the theory and autodiff
+printouts and the README's commands table all take their wording from here, so
+a percentage, a mean +- std, a commit or a model reads the same everywhere.
+"""
+
+from .data import N_CLASSES, N_PIXELS
+
+# (homework question, config, what that config's runs answer), in the homework's order: REPORT.md's
+# sections, and in REPORT.pdf the parts of 4.3 and 6.
+QUESTIONS = [
+    ("3", "softmax", "Softmax regression by SGD, one point at a time"),
+    ("4.1", "sigmoid", "One hidden layer of 200 sigmoid units, softmax cross-entropy"),
+    ("4.2", "relu", "One hidden layer of 200 ReLU units, ReLU outputs, squared error"),
+    ("4.3", "wide", "Architecture 1: one wide hidden layer, on train+dev"),
+    ("4.3", "deep", "Architecture 2: several hidden layers, on train+dev"),
+    ("4.3", "mlp_aug", "Being creative: an MLP trained on elastically distorted images, on train+dev"),
+    ("6", "cnn", "The CNN, with average pooling, on train+dev"),
+    ("6", "cnn_aug", "The same CNN trained on augmented images"),
+    ("6", "fast", "Beyond the homework: a small CNN with max pooling and Adam that reaches 99% test accuracy in seconds"),
+]
+
+# (command, what it does): the README's table of commands (a test keeps the two equal) and REPORT.pdf's.
+COMMANDS = [
+    ("make train [CONFIG=configs/relu.toml] [ARGS=...]", "set up .venv on first use, then train one config"),
+    ("make test", "the fast test tier (a few minutes): every Function's gradcheck, the config, optimiser, tape, data and policy checks, one short real run"),
+    ("make test-all", "every test, the full trainings, PDF builds and torchrun included (what CI runs)"),
+    ("python -m nnhw.train CONFIG [key=value ...]", "train one model; curves in tb_logs/, a checkpoint, summary.json and figures in its run folder"),
+    ("python -m nnhw.train CONFIG --seeds 0,1,2", "one run per seed, then the mean +- std of their results in seeds_*.json"),
+    ("python -m nnhw.train --resume RUN_DIR", "continue a run from its checkpoint, bit for bit as if never stopped"),
+    ("python -m nnhw.sweep CONFIG", "the learning-rate threshold of 4.1.2 and 4.2.2: short runs over a grid of rates"),
+    ("python -m nnhw.replay RUN_DIR ...", "does the code at hand still compute these runs? replays each run's first steps"),
+    ("python -m nnhw.report", "reports/REPORT.md and the hand-in reports/REPORT.pdf from the newest finished runs"),
+    ("python -m nnhw.plot RUN_DIR", "redraw a run's loss, error and weight figures"),
+    ("python -m nnhw.theory", "the claims of 2.2, 2.3 and 7, computed"),
+    ("python -m nnhw.autodiff [--full]", "5.1 and 5.2 by hand against autograd, and 5.3's cost of forward against reverse mode"),
+    ("python -m nnhw.config", "the config reference, docs/config.md"),
+    ("python tools/bench.py", "seconds per pass of nnhw beside the same model in built-in layers, measured in the same run"),
+    ("python examples/minimal.py", "the whole idea in one short script: a two-layer MLP trained for one epoch"),
+    ("tensorboard --logdir tb_logs", "the curves, the model summary and one HParams row per run"),
+]
+
+POOLING_NAMES = {"avg": "average", "max": "max"}  # model.pool_type -> words
+
+
+def pct(x, missing="n/a"):
+    """1.2345 -> '1.23%'; None -> `missing`."""
+    return missing if x is None else f"{x:.2f}%"
+
+
+def mean_std(stat, unit="%"):
+    """'0.77 +- 0.04% (3 seeds)' from an aggregate's statistic (summary.aggregate)."""
+    if stat is None:
+        return "n/a"
+    return f"{stat['mean']:.2f} +- {stat['std']:.2f}{unit} ({stat['n']} seed{'s' if stat['n'] != 1 else ''})"
+
+
+def short_commit(commit):
+    """The first 12 hex digits, keeping '-dirty' (code that differed from the commit) in view."""
+    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
+def show(v):
+    """A computed value as the theory's printout and the report print it: 4 significant digits,
+    lists as [a, b], booleans as yes/no, integers and text as they are."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return "0" if v == 0 else f"{v:.4g}"
+    if isinstance(v, list):
+        return "[" + ", ".join(show(x) for x in v) + "]"
+    return str(v)
+
+
+def sweep_rates(sw):
+    """(threshold, diverging) of a sweep (nnhw.sweep) as words."""
+    return tuple("none on the grid" if sw[key] is None else f"{sw[key]:g}" for key in ("threshold_lr", "diverging_lr"))
+
+
+def seeds_text(seeds):
+    """One sentence on a --seeds set: mean +- std of the final and lowest test errors, the commits."""
+    if seeds is None:
+        return None
+    st = seeds["stats"]
+    text = (f"over seeds {', '.join(map(str, seeds['seeds']))}: final test error {mean_std(st['final_test_error'])}; "
+            f"lowest, chosen on the test set, {mean_std(st['lowest_test_error'])}")
+    if st["seconds_to_99"]:
+        text += f"; 99% test accuracy after {mean_std(st['seconds_to_99'], ' s')} of training"
+    return text + f" (commit {', '.join(short_commit(c) for c in seeds['git_commits'])})"
+
+
+def schedule_text(o):
+    if o.schedule == "constant":
+        return "constant"
+    if o.schedule == "step":
+        return f"x{o.gamma:g} after {', '.join(f'{m:g}' for m in o.milestones)} passes"
+    return f"{o.schedule} to {o.final_fraction:g} x lr"
+
+
+def model_text(m):
+    """The architecture in one line: 784 - 200 - 10, sigmoid hidden, identity outputs; or the CNN's layers."""
+    if m.arch == "cnn":
+        return (f"CNN: conv channels {m.conv_channels}, filters {m.conv_kernel} (padding {m.conv_padding}), "
+                f"{POOLING_NAMES[m.pool_type]} pooling {m.pool}x{m.pool} stride {m.pool_stride} after each; fully connected {m.hidden}; {m.transfer}")
+    return " - ".join(str(d) for d in [N_PIXELS, *m.hidden, N_CLASSES]) + (f", {m.transfer} hidden" if m.hidden else "") + f", {m.output_transfer} outputs"
+
+
+def augmentation_text(t):
+    affine = f"random shifts up to {t.augment_shift:g} px, rotations up to {t.augment_rotate:g} deg, scale +-{t.augment_scale:g}"
+    return {
+        "shift": f"random shifts up to {t.augment_shift:g} px, on the device",
+        "affine": f"{affine}, on the device",
+        "elastic": f"{affine}, then an elastic distortion (alpha {t.elastic_alpha:g} px, sigma {t.elastic_sigma:g} px), on the device",
+    }.get(t.augment)
+
+
+def parameter_rows(cfg):
+    """(parameter, value) for every choice the homework asks to state: the model, loss, split, batch,
+    epochs, optimiser, rate and schedule, momentum, lambda, initialisation, seed, and what else is on."""
+    m, o, t = cfg.model, cfg.optim, cfg.train
+    rows = [
+        ("model", model_text(m)),
+        ("loss", m.loss),
+        ("training split", cfg.data.train_split + (" (standardised)" if cfg.data.standardize else "")),
+        ("batch size", f"{t.batch_size}"),
+        ("epochs", f"{t.epochs:g}"),
+        ("optimiser", "momentum SGD" if o.optimizer == "sgd" else f"Adam (beta2 {o.beta2:g}, eps {o.eps:g})"),
+        ("learning rate", f"{o.lr:g}"),
+        ("schedule", schedule_text(o) + (f", after a linear warm-up over the first {o.warmup:g} of the run" if o.warmup else "")),
+        ("momentum" if o.optimizer == "sgd" else "beta1", f"{o.momentum:g}"),
+        ("lambda (L2)", f"{o.l2:g}" + (" (biases too)" if o.l2_bias else " (weights only)")),
+        *([("max-norm", f"each unit's incoming weights kept at norm <= {o.max_norm:g}")] if o.max_norm else []),
+        ("initialisation", f"{m.init} (scale {m.init_scale:g}), biases {m.bias_init:g}"),
+        ("seed", f"{cfg.run.seed}"),
+        ("backward engine", t.engine + (", torch.compile" if t.compile else "")),
+    ]
+    if m.dropout_input or m.dropout_hidden:
+        rows.append(("dropout", f"input {m.dropout_input:g}, hidden {m.dropout_hidden:g}"))
+    if t.augment != "none":
+        rows.append(("augmentation", augmentation_text(t)))
+    return rows

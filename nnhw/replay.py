@@ -1,0 +1,192 @@
+"""`python -m nnhw.replay RUN_DIR...`: does the code at hand still compute these runs?
+
+A result holds at a commit when that commit computes the run's arithmetic again,
+not when its files happen to be unchanged. Every run records a fingerprint in its
+summary.json (step.Trainer): the loss of each of its first 20 steps and two
+checksums of the parameters after them. Replay builds the run again from its own
+config.toml, takes the same steps with the code at hand, and compares:
+
+  same arithmetic  both checksums, and the losses of the first LOSS_STEPS steps,
+                   agree within REL_TOL;
+  parted           the first step whose loss differs by more, or the checksum.
+
+The tolerance is set by measurement (tests/test_replay.py holds the cases):
+rounding alone (one CPU thread against two, the same code) moves the checksums by
+at most 2e-6 and the first ten losses by at most 2e-7, while a learning rate or an
+initialisation changed by 1% moves the checksums by 5e-4 or more. Later losses are
+not compared: in the CNNs a rounding difference grows tenfold every step or two
+once training is under way (1e-4 by step 16).
+
+A sweep folder (sweep.json) is replayed at its threshold rate: the loss at
+initialisation and the loss after the budget. A run made before runs recorded
+fingerprints cannot be replayed until one is recorded with the code of its own
+commit (tools/fingerprint_at.py).
+
+Exit code 0 when every folder replays as the same, 1 when one parts, 2 when one
+cannot be replayed here (no MNIST, a CUDA run on a CPU, no fingerprint, a folder
+that is not a run).
+"""
+
+import argparse
+import json
+import shlex
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from . import PROJECT_ROOT
+from . import config as config_mod
+from . import data as data_mod
+from .checkpoint import TrainState
+from .config import ConfigError
+from .data import DataError
+from .step import Trainer, evaluate
+
+REL_TOL = 1e-4  # how far a replayed number may lie from the recorded one, relative to the larger
+LOSS_STEPS = 10  # the losses compared: the first steps, before rounding differences grow (see above)
+
+
+class ReplayError(RuntimeError):
+    """This folder cannot be replayed here; the message is one line."""
+
+
+def rel_diff(a, b):
+    return abs(a - b) / max(abs(a), abs(b), 1e-300)
+
+
+@lru_cache(maxsize=4)
+def _splits(root, train_split, standardize, device):
+    return data_mod.load_splits(Path(root), False, train_split, standardize, torch.device(device))
+
+
+def splits_for(cfg, device):
+    """The run's splits, loaded once per process (never downloaded: replay reads what is there)."""
+    return _splits(str(data_mod.resolve_root(cfg.data.root)), cfg.data.train_split, cfg.data.standardize, device.type)
+
+
+def device_of(summary_device):
+    """The device kind a run used ('cpu (2 threads)' -> cpu); ReplayError when this machine has none."""
+    kind = summary_device.split()[0] if summary_device else "cpu"
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ReplayError("it ran on CUDA, and this machine has none: its random streams live there")
+    return torch.device(kind)
+
+
+def read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ReplayError(f"cannot read {path}: {e}") from None
+
+
+def run_config(run_dir, device):
+    try:
+        cfg = config_mod.load(Path(run_dir) / "config.toml")
+    except ConfigError as e:
+        raise ReplayError(str(e)) from None
+    cfg.run.device = device.type
+    return cfg
+
+
+def first_steps(cfg, device, n):
+    """The losses of the first n training steps and the checksums after them, computed now."""
+    trainer = Trainer.start(cfg, device, splits_for(cfg, device)["train"])
+    trainer.fingerprint_steps = n
+    state = TrainState()
+    while "checksums" not in state.fingerprint:
+        trainer.step(state)
+    return state.fingerprint
+
+
+def compare_fingerprint(recorded, now):
+    """'' when the checksums and the first LOSS_STEPS losses agree within REL_TOL, else where they part:
+    the first step whose loss differs by more than REL_TOL, or the checksum that does."""
+    def parts(a, b):
+        return (a is None) != (b is None) or (a is not None and rel_diff(a, b) > REL_TOL)
+
+    pairs = list(zip(recorded["losses"], now["losses"]))
+    first = next((k for k, (a, b) in enumerate(pairs, 1) if parts(a, b)), None)
+    sums = [(key, a, now["checksums"][key]) for key, a in recorded["checksums"].items() if parts(a, now["checksums"][key])]
+    if not sums and (first is None or first > LOSS_STEPS):
+        return ""
+    if first is not None:
+        a, b = pairs[first - 1]
+        return f"parted at step {first}: loss {a} recorded, {b} now" + (f" (relative difference {rel_diff(a, b):.1e})" if a and b else "")
+    key, a, b = sums[0]
+    return f"parted in the parameters after step {recorded['steps']}: {key} {a:.10g} recorded, {b:.10g} now (relative difference {rel_diff(a, b):.1e})"
+
+
+def replay_run(run_dir, summary):
+    fp = summary.get("fingerprint")
+    if not fp:
+        raise ReplayError("its summary.json has no fingerprint (a run made before runs recorded one): "
+                          "record it with the code of its commit, python tools/fingerprint_at.py RUN_DIR")
+    device = device_of(summary.get("device"))
+    now = first_steps(run_config(run_dir, device), device, fp["steps"])
+    parted = compare_fingerprint(fp, dict(steps=fp["steps"], losses=now["losses"], checksums=now["checksums"]))
+    return not parted, parted or f"same arithmetic: the parameters after its first {fp['steps']} steps, and their losses"
+
+
+def replay_sweep(sweep_dir):
+    """Replay a learning-rate sweep at its threshold rate (its first rate when it has none)."""
+    from .sweep import build_parser, loss_after_budget
+
+    sw = read_json(Path(sweep_dir) / "sweep.json")
+    try:
+        args = build_parser().parse_intermixed_args(shlex.split(sw["command"])[3:])
+        path = Path(sweep_dir) / "config.toml"
+        cfg = config_mod.load(path) if path.is_file() else config_mod.load(PROJECT_ROOT / args.config, args.overrides)
+    except (ConfigError, KeyError, SystemExit) as e:
+        raise ReplayError(f"cannot rebuild its config from {sw.get('command')!r}: {e}") from None
+    device = device_of(sw.get("device"))
+    cfg.run.device = device.type
+    splits = splits_for(cfg, device)
+    trainer = Trainer.start(cfg, device, splits["train"])
+    start = evaluate(trainer.params, trainer.forward, trainer.loss_fn, splits["train"], cfg.eval.batch_size)[0]
+    if rel_diff(start, sw["start_loss"]) > REL_TOL:
+        return False, f"parted at initialisation: training loss {sw['start_loss']:.8g} recorded, {start:.8g} now"
+    row = next((r for r in sw["rows"] if r["lr"] == sw["threshold_lr"]), sw["rows"][0])
+    budget = max(1, round(sw["budget_epochs"] * data_mod.N_TRAIN))
+    end = loss_after_budget(cfg, splits, row["lr"], budget, device)
+    if not rel_diff(end, row["loss"]) <= REL_TOL:  # NaN parts too
+        return False, f"parted at rate {row['lr']:g}: loss after the budget {row['loss']:.8g} recorded, {end:.8g} now"
+    return True, f"same arithmetic: the loss at initialisation and after the budget at rate {row['lr']:g}"
+
+
+def replay(folder):
+    """(same: bool, what it found) for a run or sweep folder; ReplayError when it cannot be replayed."""
+    folder = Path(folder)
+    try:
+        if (folder / "sweep.json").is_file():
+            return replay_sweep(folder)
+        if not (folder / "summary.json").is_file():
+            raise ReplayError("not a run folder (no summary.json) and not a sweep folder (no sweep.json)")
+        summary = read_json(folder / "summary.json")
+        if summary.get("processes", 1) != 1:
+            raise ReplayError(f"it ran under torchrun with {summary['processes']} processes; replay it the same way")
+        return replay_run(folder, summary)
+    except (ConfigError, DataError) as e:
+        raise ReplayError(str(e)) from None
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m nnhw.replay", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p.add_argument("folders", nargs="+", metavar="RUN_DIR", help="run folders written by nnhw.train (or kept by nnhw.report), or sweep folders")
+    args = p.parse_args(argv)
+    worst = 0
+    for folder in args.folders:
+        try:
+            same, what = replay(folder)
+        except ReplayError as e:
+            print(f"{folder}: cannot replay: {e}")
+            worst = 2
+            continue
+        print(f"{folder}: {what}")
+        worst = max(worst, 0 if same else 1)
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""nnhw.replay: a run's first steps, replayed with the code at hand, are the same arithmetic; a changed
+learning rate, initialisation or Function parts from them, and the check says where."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from nnhw import config, functions as nf, replay, sweep, train
+from nnhw.step import FINGERPRINT_STEPS
+
+from conftest import REPO, run_cli
+
+SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50", "eval.max_points=1000"]  # 40 steps
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, mnist_root, module_env):
+    module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
+    log_dir = tmp_path_factory.mktemp("logs")
+    cfg = config.load(REPO / "configs" / "relu.toml", [*SHORT, f'run.log_dir="{log_dir}"'])
+    run_dir, status, _ = train.run(cfg)
+    assert status == "finished"
+    return run_dir
+
+
+def copy_of(run_dir, tmp_path, edit_config=None, drop_fingerprint=False):
+    dest = tmp_path / run_dir.name
+    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("*.pt", "events.*", "train", "dev", "test"))
+    if edit_config:
+        cfg = config.load(dest / "config.toml", edit_config)
+        (dest / "config.toml").write_text(config.to_toml(cfg))
+    if drop_fingerprint:
+        s = json.loads((dest / "summary.json").read_text())
+        s["fingerprint"] = None
+        (dest / "summary.json").write_text(json.dumps(s))
+    return dest
+
+
+def test_a_run_records_its_first_steps(short_run):
+    fp = json.loads((short_run / "summary.json").read_text())["fingerprint"]
+    assert fp["steps"] == FINGERPRINT_STEPS == len(fp["losses"])
+    assert all(isinstance(x, float) for x in fp["losses"]) and fp["losses"][-1] < fp["losses"][0]  # it learns
+    assert set(fp["checksums"]) == {"abs_sum", "sq_sum"}
+
+
+def test_a_run_replays_as_the_same(short_run):
+    same, what = replay.replay(short_run)
+    assert same, what
+    assert what.startswith("same arithmetic")
+
+
+@pytest.mark.parametrize("change", [["optim.lr=1.1"], ["model.init_scale=0.011"], ["optim.momentum=0.8"]], ids=["lr", "init", "momentum"])
+def test_a_changed_config_parts(short_run, tmp_path, change):
+    same, what = replay.replay(copy_of(short_run, tmp_path, change))
+    assert not same and what.startswith("parted at step"), what
+
+
+def test_a_changed_function_parts(short_run, monkeypatch):
+    """ReLU's reverse rule off by 1% for positive inputs: the same forward, another gradient."""
+    real = nf.ReLU.backward
+
+    def slightly_wrong(ctx, g):
+        return real(ctx, g) * 1.01
+
+    monkeypatch.setattr(nf.ReLU, "backward", staticmethod(slightly_wrong))
+    same, what = replay.replay(short_run)
+    assert not same and "parted at step 2" in what, what  # step 1's loss is computed before any update
+
+
+def test_a_run_without_a_fingerprint_cannot_replay(short_run, tmp_path):
+    with pytest.raises(replay.ReplayError, match="no fingerprint"):
+        replay.replay(copy_of(short_run, tmp_path, drop_fingerprint=True))
+
+
+LAST_WITHOUT_FINGERPRINTS = "a56c2ea682a58d8a3ddfafdb89573392eba5ddb7"  # the last commit whose runs recorded none
+
+
+@pytest.mark.slow
+def test_an_old_run_takes_its_fingerprint_from_its_own_commit_and_replays_at_this_one(tmp_path, mnist_root, monkeypatch):
+    """A run made by the code of a commit before fingerprints: tools/fingerprint_at.py computes its
+    fingerprint with that commit's code, and the code at hand replays it as the same arithmetic."""
+    import subprocess
+    import sys
+
+    if subprocess.run(["git", "cat-file", "-e", LAST_WITHOUT_FINGERPRINTS], cwd=REPO).returncode:
+        pytest.skip("this checkout's history does not hold the commit")
+    tree = tmp_path / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), LAST_WITHOUT_FINGERPRINTS], cwd=REPO, check=True)
+    try:
+        res = run_cli("nnhw.train", "configs/relu.toml", *SHORT[:3], f"run.log_dir={tmp_path / 'logs'}", cwd=tree,
+                      env={"NNHW_DATA_ROOT": str(mnist_root), "PYTHONPATH": str(tree)})
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=True)
+    assert res.returncode == 0, res.stderr
+    run_dir = Path(res.stdout.strip().splitlines()[-1])
+    assert "fingerprint" not in json.loads((run_dir / "summary.json").read_text())
+    res = subprocess.run([sys.executable, "tools/fingerprint_at.py", str(run_dir)], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "NNHW_DATA_ROOT": str(mnist_root)}, timeout=600)
+    assert res.returncode == 0 and "fingerprint of 20 steps computed at a56c2ea682a5" in res.stdout, res.stdout + res.stderr
+    fp = json.loads((run_dir / "summary.json").read_text())["fingerprint"]
+    assert fp["computed_at"] == LAST_WITHOUT_FINGERPRINTS and fp["steps"] == FINGERPRINT_STEPS
+    monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
+    same, what = replay.replay(run_dir)
+    assert same, what
+
+
+def test_compare_names_the_step_and_the_checksum():
+    n = replay.LOSS_STEPS + 2
+    losses = [1.0 - 0.01 * k for k in range(n)]
+    fp = dict(steps=n, losses=losses, checksums=dict(abs_sum=10.0, sq_sum=5.0))
+    assert replay.compare_fingerprint(fp, fp) == ""
+    assert replay.compare_fingerprint(fp, dict(fp, losses=[x * (1 + 0.5 * replay.REL_TOL) for x in losses])) == ""  # rounding
+    assert replay.compare_fingerprint(fp, dict(fp, losses=[1.0, 0.91, *losses[2:]])).startswith("parted at step 2")
+    late = [*losses[:-1], losses[-1] * 1.01]  # past LOSS_STEPS, rounding grows: only the checksums decide
+    assert replay.compare_fingerprint(fp, dict(fp, losses=late)) == ""
+    assert replay.compare_fingerprint(fp, dict(fp, losses=late, checksums=dict(abs_sum=10.0, sq_sum=5.01))).startswith(f"parted at step {n}")
+    parted = replay.compare_fingerprint(fp, dict(fp, checksums=dict(abs_sum=10.0, sq_sum=5.01)))
+    assert parted.startswith(f"parted in the parameters after step {n}: sq_sum")
+
+
+def test_cli_exit_codes(short_run, tmp_path, mnist_root):
+    env = {"NNHW_DATA_ROOT": str(mnist_root)}
+    res = run_cli("nnhw.replay", str(short_run), env=env)
+    assert res.returncode == 0 and res.stdout.startswith(f"{short_run}: same arithmetic"), res.stdout + res.stderr
+    edited = copy_of(short_run, tmp_path, ["optim.lr=1.1"])
+    res = run_cli("nnhw.replay", str(short_run), str(edited), str(tmp_path / "nothing"), env=env)
+    lines = res.stdout.splitlines()
+    assert res.returncode == 2 and len(lines) == 3 and "Traceback" not in res.stderr
+    assert "same arithmetic" in lines[0] and "parted at step" in lines[1] and "cannot replay: not a run folder" in lines[2]
+
+
+@pytest.mark.slow
+def test_a_sweep_replays_at_its_threshold(tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
+    monkeypatch.chdir(REPO)
+    assert sweep.main(["configs/relu.toml", "--lo", "0.01", "--hi", "1", "--per-decade", "1", "--budget", "0.02",
+                       f"run.log_dir={tmp_path}", "eval.batch_size=5000"]) == 0
+    (sweep_dir,) = (tmp_path / "relu-sweep").iterdir()
+    same, what = replay.replay(sweep_dir)
+    assert same and what.startswith("same arithmetic"), what
+    sw = json.loads((sweep_dir / "sweep.json").read_text())
+    row = next(r for r in sw["rows"] if r["lr"] == sw["threshold_lr"])
+    row["loss"] *= 1.01
+    (sweep_dir / "sweep.json").write_text(json.dumps(sw))
+    same, what = replay.replay(sweep_dir)
+    assert not same and "loss after the budget" in what
+
+
+def test_kept_runs_carry_fingerprints():
+    """Every run the report keeps can be checked in seconds: it has a fingerprint."""
+    kept = sorted((REPO / "reports" / "runs").glob("*/*/summary.json"))
+    assert kept
+    missing = [str(p.parent.relative_to(REPO)) for p in kept if not json.loads(p.read_text()).get("fingerprint")]
+    assert not missing, f"run python -m nnhw.replay --record on: {missing}"
+
+
+def test_checksums_see_every_parameter():
+    a = {"W": torch.ones(2, 3), "b": torch.zeros(2)}
+    b = {"W": torch.ones(2, 3), "b": torch.tensor([0.0, 1e-3])}
+    from nnhw.step import checksums
+
+    assert checksums(a) == dict(abs_sum=6.0, sq_sum=6.0) and checksums(b)["abs_sum"] == pytest.approx(6.001)

@@ -1,0 +1,60 @@
+"""Assembling a run: the memory check's count, and the checkpoint format a resume accepts."""
+
+import pytest
+import torch
+
+from nnhw import checkpoint, config, models, step
+from nnhw.rundir import RunError
+
+from conftest import REPO
+
+
+def test_memory_check_counts_each_optimisers_buffers():
+    """Adam keeps two running means per parameter, momentum SGD one velocity."""
+    sgd = config.load(REPO / "configs" / "cnn.toml")
+    adam = config.load(REPO / "configs" / "cnn.toml", ["optim.optimizer=adam"])
+    (n, need_sgd), (_, need_adam) = step.memory_need(sgd), step.memory_need(adam)
+    assert n == sum(p.numel() for p in models.init_params(sgd.model, 0).values())
+    assert need_adam - need_sgd == 4 * n
+
+
+def test_memory_check_counts_the_real_feature_maps():
+    """Padding grows the maps: the activations counted follow the model's own geometry."""
+    small = config.load(REPO / "configs" / "cnn.toml")
+    padded = config.load(REPO / "configs" / "cnn.toml", ["model.conv_padding=20"])
+    grown = step.memory_need(padded)[1] - step.memory_need(small)[1]
+    maps = lambda cfg: sum(c * conv * conv for c, (conv, _) in zip(cfg.model.conv_channels, config.feature_map_sides(cfg.model)))  # noqa: E731
+    params = lambda cfg: step.memory_need(cfg)[0]  # noqa: E731
+    batch = max(small.train.batch_size, small.eval.batch_size)
+    assert maps(padded) > 4 * maps(small)  # 64x64 maps where 24x24 ones were
+    assert grown == 4 * (4 * (params(padded) - params(small)) + 3 * batch * (maps(padded) - maps(small)))
+
+
+def saved(tmp_path, **changes):
+    cfg = config.load(REPO / "configs" / "relu.toml")
+    params, _, _, opt = step.build(cfg, torch.device("cpu"))
+    ckpt = checkpoint.TrainState().to_checkpoint(cfg, params, opt, torch.Generator(), torch.Generator())
+    ckpt.update(changes)
+    checkpoint.save_checkpoint(tmp_path, ckpt)
+    return ckpt
+
+
+def test_checkpoint_format_is_checked(tmp_path):
+    saved(tmp_path, format=99)
+    with pytest.raises(RunError, match="its format is 99, and this nnhw reads format 3"):
+        checkpoint.load_checkpoint(tmp_path)
+
+
+def test_a_format_2_checkpoint_still_resumes(tmp_path):
+    """Format 2 called the optimiser's state 'velocity'; it loads as 'optimizer'."""
+    ckpt = saved(tmp_path)
+    old = {k: v for k, v in ckpt.items() if k not in ("optimizer", "fingerprint")}
+    checkpoint.save_checkpoint(tmp_path, dict(old, format=2, velocity=ckpt["optimizer"]))
+    loaded = checkpoint.load_checkpoint(tmp_path)
+    assert loaded["format"] == checkpoint.FORMAT and set(loaded["optimizer"]) == set(ckpt["optimizer"])
+
+
+def test_a_history_without_its_keys_is_refused(tmp_path):
+    saved(tmp_path, history=[{}])
+    with pytest.raises(RunError, match="its history has rows without points"):
+        checkpoint.load_checkpoint(tmp_path)
