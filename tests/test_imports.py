@@ -69,3 +69,15 @@ def test_the_walk_sees_every_kind_of_import_and_finds_circles():
     assert nnhw_imports(src, mods) == {"a", "b", "c"}
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_pdfs_code_section_lists_each_module_after_the_ones_it_imports():
+    """REPORT.pdf's code runs in the order it is printed (the homework asks for code that runs as given)."""
+    from nnhw.handin import CODE
+
+    order = [path.split("/")[1][:-3] for path, _ in CODE if path.startswith("nnhw/") and path.endswith(".py")]
+    graph = import_graph()
+    assert sorted(order) == sorted(graph)  # every module is listed
+    for i, module in enumerate(order):
+        later = graph[module] - set(order[:i])
+        assert not later, f"{module} imports {sorted(later)}, listed after it"
