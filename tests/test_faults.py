@@ -19,7 +19,7 @@ from conftest import REPO, _mnist_root, wait_for_checkpoint
 
 pytestmark = pytest.mark.slow  # the fault matrix: signals, resumes and full disks around real runs
 
-SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50"]  # 40 steps, 5 evaluations
+SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50", "eval.max_points=1000"]  # 40 steps, 5 evaluations
 
 
 def short_cfg(log_dir, name="relu", extra=()):

@@ -15,7 +15,7 @@ from conftest import REPO
 
 pytestmark = pytest.mark.slow  # HParams rows and console output of real runs
 
-SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50"]
+SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50", "eval.max_points=1000"]
 
 
 def sessions(run_dir):

@@ -12,7 +12,7 @@ from nnhw.checkpoint import load_checkpoint
 
 from conftest import REPO, run_cli
 
-SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50"]
+SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50", "eval.max_points=1000"]
 
 
 def short_cfg(tmp_path, name="relu", extra=()):
