@@ -61,6 +61,7 @@ CODE = [
     ("examples/minimal.py", "4 (the whole idea in one short script)"),
     ("tools/complexity.py", "2.1 (the measured costs)"),
     ("tools/fingerprint_at.py", "every number (the fingerprints of runs made before runs recorded one)"),
+    ("tools/replay_tolerance.py", "every number (the replay's tolerance, measured)"),
     ("tools/bench.py", "speed (not a homework question)"),
     ("tools/gpu_check.sh", "speed on a GPU (not a homework question)"),
 ]

@@ -37,7 +37,7 @@ def value(v):
 def short_run(tmp_path_factory, mnist_root, module_env):
     module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
     log_dir = tmp_path_factory.mktemp("logs")
-    overrides = [*SHORT, "model.transfer=tanh", f'run.log_dir="{log_dir}"']
+    overrides = ["model.transfer=tanh", *SHORT, f'run.log_dir="{log_dir}"']
     cfg = config.load(REPO / "configs" / "relu.toml", overrides)
     run_dir, status, _ = train.run(cfg, command="python -m nnhw.train configs/relu.toml", overrides=overrides)
     assert status == "finished"
@@ -62,7 +62,8 @@ def test_each_run_is_one_hparams_row_with_its_config_and_results(short_run):
 
 
 def test_overrides_name_the_run(short_run):
-    assert short_run.name.endswith("_epochs-0.04_every-500_batch_size-50_transfer-tanh")
+    # the overrides in their order, the log folder left out, cut to 60 characters
+    assert short_run.name.split("_", 1)[1] == "transfer-tanh_epochs-0.04_every-500_batch_size-50_max_points"
     assert runlog.run_slug(['run.log_dir="/x"', "optim.lr=0.05", 'model.hidden=[300, 100]']) == "lr-0.05_hidden-300-100"
 
 
