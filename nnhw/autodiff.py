@@ -16,7 +16,6 @@ report's full table (up to d = 2,762) with --full. It writes autodiff.json and
 autodiff_cost.png, which nnhw.handin reads.
 """
 
-import argparse
 import json
 import math
 import statistics
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 from . import functions as nf
+from .command import NnhwError, Parser, run_command
 
 TWO_PI = 2 * math.pi
 
@@ -212,8 +212,20 @@ def hand_answers(w1, w2):
 SHORT_DIMS, FULL_DIMS = (10, 30, 100), (10, 30, 100, 300, 1000, 2762)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m nnhw.autodiff", description=__doc__.splitlines()[0])
+def check_point(w1, w2):
+    """NnhwError unless every line of the trace, and f, are finite numbers at (w1, w2)."""
+    if not (math.isfinite(w1) and math.isfinite(w2)) or w2 == 0:
+        raise NnhwError(f"--w1, --w2: need finite numbers with w2 != 0, got ({w1}, {w2})")
+    try:
+        finite = all(math.isfinite(z) for z in trace(w1, w2)) and all(math.isfinite(x) for x in reverse_mode(w1, w2)[1])
+    except (OverflowError, ValueError):
+        finite = False
+    if not finite:
+        raise NnhwError(f"--w1, --w2: f or its derivatives overflow at ({w1}, {w2}); exp(2 w2) needs w2 below about 350, and w1/w2 must stay moderate")
+
+
+def autodiff_command(argv):
+    p = Parser(prog="python -m nnhw.autodiff", description=__doc__.splitlines()[0])
     p.add_argument("--w1", type=float, default=1.5, help="the point (w1, w2) (default 1.5, 0.5)")
     p.add_argument("--w2", type=float, default=0.5)
     p.add_argument("--full", action="store_true", help=f"the report's 5.3 table: d = {', '.join(map(str, FULL_DIMS))}, 5 repeats "
@@ -227,8 +239,9 @@ def main(argv=None):
     dims = args.dims or (FULL_DIMS if args.full else SHORT_DIMS)
     repeats = args.repeats or (5 if args.full else 3)
     n_params = sum(math.prod(shape) for shape in MLP_SHAPES)
-    if w2 == 0 or any(not 1 <= d <= n_params for d in dims) or len(dims) < 2 or repeats < 1:
-        p.error(f"w2 must not be 0, --dims needs at least two values in [1, {n_params}], --repeats at least 1")
+    if any(not 1 <= d <= n_params for d in dims) or len(set(dims)) < 2 or not 1 <= repeats <= 1000:
+        raise NnhwError(f"--dims needs at least two different values in [1, {n_params}] (the fit needs two), --repeats 1 to 1000")
+    check_point(w1, w2)
 
     print(f"Evaluation trace at (w1, w2) = ({w1}, {w2}):")
     for t, z in enumerate(trace(w1, w2), 1):
@@ -265,5 +278,10 @@ def main(argv=None):
     (out / "autodiff.json").write_text(json.dumps(numbers, indent=1) + "\n")
 
 
+def main(argv=None):
+    """`python -m nnhw.autodiff`: the exit code (nnhw.command)."""
+    return run_command("nnhw.autodiff", autodiff_command, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

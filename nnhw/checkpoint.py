@@ -7,6 +7,7 @@ Everything in it besides the tensors and the random generators' states lives in 
 uninterrupted run, bit for bit.
 """
 
+import io
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,8 @@ class TrainState:
     perm: torch.Tensor | None = None  # the current pass's order (CPU int64); None before the first pass
     history: list = field(default_factory=list)  # one row per evaluation
     changes: list = field(default_factory=list)  # what each resume changed, and at how many points
-    overrides: str = ""  # the overrides the run started with, for its HParams row
+    overrides: str = ""  # the overrides the run started with: with config_file, what the run is a run of
+    config_file: str | None = None  # the config file the run started from, as given; None for a run made through the API
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     fingerprint: dict = field(default_factory=dict)  # the first steps' losses, then checksums (step.Trainer)
@@ -58,6 +60,7 @@ class TrainState:
             perm=torch.zeros(0, dtype=torch.int64) if self.perm is None else self.perm,
             points=self.points, step=self.step, pos=self.pos, history=self.history, changes=self.changes, overrides=self.overrides,
             train_seconds=self.train_seconds, eval_seconds=self.eval_seconds, fingerprint=self.fingerprint,
+            config_file=self.config_file,
         )
 
     @classmethod
@@ -69,11 +72,15 @@ class TrainState:
             points=ckpt["points"], step=ckpt["step"], pos=ckpt["pos"], perm=perm if perm.numel() else None,
             history=list(ckpt["history"]), changes=list(ckpt.get("changes", [])), overrides=str(ckpt.get("overrides", "")),
             train_seconds=float(ckpt["train_seconds"]), eval_seconds=float(ckpt["eval_seconds"]), fingerprint=dict(fingerprint),
+            config_file=ckpt.get("config_file") if isinstance(ckpt.get("config_file"), str) else None,
         )
 
 
 def save_checkpoint(run_dir, ckpt):
-    atomic_write_bytes(Path(run_dir) / CHECKPOINT, lambda f: torch.save(ckpt, f))
+    """Serialised in memory first, then written whole (rundir.atomic_write_bytes)."""
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    atomic_write_bytes(Path(run_dir) / CHECKPOINT, buffer.getvalue())
 
 
 def load_checkpoint(run_dir):

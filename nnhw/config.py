@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import IMAGE_SIDE
+from .command import NnhwError
 
 
-class ConfigError(ValueError):
+class ConfigError(NnhwError, ValueError):
     """A config file, key or value that nnhw cannot use; the message is one line."""
 
 
@@ -49,7 +50,7 @@ class RunConfig:
     log_dir: str = opt("tb_logs", "folder that holds every run's TensorBoard logs, checkpoints and summary")
     seed: int = opt(0, "one seed for initialisation, data order and every other random choice", min=0, le=2**62)
     device: str = opt("auto", "'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'")
-    dist_timeout: int = opt(300, "torchrun only: seconds a process waits for its peers before it stops with an error", min=1)
+    dist_timeout: int = opt(300, "torchrun only: seconds a process waits for its peers before it stops with an error", min=1, le=10**7)
 
 
 @dataclass
@@ -86,7 +87,7 @@ class OptimConfig:
     lr: float = opt(0.1, "learning rate (step size) at the start of training, or at the end of the warm-up", gt=0.0)
     momentum: float = opt(0.9, "heavy-ball momentum mu in v <- mu v + g; w <- w - lr v (0 is plain SGD); for 'adam', beta1 of the gradient's running mean", min=0.0, lt=1.0)
     beta2: float = opt(0.999, "'adam': beta2 of the running mean of the squared gradient", min=0.0, lt=1.0)
-    eps: float = opt(1e-8, "'adam': added to the root of the squared gradient's mean, so no step divides by 0", gt=0.0)
+    eps: float = opt(1e-8, "'adam': added to the root of the squared gradient's mean, so no step divides by 0 (at least 1e-30, which float32 holds)", min=1e-30)
     l2: float = opt(0.0, "lambda of the L2 penalty (lambda/2)||W||^2 on the weights", min=0.0)
     l2_bias: bool = opt(False, "apply the L2 penalty to the biases too")
     max_norm: float = opt(0.0, "max-norm c: after every update each unit's incoming weights (a row of W, a whole conv filter) are scaled back to norm <= c (0 is off)", min=0.0)
@@ -108,7 +109,7 @@ class TrainConfig:
     augment_rotate: float = opt(10.0, "'affine', 'elastic': largest rotation in degrees", min=0.0, le=180.0)
     augment_scale: float = opt(0.1, "'affine', 'elastic': largest relative change of scale", min=0.0, lt=1.0)
     elastic_alpha: float = opt(34.0, "'elastic': scale in pixels of the displacement field (Simard et al. 2003 use 34)", min=0.0, le=1000.0)
-    elastic_sigma: float = opt(4.0, "'elastic': std in pixels of the Gaussian that smooths the field (Simard et al. 2003 use 4)", gt=0.0, le=float(IMAGE_SIDE))
+    elastic_sigma: float = opt(4.0, "'elastic': std in pixels of the Gaussian that smooths the field (Simard et al. 2003 use 4; below 0.1 px it smooths nothing)", min=0.1, le=float(IMAGE_SIDE))
 
 
 @dataclass
@@ -154,6 +155,8 @@ def _coerce(key, ftype, value):
         raise ConfigError(f"{key}: expected {ftype.__name__}, got {_describe(value)}")
     if ftype is float and not math.isfinite(value):
         raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    if ftype is str and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(f"{key}: control characters (newlines, tabs, NUL) cannot go into a name or a path, got {value!r}")
     return value
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .command import NnhwError
+
 FILES = {
     "train-images-idx3-ubyte": (2051, 60000),
     "train-labels-idx1-ubyte": (2049, 60000),
@@ -35,7 +37,7 @@ def passes(points, n_train):
     return points / n_train
 
 
-class DataError(RuntimeError):
+class DataError(NnhwError, RuntimeError):
     """MNIST cannot be read; the message is one line that says what to do."""
 
 

@@ -1,8 +1,8 @@
 """reports/REPORT.pdf: the homework handed in, typeset with Typst from the same runs as REPORT.md.
 
 `nnhw/handin.typ` holds the written answers in the homework's order. This module
-gathers every number they quote into one JSON document, which the template reads
-through `sys.inputs.data`:
+gathers every number they quote, from what nnhw.inputs read and checked, into one
+JSON document, which the template reads through `sys.inputs.data`:
   - each run's parameters, errors and figures (the runs that REPORT.md uses);
   - what the 8 pictured hidden units (or filters) do, read off the run's weights;
   - the learning-rate sweeps, the theory checks (theory/theory.json), the
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import PROJECT_ROOT
 from .describe import COMMANDS, POOLING_NAMES, QUESTIONS, parameter_rows, pct, seeds_text, short_commit, show, sweep_rates
-from .readout import run_readout
+from .command import NnhwError
 
 TEMPLATE = Path(__file__).with_name("handin.typ")
 STUDENT_FILE = "student.toml"
@@ -34,6 +34,7 @@ CERTIFICATION = "I have read and understood these policies"
 # ones it imports). Files not listed come last.
 CODE = [
     ("nnhw/__init__.py", "the package"),
+    ("nnhw/command.py", "every command (how it ends: one line for bad input, the exit codes, signals)"),
     ("nnhw/functions.py", "3, 4, 6 (every transfer function, loss and layer, with both hand-written derivatives); 2.2, 2.3"),
     ("nnhw/tape.py", "3, 4.1, 4.2 (reverse mode run by nnhw itself); 5"),
     ("nnhw/data.py", "3, 4, 6 (MNIST, the train/dev/test splits)"),
@@ -54,6 +55,7 @@ CODE = [
     ("nnhw/theory.py", "2.2, 2.3, 7 (the live checks)"),
     ("nnhw/autodiff.py", "5.1, 5.2, 5.3"),
     ("nnhw/readout.py", "4.1.6, 4.2.6, 6 (what the pictured weights do)"),
+    ("nnhw/inputs.py", "the report (the runs and outputs it reads, checked first, and kept)"),
     ("nnhw/handin.py", "the report (this PDF)"),
     ("nnhw/handin.typ", "the report (this PDF's text)"),
     ("nnhw/report.py", "the report (REPORT.md)"),
@@ -77,7 +79,7 @@ def _g(x, digits=4):
     return f"{x:.{digits}g}"
 
 
-def run_data(name, question, run, out):
+def run_data(name, question, run, root):
     """Everything one question's answer quotes from its run, as strings; `missing` when there is no run."""
     if run is None:
         return dict(name=name, question=question, missing=f"python -m nnhw.train configs/{name}.toml")
@@ -85,8 +87,8 @@ def run_data(name, question, run, out):
 
     s, cfg = run["summary"], run["cfg"]
     final = s["final"]
-    lines, summary = run_readout(run["dir"])
-    history = json.loads((run["dir"] / "history.json").read_text())
+    lines, summary = run["readout"]
+    history = run["history"]
     first_99 = (s.get("time_to_accuracy") or {}).get("99%")
     d = dict(
         name=name,
@@ -95,7 +97,7 @@ def run_data(name, question, run, out):
         run_id=run["dir"].name,
         commit=short_commit(s["git_commit"]),
         flag=run.get("flag") or None,  # nnhw.report's replay check: None when the run replays as the same
-        command=s["command"],
+        command=s.get("command") or f"python -m nnhw.train configs/{name}.toml",
         device=s["device"],
         params=[list(r) for r in parameter_rows(cfg)],
         loss_name=LOSS_NAMES[cfg.model.loss],
@@ -115,7 +117,7 @@ def run_data(name, question, run, out):
         eval_minutes=f"{s['eval_seconds'] / 60:.1f}",
         first_99=None if not first_99 else f"epoch {first_99['epoch']:.2f}, after {first_99['train_seconds']:.1f} s of training",
         seeds=seeds_text(run.get("seeds")),
-        figures={fig: f"/{name}/{fig}.png" for fig in ("loss", "error", "weights") if (out / name / f"{fig}.png").is_file()},
+        figures={fig: f"/{name}/{fig}.png" for fig in ("loss", "error", "weights") if (root / name / f"{fig}.png").is_file()},
         readout=lines,
         readout_summary=summary,
         sweep=None,
@@ -140,17 +142,12 @@ def run_data(name, question, run, out):
             diverging=diverging,
             rule=sw["rule"],
             command=sw["command"],
-            figure=f"/{name}/sweep.png" if (out / name / "sweep.png").is_file() else None,
+            figure=f"/{name}/sweep.png" if (root / name / "sweep.png").is_file() else None,
         )
     return d
 
 
-def _read_json(path):
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def theory_data(out):
-    t = _read_json(out / "theory" / "theory.json")
+def theory_data(t, root):
     if t is None:
         return None
     fmt = {}
@@ -159,13 +156,12 @@ def theory_data(out):
                            rows=[[[k, show(v)] for k, v in r.items()] for r in result.get("rows", [])])
     xor = t.get("2.3.2")
     return dict(claims=fmt, xor=None if xor is None else {k: show(v) for k, v in xor.items()},
-                figure="/theory/gd_rates.png" if (out / "theory" / "gd_rates.png").is_file() else None)
+                figure="/theory/gd_rates.png" if (root / "theory" / "gd_rates.png").is_file() else None)
 
 
-def autodiff_data(out):
+def autodiff_data(a, root):
     from . import autodiff
 
-    a = _read_json(out / "autodiff.json")
     code = dict(reverse=_function_source(autodiff.reverse_mode), forward=_function_source(autodiff.forward_mode))
     if a is None:
         return dict(code=code, missing="python -m nnhw.autodiff > reports/autodiff.txt")
@@ -185,7 +181,7 @@ def autodiff_data(out):
         repeats=str(a.get("repeats", 1)),
         slope=f"{a['cost_fit']['slope']:.2f}" if "cost_fit" in a else None,
         r2=f"{a['cost_fit']['r2']:.3f}" if "cost_fit" in a else None,
-        figure="/autodiff_cost.png" if (out / "autodiff_cost.png").is_file() else None,
+        figure="/autodiff_cost.png" if (root / "autodiff_cost.png").is_file() else None,
     )
 
 
@@ -196,8 +192,7 @@ def _function_source(fn):
     return "\n".join([lines[0], *lines[start:]])
 
 
-def complexity_data(out):
-    c = _read_json(out / "complexity.json")
+def complexity_data(c):
     if c is None:
         return None
     fits = {k: dict(ps=f"{1e12 * f['seconds_per_multiply_add']:.2f}", r2=f"{f['r2']:.4f}") for k, f in c["fits"].items()}
@@ -214,7 +209,7 @@ def complexity_data(out):
     )
 
 
-class StudentFileError(ValueError):
+class StudentFileError(NnhwError, ValueError):
     """reports/student.toml cannot be read; the message is one line."""
 
 
@@ -249,35 +244,34 @@ def code_data():
             for p in order]
 
 
-def document_data(runs, out):
+def document_data(runs, extras, student, root):
     """runs: [(question, name, run or None)] in the homework's order."""
     return dict(
-        student=student_data(out),
-        runs={name: run_data(name, question, run, out) for question, name, run in runs},
-        theory=theory_data(out),
-        autodiff=autodiff_data(out),
-        complexity=complexity_data(out),
+        student=student,
+        runs={name: run_data(name, question, run, root) for question, name, run in runs},
+        theory=theory_data(extras["theory"], root),
+        autodiff=autodiff_data(extras["autodiff"], root),
+        complexity=complexity_data(extras["complexity"]),
         code=code_data(),
         howto=[list(row) for row in COMMANDS],
         questions=[dict(question=q, name=name, what=what) for q, name, what in QUESTIONS],
     )
 
 
-def write_pdf(runs, out):
-    """Typeset <out>/REPORT.pdf; returns its path. Needs the `typst` package (a dependency)."""
+def render_pdf(runs, extras, student, root):
+    """REPORT.pdf's bytes, typeset with Typst; the figures are read from the folder `root` (the report's
+    build folder). Needs the `typst` package (a dependency)."""
     import typst
 
-    out = Path(out).resolve()
-    data = json.dumps(document_data(runs, out), sort_keys=True)
-    pdf = typst.compile(
-        TEMPLATE.read_bytes(),
-        root=str(out),
-        sys_inputs={"data": data},
-        ignore_system_fonts=True,  # only typst's bundled fonts: the same PDF on every machine
-        timestamp=datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc),
-    )
-    path = out / "REPORT.pdf"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(pdf)
-    tmp.replace(path)
-    return path
+    root = Path(root).resolve()
+    data = json.dumps(document_data(runs, extras, student, root), sort_keys=True)
+    try:
+        return typst.compile(
+            TEMPLATE.read_bytes(),
+            root=str(root),
+            sys_inputs={"data": data},
+            ignore_system_fonts=True,  # only typst's bundled fonts: the same PDF on every machine
+            timestamp=datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc),
+        )
+    except typst.TypstError as e:  # the inputs were checked; this is nnhw's template or Typst itself
+        raise RuntimeError(f"Typst could not build REPORT.pdf: {' '.join(str(e).split())[:300]}") from None

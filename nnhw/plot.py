@@ -9,7 +9,6 @@
   scaled to [0, 1] by its own minimum and maximum.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -18,10 +17,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
 from . import config as config_mod  # noqa: E402
+from .checkpoint import HISTORY_KEYS, load_checkpoint  # noqa: E402
+from .command import Parser, one_line, run_command  # noqa: E402
 from .data import IMAGE_SIDE  # noqa: E402
+from .rundir import RunError  # noqa: E402
 
 LOSS_NAMES = {"cross_entropy": "average cross-entropy", "squared_error": "average squared error"}
 COLORS = {"train": "tab:blue", "dev": "tab:orange", "test": "tab:green"}
@@ -96,12 +96,24 @@ def weights_figure(params, title):
     return fig
 
 
+def read_history(run_dir):
+    """A run's history.json: a list of evaluation rows; RunError (one line) when it is not one."""
+    path = Path(run_dir) / "history.json"
+    try:
+        history = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"cannot read {path}: {one_line(e)}") from None
+    if not isinstance(history, list) or not history or not all(isinstance(r, dict) and all(k in r for k in HISTORY_KEYS) for r in history):
+        raise RunError(f"{path} is not a run's history: a list of evaluations, each with {', '.join(HISTORY_KEYS)}")
+    return history
+
+
 def figures(run_dir):
     """name -> matplotlib figure for a run folder that holds history.json and checkpoint.pt."""
     run_dir = Path(run_dir)
     cfg = config_mod.load(run_dir / "config.toml")
-    history = json.loads((run_dir / "history.json").read_text())
-    params = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["params"]
+    history = read_history(run_dir)
+    params = load_checkpoint(run_dir)["params"]  # read as data, checked key by key
     title = cfg.run.name
     return {
         "loss": loss_figure(history, cfg, title),
@@ -123,18 +135,22 @@ def save_figures(run_dir, writer=None, step=0):
     return paths
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m nnhw.plot", description=__doc__.splitlines()[0])
+def plot_command(argv):
+    p = Parser(prog="python -m nnhw.plot", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", help="a run folder written by nnhw.train")
     args = p.parse_args(argv)
     run_dir = Path(args.run_dir)
     missing = [f for f in ("config.toml", "history.json", "checkpoint.pt") if not (run_dir / f).is_file()]
     if missing:
-        print(f"nnhw.plot: error: {run_dir} is not a finished run folder (missing {', '.join(missing)})", file=sys.stderr)
-        return 2
+        raise RunError(f"{run_dir} is not a finished run folder (missing {', '.join(missing)})")
     for path in save_figures(run_dir):
         print(path)
     return 0
+
+
+def main(argv=None):
+    """`python -m nnhw.plot`: the exit code (nnhw.command)."""
+    return run_command("nnhw.plot", plot_command, argv)
 
 
 if __name__ == "__main__":

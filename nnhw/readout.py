@@ -3,13 +3,10 @@
 For 8 hidden units: where their input weights lie and which digits their output
 weights vote for; for a CNN's first-layer filters: the edge direction each one
 detects; for softmax regression: the class templates. A run the report keeps
-without its checkpoint keeps these sentences in readout.json instead.
+without its checkpoint keeps these sentences in readout.json instead (nnhw.inputs).
 """
 
-import json
 import math
-
-import torch
 
 from .data import IMAGE_SIDE, N_CLASSES
 
@@ -88,12 +85,3 @@ def readout_text(params):
         summary += (" The output layer turns these detectors into classes: the digit a unit votes for is the one whose strokes "
                     "cover its bright patches, and no unit decides a class on its own.")
     return lines, summary
-
-
-def run_readout(run_dir):
-    """readout_text of a run's weights: from its checkpoint, or, for a run the report keeps without one,
-    from the readout.json it wrote in its place (nnhw.report.keep)."""
-    if (run_dir / "checkpoint.pt").is_file():
-        return readout_text(torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["params"])
-    kept = json.loads((run_dir / "readout.json").read_text())
-    return kept["lines"], kept["summary"]

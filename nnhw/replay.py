@@ -28,7 +28,6 @@ cannot be replayed here (no MNIST, a CUDA run on a CPU, no fingerprint, a folder
 that is not a run).
 """
 
-import argparse
 import json
 import shlex
 import sys
@@ -43,13 +42,14 @@ from . import data as data_mod
 from .checkpoint import TrainState
 from .config import ConfigError
 from .data import DataError
+from .command import NnhwError, Parser, run_command
 from .step import Trainer, evaluate
 
 REL_TOL = 1e-4  # how far a replayed number may lie from the recorded one, relative to the larger
 LOSS_STEPS = 10  # the losses compared: the first steps, before rounding differences grow (see above)
 
 
-class ReplayError(RuntimeError):
+class ReplayError(NnhwError, RuntimeError):
     """This folder cannot be replayed here; the message is one line."""
 
 
@@ -172,8 +172,8 @@ def replay(folder):
         raise ReplayError(str(e)) from None
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m nnhw.replay", description=__doc__.splitlines()[0].split(": ", 1)[1])
+def replay_command(argv):
+    p = Parser(prog="python -m nnhw.replay", description=__doc__.splitlines()[0].split(": ", 1)[1])
     p.add_argument("folders", nargs="+", metavar="RUN_DIR", help="run folders written by nnhw.train (or kept by nnhw.report), or sweep folders")
     args = p.parse_args(argv)
     worst = 0
@@ -187,6 +187,11 @@ def main(argv=None):
         print(f"{folder}: {what}")
         worst = max(worst, 0 if same else 1)
     return worst
+
+
+def main(argv=None):
+    """`python -m nnhw.replay`: the exit code (nnhw.command)."""
+    return run_command("nnhw.replay", replay_command, argv)
 
 
 if __name__ == "__main__":

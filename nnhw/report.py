@@ -8,7 +8,13 @@ report, and writes every number from their summary.json, seeds_*.json and
 sweep.json. It keeps what it read of those runs under reports/runs/ (summaries,
 histories, figures, and the sentences read from the weights, not the checkpoints),
 where later builds find them too: the newest run of the two places wins, so the
-committed report can be rebuilt without tb_logs/.
+committed report can be rebuilt without tb_logs/ (nnhw.inputs).
+
+Everything is read and checked before anything is written: a file of the wrong shape
+stops the build with one line that names it and the command that remakes it. The
+report is then put together in a temporary folder beside it and moved into place
+only when the whole build has succeeded, so REPORT.md and REPORT.pdf are either the
+old ones or the new ones, never half of each.
 
 Every number names the commit it came from, and every run and sweep is replayed
 with the code at hand (nnhw.replay): a number is flagged only when its run's first
@@ -17,17 +23,16 @@ same runs always give the same files. REPORT.pdf is the hand-in: every question
 in the homework's order, then the code (nnhw/handin.py).
 """
 
-import argparse
-import json
-import re
+import os
 import shutil
 import sys
+import uuid
 from pathlib import Path
 
-from . import config as config_mod
 from . import handin
+from .command import NnhwError, Parser, run_command
 from .describe import QUESTIONS, mean_std, parameter_rows, pct, short_commit, sweep_rates
-from .readout import run_readout
+from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, run_command_of
 from .replay import ReplayError, replay
 
 # Published MNIST test errors (%), for the summary table.
@@ -44,79 +49,11 @@ PUBLISHED = [
     ("Best single CNN, elastic distortions", 0.35, "Ciresan et al. 2011"),
 ]
 
-FIGURES = ["loss", "error", "weights"]
-
-
-# <out>/runs/: what the report read of each run, kept beside it (tb_logs/ is not committed), so that a later
-# build, on another machine or after tb_logs/ is gone, finds the same runs. The weights are kept only as
-# the sentences read from them (readout.json): checkpoints are megabytes.
-KEPT = "runs"
-KEPT_FILES = ["summary.json", "config.toml", "history.json", *(f"{fig}.png" for fig in FIGURES)]
-
-
-def search_dirs(log_dir, out):
-    """Where runs are looked for: the log folder first, then the runs kept beside the report."""
-    return [Path(log_dir), Path(out) / KEPT]
-
-
-def newest(paths):
-    """The path whose name sorts last (run ids and seed sets begin with their time); of equal names, the
-    first found (the log folder's before its kept copy). None when there is none."""
-    by_name = {}
-    for path in paths:
-        by_name.setdefault(path.name, path)
-    return by_name[max(by_name)] if by_name else None
-
-
-def latest_run(dirs, name):
-    """The newest finished run of configs/<name>.toml without overrides, or None."""
-    want = f"python -m nnhw.train configs/{name}.toml"
-    found = []
-    for d in dirs:
-        for summary_path in (Path(d) / name).glob("*/summary.json"):
-            s = json.loads(summary_path.read_text())
-            if s.get("status") == "finished" and s.get("command", "").strip() == want:
-                found.append(summary_path.parent)
-    return newest(found)
-
-
-def latest_seeds(dirs, name):
-    """The newest `python -m nnhw.train configs/<name>.toml --seeds ...` aggregate file (no other overrides), or None."""
-    want = re.compile(rf"python -m nnhw\.train configs/{re.escape(name)}\.toml --seeds[ =][0-9,]+")
-    return newest(p for d in dirs for p in (Path(d) / name).glob("seeds_*.json")
-                  if want.fullmatch(json.loads(p.read_text())["command"].strip()))
-
-
-def latest_sweep(dirs, name):
-    return newest(p.parent for d in dirs for p in (Path(d) / f"{name}-sweep").glob("*/sweep.json"))
-
-
-def copy_into(src, dest, names):
-    """Copy the files `names` that src holds into the folder dest, unless dest is src (a kept run read back)."""
-    if Path(src).resolve() == Path(dest).resolve():
-        return False
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in names:
-        if (src / f).is_file():
-            shutil.copyfile(src / f, dest / f)
-    return True
-
-
-def keep(name, run_dir, seeds_path, sweep_dir, out):
-    """Copy what the report reads of a run, its seed set and its sweep into <out>/runs/ (see KEPT)."""
-    kept = Path(out) / KEPT
-    if copy_into(run_dir, kept / name / run_dir.name, KEPT_FILES):
-        lines, summary = run_readout(run_dir)
-        (kept / name / run_dir.name / "readout.json").write_text(json.dumps(dict(lines=lines, summary=summary), indent=1) + "\n")
-    if seeds_path is not None:
-        copy_into(seeds_path.parent, kept / name, [seeds_path.name])
-    if sweep_dir is not None:
-        copy_into(sweep_dir, kept / f"{name}-sweep" / sweep_dir.name, ["sweep.json", "sweep.png"])
-
-
 def replay_check(folder):
     """'' when the run (or sweep) in folder replays to the same arithmetic with the code at hand,
     else the flag to print beside its numbers."""
+    if folder is None:
+        return ""
     try:
         same, what = replay(folder)
     except ReplayError as e:
@@ -127,29 +64,6 @@ def replay_check(folder):
 def commit_text(commit, flag=""):
     """The commit behind a number, with the replay's flag when there is one."""
     return f"`{short_commit(commit)}`" + (f" (**flagged**: {flag})" if flag else "")
-
-
-def collect(name, log_dir, out):
-    """The newest finished run of configs/<name>.toml, its seed set and its sweep, from the log folder or
-    the kept runs, kept beside the report, with their figures copied into <out>/<name>/; None when there
-    is no such run."""
-    dirs = search_dirs(log_dir, out)
-    run_dir, seeds_path, sweep_dir = latest_run(dirs, name), latest_seeds(dirs, name), latest_sweep(dirs, name)
-    if run_dir is None:
-        return None
-    keep(name, run_dir, seeds_path, sweep_dir, out)
-    dest = out / name
-    dest.mkdir(parents=True, exist_ok=True)
-    run = dict(dir=run_dir, summary=json.loads((run_dir / "summary.json").read_text()), cfg=config_mod.load(run_dir / "config.toml"), sweep=None,
-               seeds=None if seeds_path is None else json.loads(seeds_path.read_text()), flag=replay_check(run_dir))
-    if sweep_dir is not None:
-        run["sweep"] = json.loads((sweep_dir / "sweep.json").read_text())
-        run["sweep_flag"] = replay_check(sweep_dir)
-        shutil.copyfile(sweep_dir / "sweep.png", dest / "sweep.png")
-    for fig in FIGURES:
-        if (run_dir / f"{fig}.png").is_file():
-            shutil.copyfile(run_dir / f"{fig}.png", dest / f"{fig}.png")
-    return run
 
 
 def minutes(seconds):
@@ -172,7 +86,7 @@ def replay_line(run):
             "so its numbers, and its seed set's (the same config and code, other seeds), stand.")
 
 
-def section(question, name, what, run, out):
+def section(question, name, what, run):
     lines = [f"## {question} ({name}): {what}", ""]
     if run is None:
         return lines + [f"No finished run of `configs/{name}.toml` yet: `python -m nnhw.train configs/{name}.toml`.", ""]
@@ -219,31 +133,28 @@ def section(question, name, what, run, out):
             lines.append(f"| first test accuracy >= {mark} | epoch {first['epoch']:.2f}, after {first['train_seconds']:.1f} s of training |")
     lines += [
         f"| device | {summary['device']} |",
-        f"| reproduce | `{summary['command']}` |",
+        f"| reproduce | `{summary.get('command') or run_command_of(name)}` |",
         "",
     ]
     for fig in FIGURES:
-        if (out / name / f"{fig}.png").is_file():
-            lines += [f"![{name} {fig}]({name}/{fig}.png)", ""]
+        lines += [f"![{name} {fig}]({name}/{fig}.png)", ""]
     return lines
 
 
-def extras(out):
-    """Sections built from what the theory and speed commands left in the report folder, if anything."""
+def extras_sections(extras, out):
+    """Sections built from what the theory and speed commands left in the report folder (inputs.read_extras)."""
     lines = []
-    theory, autodiff, gd = out / "theory.txt", out / "autodiff.txt", out / "theory" / "gd_rates.png"
-    if theory.is_file():
+    if extras["theory_txt"] is not None:
         lines += ["## 2.2, 2.3 and 7: the claims, computed", "", "`python -m nnhw.theory` (each claim is also a test):", "",
-                  "```", theory.read_text().rstrip(), "```", ""]
-        if gd.is_file():
+                  "```", extras["theory_txt"].rstrip(), "```", ""]
+        if (out / "theory" / "gd_rates.png").is_file():
             lines += ["![gradient descent rates](theory/gd_rates.png)", ""]
-    if autodiff.is_file():
-        lines += ["## 5: reverse and forward mode by hand", "", "`python -m nnhw.autodiff`:", "", "```", autodiff.read_text().rstrip(), "```", ""]
+    if extras["autodiff_txt"] is not None:
+        lines += ["## 5: reverse and forward mode by hand", "", "`python -m nnhw.autodiff`:", "", "```", extras["autodiff_txt"].rstrip(), "```", ""]
         if (out / "autodiff_cost.png").is_file():
             lines += ["![5.3: forward-mode against reverse-mode cost](autodiff_cost.png)", ""]
-    complexity = out / "complexity.json"
-    if complexity.is_file():
-        c = json.loads(complexity.read_text())
+    c = extras["complexity"]
+    if c is not None:
         lines += ["## 2.1: measured cost against m * sum d(l) d(l+1)", "", f"`{c['command'].strip()}` ({c['threads']} CPU threads):", "",
                   "| quantity | seconds per multiply-add | intercept | R^2 |", "|---|---|---|---|"]
         for key, f in c["fits"].items():
@@ -252,8 +163,7 @@ def extras(out):
         ratios = sorted(r["forward_backward_s"] / r["top_gradient_s"] for r in rows)
         lines += ["", f"The full gradient costs {ratios[len(ratios) // 2]:.2f}x the top layer's alone (median over the grid, "
                   f"{ratios[0]:.2f}x to {ratios[-1]:.2f}x).", ""]
-    for bench in sorted(out.glob("bench-*.json")):
-        b = json.loads(bench.read_text())
+    for b in extras["bench"]:
         lines += [f"## Speed: {b['device']}", "", f"`{b['command'].strip()}`" + (f" at commit `{b['commit'][:12]}`" if b.get("commit") else "") + "; seconds per 50,000 training images; "
                   f"large float32 matmul {b['matmul_gflops']:.0f} GFLOP/s.", "",
                   "| config | batch | engine | nnhw | autograd engine | tape engine | built-in ops | matmul floor | products alone | hand-fused | nnhw / built-in | nnhw / floor |",
@@ -282,19 +192,62 @@ def _seconds(v):
 
 
 def build(log_dir="tb_logs", out="reports", pdf=True):
-    """Write <out>/REPORT.md (and, with pdf, <out>/REPORT.pdf) from the runs in log_dir; returns the
-    Markdown file's path."""
+    """Write <out>/REPORT.md (and, with pdf, <out>/REPORT.pdf) from the runs in log_dir and those kept
+    in <out>/runs/; returns the Markdown file's path. Reads and checks everything first (nnhw.inputs),
+    then builds in a temporary folder and moves the result into place."""
     out = Path(out)
+    student = handin.student_data(out) if pdf else None  # a bad student.toml stops the build before anything is written
+    runs = [(question, name, gather(name, log_dir, out)) for question, name, _ in QUESTIONS]
+    extras = read_extras(out)
+    for _, _, run in runs:
+        if run is not None:
+            run["flag"], run["sweep_flag"] = replay_check(run["dir"]), replay_check(run["sweep_dir"])
+    text = markdown(runs, extras, out)
     out.mkdir(parents=True, exist_ok=True)
-    if pdf:
-        handin.student_data(out)  # a bad student.toml stops the build before anything is written
-    body, table, runs = [], [], []
-    for question, name, what in QUESTIONS:
-        run = collect(name, log_dir, out)
-        runs.append((question, name, run))
+    stage = out / f".build-{uuid.uuid4().hex[:8]}"
+    try:
+        stage.mkdir()
+        stage_figures(runs, out, stage)
+        (stage / "REPORT.md").write_text(text)
+        if pdf:
+            (stage / "REPORT.pdf").write_bytes(handin.render_pdf(runs, extras, student, stage))
+        for _, name, run in runs:
+            if run is not None:
+                keep(name, run, out)
+        for _, name, run in runs:  # the whole build is there: move it into place, renames only
+            if run is not None:
+                replace_folder(stage / name, out / name)
+        for name in ("REPORT.md", "REPORT.pdf") if pdf else ("REPORT.md",):
+            os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return out / "REPORT.md"
+
+
+def stage_figures(runs, out, stage):
+    """Each run's figures (and its sweep's) under stage/<config>/, and the theory and autodiff figures,
+    where REPORT.pdf's template looks for them; only the chosen runs' own figures."""
+    for _, name, run in runs:
+        if run is None:
+            continue
+        (stage / name).mkdir()
+        for fig in FIGURES:
+            shutil.copyfile(run["dir"] / f"{fig}.png", stage / name / f"{fig}.png")
+        if run["sweep_dir"] is not None:
+            shutil.copyfile(run["sweep_dir"] / "sweep.png", stage / name / "sweep.png")
+    for path in (Path("theory") / "gd_rates.png", Path("autodiff_cost.png")):
+        if (out / path).is_file():
+            (stage / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / path, stage / path)
+
+
+def markdown(runs, extras, out):
+    """REPORT.md's text."""
+    body, table = [], []
+    for (question, name, what), (_, _, run) in zip(QUESTIONS, runs):
         if run is None and question in ("4.3", "6"):
             continue  # extra credit not run yet: leave it out rather than list an empty section
-        body += section(question, name, what, run, out)
+        body += section(question, name, what, run)
         if run is not None:
             table.append((f"nnhw `{name}` ({question})", name, run))
     head = [
@@ -327,32 +280,28 @@ def build(log_dir="tb_logs", out="reports", pdf=True):
     for label, err, source in PUBLISHED:
         head.append(f"| {label} | | | {err:.2f}% | | | {source} |")
     head += ["", "Runs on train+dev have no dev split: n/a at best dev.", ""]
-    text = "\n".join(head + body + extras(out)).rstrip() + "\n"
-    (out / "REPORT.md").write_text(text)
-    if pdf:
-        handin.write_pdf(runs, out)
-    return out / "REPORT.md"
+    return "\n".join(head + body + extras_sections(extras, out)).rstrip() + "\n"
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m nnhw.report", description=__doc__.splitlines()[0])
+def report_command(argv):
+    p = Parser(prog="python -m nnhw.report", description=__doc__.splitlines()[0])
     p.add_argument("--log-dir", default="tb_logs", help="folder with the runs (default tb_logs)")
     p.add_argument("--out", default="reports", help="folder for REPORT.md, REPORT.pdf and their PNGs; problem 0 is read from student.toml there (default reports)")
     args = p.parse_args(argv)
     if not Path(args.log_dir).is_dir() and not (Path(args.out) / KEPT).is_dir():
-        print(f"nnhw.report: error: no log folder {args.log_dir} and no kept runs in {Path(args.out) / KEPT}; train the configs first (make report does it all)", file=sys.stderr)
-        return 2
+        raise NnhwError(f"no log folder {args.log_dir} and no kept runs in {Path(args.out) / KEPT}; train the configs first (make report does it all)")
     try:
         md = build(args.log_dir, args.out)
-    except handin.StudentFileError as e:
-        print(f"nnhw.report: error: {e}", file=sys.stderr)
-        return 2
     except ModuleNotFoundError as e:
-        print(f"nnhw.report: error: {e.name} is not installed; `pip install -e .` (or make report-only) installs it", file=sys.stderr)
-        return 2
+        raise NnhwError(f"{e.name} is not installed; `pip install -e .` (or make report-only) installs it") from None
     print(md)
     print(Path(args.out) / "REPORT.pdf")
     return 0
+
+
+def main(argv=None):
+    """`python -m nnhw.report`: the exit code (nnhw.command)."""
+    return run_command("nnhw.report", report_command, argv)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ import uuid
 from pathlib import Path
 
 from . import PROJECT_ROOT
+from .command import NnhwError
 
 LOCK = ".lock"
 RESULT_PATHS = ("nnhw", "configs")  # what makes a result: a run's commit is '-dirty' when these differ from it
 
 
-class RunError(RuntimeError):
+class RunError(NnhwError, RuntimeError):
     """The run cannot start or continue; the message is one line."""
 
 
@@ -45,26 +46,29 @@ def make_run_dir(log_dir, name, slug=""):
     return run_dir
 
 
-def atomic_write_bytes(path, write):
-    """write(f) into a temporary file of this writer's own, fsync, then rename over path: a crash or a
-    full disk leaves the old file whole, and the temporary file is removed on any failure."""
+def atomic_write_bytes(path, data):
+    """The bytes `data` into a temporary file of this writer's own, fsync, then rename over path: a
+    crash or a full disk leaves the old file whole, and the temporary file is gone on every path.
+    The caller serialises first, so a full disk is a plain OSError here, whatever made the bytes."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name[:100]}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "wb") as f:
-            write(f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        raise RunError(f"cannot write {path} in {path.parent}: {(e.strerror or str(e)).lower()}; the last good files stay") from None
+        raise RunError(f"cannot write {path.name} in {path.parent}: {(e.strerror or str(e)).lower()}; the last good files stay") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # never created (the name or the folder was the problem)
 
 
 def atomic_write_text(path, text):
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+    atomic_write_bytes(path, text.encode())
 
 
 class RunLock:

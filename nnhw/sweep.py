@@ -16,9 +16,9 @@ smallest rate that diverges, and writes sweep.json, sweep.png and the resolved
 config.toml into <run.log_dir>/<run.name>-sweep/<time>/.
 """
 
-import argparse
 import json
 import math
+import shutil
 import sys
 import time
 
@@ -31,10 +31,10 @@ import torch  # noqa: E402
 from . import config as config_mod  # noqa: E402
 from . import data as data_mod  # noqa: E402
 from . import runlog  # noqa: E402
-from .config import ConfigError  # noqa: E402
-from .data import DataError  # noqa: E402
 from .checkpoint import TrainState  # noqa: E402
-from .rundir import RunError, atomic_write_text, make_run_dir  # noqa: E402
+from .command import Parser, run_command  # noqa: E402
+from .config import ConfigError  # noqa: E402
+from .rundir import atomic_write_text, make_run_dir  # noqa: E402
 from .step import Batches, build, evaluate, make_train_step, random_streams, resolve_device  # noqa: E402
 
 DECREASE = 0.10  # "non-trivial": at least 10% below the starting loss
@@ -138,8 +138,11 @@ def write_rows(out, cfg, result):
         runlog.write_hparams(row_dir, hparams, metrics, r["verdict"])
 
 
+MAX_GRID = 200  # rates on one grid: more is hours of training, and a typo's likely sign
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m nnhw.sweep", description="Find the learning rate at which the loss starts to fall non-trivially, and where it diverges.")
+    p = Parser(prog="python -m nnhw.sweep", description="Find the learning rate at which the loss starts to fall non-trivially, and where it diverges.")
     p.add_argument("config", help="the TOML config whose model, optimiser, batch size and init are swept")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--lo", type=float, default=1e-4, help="smallest rate of the grid (default 1e-4)")
@@ -150,17 +153,27 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def check_grid(lo, hi, per_decade, budget):
+    """ConfigError unless 0 < lo < hi are finite, the grid has at most MAX_GRID rates and 0 < budget <= 10."""
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        raise ConfigError(f"--lo and --hi: need finite rates with 0 < lo < hi, got {lo:g} and {hi:g}")
+    if not 1 <= per_decade or math.log10(hi / lo) * per_decade > MAX_GRID:
+        raise ConfigError(f"--per-decade: need >= 1 and at most {MAX_GRID} rates on the grid, got {per_decade} per decade "
+                          f"over {math.log10(hi / lo):.3g} decades")
+    if not (math.isfinite(budget) and 0 < budget <= 10):
+        raise ConfigError(f"--budget: need 0 < budget <= 10 effective epochs, got {budget:g}")
+
+
+def sweep_command(argv):
     args = build_parser().parse_intermixed_args(argv)
+    check_grid(args.lo, args.hi, args.per_decade, args.budget)
+    cfg = config_mod.load(args.config, args.overrides)
+    out = make_run_dir(cfg.run.log_dir, cfg.run.name + "-sweep")
     try:
-        if not (0 < args.lo < args.hi) or args.per_decade < 1 or not (0 < args.budget <= 10):
-            raise ConfigError("need 0 < --lo < --hi, --per-decade >= 1 and 0 < --budget <= 10")
-        cfg = config_mod.load(args.config, args.overrides)
-        out = make_run_dir(cfg.run.log_dir, cfg.run.name + "-sweep")
         result = sweep(cfg, log_grid(args.lo, args.hi, args.per_decade), args.budget)
-    except (ConfigError, DataError, RunError) as e:
-        print(f"nnhw.sweep: error: {e}", file=sys.stderr)
-        return 2
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # a sweep that did not end leaves no folder behind
+        raise
     result["command"] = "python -m nnhw.sweep " + " ".join(argv if argv is not None else sys.argv[1:])
     atomic_write_text(out / "config.toml", config_mod.to_toml(cfg))
     atomic_write_text(out / "sweep.json", json.dumps(result, indent=2) + "\n")
@@ -171,6 +184,11 @@ def main(argv=None):
     print(f"threshold: {result['threshold_lr']}  diverges from: {result['diverging_lr']}  ({result['rule']})")
     print(out)
     return 0
+
+
+def main(argv=None):
+    """`python -m nnhw.sweep`: the exit code (nnhw.command)."""
+    return run_command("nnhw.sweep", sweep_command, argv)
 
 
 if __name__ == "__main__":

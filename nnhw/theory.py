@@ -5,7 +5,6 @@ Every claim is a function that returns the quantities proving it (and a flag
 Functions (affine, tanh, sigmoid, identity, square, squared_error) in float64.
 """
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import torch
 
 from . import functions as nf
+from .command import Parser, run_command
 from .describe import show
 
 DT = torch.float64
@@ -354,8 +354,8 @@ def summarize_7(result):
     )
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m nnhw.theory", description=__doc__.splitlines()[0])
+def theory_command(argv):
+    p = Parser(prog="python -m nnhw.theory", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="reports/theory", help="folder for the figure of 7 and theory.json (default reports/theory)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -386,6 +386,11 @@ def main(argv=None):
     # the same numbers for the hand-in (nnhw.handin reads this file; it never reruns the claims)
     (out / "theory.json").write_text(json.dumps(results, indent=1) + "\n")
     return 0 if all_hold else 1
+
+
+def main(argv=None):
+    """`python -m nnhw.theory`: the exit code (nnhw.command; 1 when a claim fails)."""
+    return run_command("nnhw.theory", theory_command, argv)
 
 
 if __name__ == "__main__":

@@ -8,19 +8,14 @@ device, ends with the same parameters as an uninterrupted run, bit for bit. Prog
 effective epochs (points / 50,000, the homework's x-axis) and passes (what train.epochs counts).
 """
 
-import argparse
 import sys
 
-EXIT_CONFIG = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(EXIT_CONFIG, f"nnhw.train: error: {message} (see --help)\n")
+from .command import EXIT_BAD_INPUT as EXIT_CONFIG
+from .command import Parser
 
 
 def build_parser():
-    p = _Parser(
+    p = Parser(
         prog="python -m nnhw.train",
         description="Train one model from a TOML config; logs go to <run.log_dir>/<run.name>/<run id>/.",
     )
@@ -47,7 +42,6 @@ import json
 import math
 import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -60,6 +54,7 @@ from . import runlog
 from .checkpoint import CHECKPOINT, TrainState, load_checkpoint, restore, resume_config, save_checkpoint
 from .config import ConfigError
 from .data import DataError, effective_epochs
+from .command import Interrupt, Stopped, run_command
 from .rundir import RunError, RunLock, atomic_write_text, git_commit, make_run_dir
 from .step import Trainer, evaluate, resolve_device
 from .summary import aggregate, aggregate_lines, closing_line, summarize
@@ -71,37 +66,6 @@ DIVERGENCE_FACTOR = 10.0  # a training loss above this many times its initial va
 
 class Diverged(RuntimeError):
     pass
-
-
-class Interrupt:
-    """SIGINT, SIGTERM and SIGHUP become a flag that the loop reads between steps, so the state stays
-    whole; a second signal gives up at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self):
-        self.signum = None
-        self._old = {}
-
-    @property
-    def requested(self):
-        return self.signum is not None
-
-    def __enter__(self):
-        def handler(signum, frame):
-            if self.requested:
-                raise KeyboardInterrupt
-            self.signum = signum
-
-        try:
-            self._old = {s: signal.signal(s, handler) for s in self.SIGNALS}
-        except ValueError:  # not the main thread
-            self._old = {}
-        return self
-
-    def __exit__(self, *exc):
-        for s, old in self._old.items():
-            signal.signal(s, old)
 
 
 def evaluate_and_log(state, lr, trainer, splits, log):
@@ -156,9 +120,10 @@ def train_loop(trainer, state, splits, log, interrupt, checkpoint, device):
     return "finished"
 
 
-def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=()):
+def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), config_file=None):
     """Train per `cfg`; returns (run_dir, status, signal number or None). `resume` is the loaded
-    checkpoint of run_dir; `overrides` (the command line's) name a new run's folder and HParams row.
+    checkpoint of run_dir; `config_file` and `overrides` (the command line's) say what a new run is a
+    run of (its summary keeps them), and the overrides name its folder and HParams row.
     Raises ConfigError, DataError, RunError, Diverged. Under torchrun (`world` with several
     processes) only rank 0 writes anything."""
     world = world or dist_mod.World()
@@ -171,13 +136,15 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=()):
     commit = git_commit()  # the code that starts the run, whatever is edited while it runs
     splits = data_mod.load_splits(data_mod.resolve_root(cfg.data.root), cfg.data.download, cfg.data.train_split, cfg.data.standardize, device)
     trainer = Trainer.start(cfg, device, splits["train"], world)
-    state = TrainState(overrides=" ".join(overrides)) if resume is None else TrainState.from_checkpoint(resume)
+    state = TrainState(overrides=" ".join(overrides), config_file=config_file) if resume is None else TrainState.from_checkpoint(resume)
     if resume is not None:
         restore(resume, Path(run_dir) / CHECKPOINT, trainer.params, trainer.opt, trainer.order, trainer.noise, cfg.run.seed, world.rank, state)
+    on_disk = [state.points] if resume is not None else []  # the points of the checkpoint in the run folder
 
     def checkpoint():
         if world.is_main:
             save_checkpoint(run_dir, state.to_checkpoint(cfg, trainer.params, trainer.opt, trainer.order, trainer.noise))
+            on_disk[:] = [state.points]
 
     new_folder = run_dir is None and world.is_main
     run_dir = make_run_dir(cfg.run.log_dir, cfg.run.name, runlog.run_slug(overrides)) if new_folder else (Path(run_dir) if run_dir else None)
@@ -195,16 +162,21 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=()):
             status = train_loop(trainer, state, splits, log, interrupt, checkpoint, device)
     except Diverged as e:
         status = "diverged"
-        kept = f"the checkpoint of epoch {state.history[-2]['epoch']:.3f} is kept in {run_dir}" if len(state.history) > 1 else "no checkpoint was written"
+        kept = f"the checkpoint of epoch {effective_epochs(on_disk[0]):.3f} is kept in {run_dir}" if on_disk else "no checkpoint was written"
         raise Diverged(f"{e}. {kept}") from None
-    except BaseException:
+    except BaseException as e:
         if new_folder and not state.history:  # a failed start leaves no folder behind
             shutil.rmtree(run_dir, ignore_errors=True)
+        elif world.is_main:
+            e.run_dir = run_dir  # for the message: the run whose last checkpoint stands
         raise  # a crash: the last checkpoint stands, and no summary is written for a run that did not end
     finally:
         try:
             if status in ("finished", "diverged", "interrupted") and world.is_main and state.history:
                 finish(cfg, run_dir, trainer, state, device, status, log.writers["run"], command, commit)
+        except BaseException as e:  # a signal while the figures are drawn: no summary yet, the checkpoint stands
+            e.run_dir = run_dir
+            raise
         finally:
             if log is not None:
                 log.close()
@@ -212,21 +184,20 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=()):
 
 
 def finish(cfg, run_dir, trainer, state, device, status, writer, command, commit):
-    """The run's HParams row; for a run that ended, summary.json and history.json; for a finished run
-    also the figures, as PNGs and in TensorBoard."""
+    """The run's HParams row; for a run that ended, history.json, for a finished run the figures (as
+    PNGs and in TensorBoard), then summary.json: a summary that says "finished" has its figures."""
     from .plot import save_figures, weight_images
 
     summary = summarize(cfg, state, device, status, command, trainer.n_train, commit, trainer.world.size)
     runlog.write_hparams(run_dir, runlog.hparams_of(cfg, state.overrides), runlog.metrics_of(summary), status, state.points)
     if status == "interrupted":
         return  # no summary for a run that has not ended
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(run_dir / "history.json", json.dumps(state.history, indent=1) + "\n")
-    if status != "finished":
-        return
-    # 8 hidden units' input weights (softmax regression: the 10 class templates), each in [0, 1].
-    writer.add_images("first_layer", weight_images(trainer.params).unsqueeze(1), state.points)
-    save_figures(run_dir, writer, state.points)
+    if status == "finished":
+        # 8 hidden units' input weights (softmax regression: the 10 class templates), each in [0, 1].
+        writer.add_images("first_layer", weight_images(trainer.params).unsqueeze(1), state.points)
+        save_figures(run_dir, writer, state.points)
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- #
@@ -245,6 +216,12 @@ def parse_seeds(text):
     return seeds
 
 
+def seeds_label(seeds):
+    """'0-1-2' for a short list; '0-to-99_100-seeds' where the whole list would not fit a file name."""
+    label = "-".join(map(str, seeds))
+    return label if len(label) <= 40 else f"{seeds[0]}-to-{seeds[-1]}_{len(seeds)}-seeds"
+
+
 def train_once(args, command, overrides):
     """One run from the command line (a new one, or --resume): (exit code, run folder or None)."""
     world, status, signum, run_dir = dist_mod.World(), None, None, None
@@ -261,7 +238,7 @@ def train_once(args, command, overrides):
             cfg = config_mod.load(args.config, overrides)
             run_dir, saved = None, None
         world = dist_mod.init(cfg.run.device, cfg.run.dist_timeout)
-        run_dir, status, signum = run(cfg, run_dir, saved, command, world, [] if args.resume else overrides)
+        run_dir, status, signum = run(cfg, run_dir, saved, command, world, [] if args.resume else overrides, args.config)
     except (ConfigError, DataError, RunError) as e:
         print(f"nnhw.train: error: {e}", file=sys.stderr)
         return EXIT_CONFIG, None
@@ -269,9 +246,12 @@ def train_once(args, command, overrides):
         if world.is_main:
             print(f"nnhw.train: diverged: {e}", file=sys.stderr)
         return EXIT_DIVERGED, None
-    except KeyboardInterrupt:  # Ctrl-C while starting, while drawing figures, or a second one mid-write
-        print("nnhw.train: interrupted; any checkpoint already written is intact", file=sys.stderr)
-        return EXIT_INTERRUPTED, None
+    except (KeyboardInterrupt, Stopped) as e:  # while starting, while drawing figures, or a second signal
+        signum = getattr(e, "signum", signal.SIGINT)
+        where = getattr(e, "run_dir", None)
+        kept = f"its last checkpoint stands: python -m nnhw.train --resume {where}" if where else "no run folder was left"
+        print(f"nnhw.train: stopped by {signal.Signals(signum).name}; {kept}", file=sys.stderr)
+        return 128 + signum, None
     except RuntimeError as e:
         if not world.distributed:
             raise  # a bug: keep its traceback
@@ -322,7 +302,7 @@ def train_seeds(args, argv):
         return worst
     diverged = [seed for seed, d in zip(seeds, runs) if d is None]
     agg = aggregate(summaries, "python -m nnhw.train " + " ".join(argv), [str(d) for d in runs if d is not None], diverged)
-    path = Path(cfg.run.log_dir) / cfg.run.name / f"seeds_{time.strftime('%Y%m%d-%H%M%S')}_{'-'.join(map(str, seeds))}.json"
+    path = Path(cfg.run.log_dir) / cfg.run.name / f"seeds_{time.strftime('%Y%m%d-%H%M%S')}_{seeds_label(seeds)}.json"
     try:
         atomic_write_text(path, json.dumps(agg, indent=2) + "\n")
     except RunError as e:
@@ -334,14 +314,17 @@ def train_seeds(args, argv):
     return worst
 
 
-def main(argv=None):
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on Ctrl-C is a KeyboardInterrupt that main handles
+def train_command(argv):
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_intermixed_args(argv)
     if args.seeds is not None:
         return train_seeds(args, argv)
     return train_once(args, "python -m nnhw.train " + " ".join(argv), args.overrides)[0]
+
+
+def main(argv=None):
+    """`python -m nnhw.train`: the exit code (nnhw.command)."""
+    return run_command("nnhw.train", train_command, argv)
 
 
 if __name__ == "__main__":

@@ -135,10 +135,11 @@ def test_second_resume_of_a_running_run_exits_2(tmp_path, monkeypatch, capsys, w
     assert (run_dir / checkpoint.CHECKPOINT).read_bytes() == before
 
 
-def test_each_writer_has_its_own_temporary_file(tmp_path):
-    names = []
+def test_each_writer_has_its_own_temporary_file(tmp_path, monkeypatch):
+    names, real = [], rundir.os.replace
+    monkeypatch.setattr(rundir.os, "replace", lambda src, dst: names.append(str(src)) or real(src, dst))
     for _ in range(2):
-        rundir.atomic_write_bytes(tmp_path / "f", lambda f: names.append(f.name) or f.write(b"x"))
+        rundir.atomic_write_bytes(tmp_path / "f", b"x")
     assert names[0] != names[1] and all(n.endswith(".tmp") for n in names)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
 
@@ -414,7 +415,13 @@ def test_ctrl_c_while_drawing_figures(tmp_path, monkeypatch, capsys, mnist_root)
     monkeypatch.setattr(plot, "save_figures", interrupted)
     err = one_line_error(capsys, train.main(["configs/relu.toml", *SHORT, f"run.log_dir={tmp_path}"]), train.EXIT_INTERRUPTED)
     (run_dir,) = (tmp_path / "relu").iterdir()
-    assert "interrupted" in err and checkpoint.load_checkpoint(run_dir)["points"] == 2000
+    assert f"stopped by SIGINT; its last checkpoint stands: python -m nnhw.train --resume {run_dir}" in err
+    assert checkpoint.load_checkpoint(run_dir)["points"] == 2000
+    assert not (run_dir / "summary.json").exists()  # not "finished" without its figures
+    monkeypatch.undo()
+    monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
+    assert train.main(["--resume", str(run_dir)]) == 0  # resuming the ended run draws them, then says so
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished" and (run_dir / "loss.png").is_file()
 
 
 def test_second_ctrl_c_during_a_checkpoint_write(tmp_path, monkeypatch, capsys, mnist_root):

@@ -40,7 +40,7 @@ def built(tmp_path_factory, mnist_root, module_env):
     log_dir = tmp_path_factory.mktemp("logs")
     for name, extra in (("softmax", []), ("sigmoid", []), ("cnn", ["train.epochs=0.01", "eval.every=600"])):
         cfg = config.load(REPO / "configs" / f"{name}.toml", [*TINY, *extra, f'run.log_dir="{log_dir}"'])
-        _, status, _ = train.run(cfg, command=f"python -m nnhw.train configs/{name}.toml")
+        _, status, _ = train.run(cfg, command=f"python -m nnhw.train configs/{name}.toml", config_file=f"configs/{name}.toml")
         assert status == "finished"
     out = tmp_path_factory.mktemp("reports")
     (out / "theory").mkdir()

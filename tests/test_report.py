@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from nnhw import config, plot, report, summary, sweep, train
+from nnhw import config, inputs, plot, report, summary, sweep, train
 
 from conftest import REPO, run_cli
 
@@ -23,7 +23,7 @@ def tiny_runs(tmp_path_factory, mnist_root, module_env):
     runs = {}
     for name in ("sigmoid", "softmax"):
         cfg = config.load(REPO / "configs" / f"{name}.toml", [*TINY, f'run.log_dir="{log_dir}"'])
-        run_dir, status, _ = train.run(cfg, command=f"python -m nnhw.train configs/{name}.toml")
+        run_dir, status, _ = train.run(cfg, command=f"python -m nnhw.train configs/{name}.toml", config_file=f"configs/{name}.toml")
         assert status == "finished"
         runs[name] = run_dir
     return log_dir, runs
@@ -99,6 +99,7 @@ def test_report_skips_runs_with_overrides(tiny_runs, tmp_path):
     for s_path in copy.glob("*/*/summary.json"):
         s = json.loads(s_path.read_text())
         s["command"] += " optim.lr=9"
+        s["overrides"] = "optim.lr=9"
         s_path.write_text(json.dumps(s))
     text = report.build(copy, tmp_path / "r").read_text()
     assert "No finished run of `configs/sigmoid.toml` yet" in text
@@ -178,15 +179,13 @@ def test_a_number_is_flagged_only_when_its_run_no_longer_replays(tiny_runs, tmp_
 
 def test_report_rebuilds_from_the_runs_it_kept(tiny_runs, tmp_path):
     """What the report read is kept beside it, so the same report comes back without the log folder."""
-    from nnhw import handin
-
     log_dir, runs = tiny_runs
     out = tmp_path / "reports"
     text = report.build(log_dir, out, pdf=False).read_text()
     kept = out / "runs" / "sigmoid" / runs["sigmoid"].name
     assert (kept / "summary.json").read_bytes() == (runs["sigmoid"] / "summary.json").read_bytes()
     assert not (kept / "checkpoint.pt").exists()
-    assert handin.run_readout(kept) == handin.run_readout(runs["sigmoid"])  # the weights' sentences, without the weights
+    assert inputs.read_run(kept, "sigmoid")["readout"] == inputs.read_run(runs["sigmoid"], "sigmoid")["readout"]  # the weights' sentences, without the weights
     for png in out.glob("*/*.png"):
         png.unlink()  # the figures come back from the kept runs too
     assert report.build(tmp_path / "no-logs", out, pdf=False).read_text() == text
@@ -197,6 +196,6 @@ def test_report_rebuilds_from_the_runs_it_kept(tiny_runs, tmp_path):
 def test_newest_run_wins_between_log_folder_and_kept_runs(tmp_path):
     logs, kept = tmp_path / "tb_logs" / "relu", tmp_path / "reports" / "runs" / "relu"
     both = [logs / "20260101-000000", kept / "20260102-000000_seed-1", kept / "20260101-000000"]
-    assert report.newest(both) == kept / "20260102-000000_seed-1"
-    assert report.newest(both[::2]) == logs / "20260101-000000"  # the same run in both places: the log folder's
-    assert report.newest([]) is None
+    assert inputs.newest(both) == kept / "20260102-000000_seed-1"
+    assert inputs.newest(both[::2]) == logs / "20260101-000000"  # the same run in both places: the log folder's
+    assert inputs.newest([]) is None
