@@ -9,6 +9,7 @@ uninterrupted run, bit for bit.
 
 import io
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,7 @@ class TrainState:
     perm: torch.Tensor | None = None  # the current pass's order (CPU int64); None before the first pass
     history: list = field(default_factory=list)  # one row per evaluation
     changes: list = field(default_factory=list)  # what each resume changed, and at how many points
-    overrides: str = ""  # the overrides the run started with: with config_file, what the run is a run of
+    overrides: list = field(default_factory=list)  # the command line's section.key=value: with config_file, what the run is a run of
     config_file: str | None = None  # the config file the run started from, as given; None for a run made through the API
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -70,10 +71,17 @@ class TrainState:
         fingerprint = ckpt.get("fingerprint") or ({} if ckpt["step"] == 0 else {"checksums": None})
         return cls(
             points=ckpt["points"], step=ckpt["step"], pos=ckpt["pos"], perm=perm if perm.numel() else None,
-            history=list(ckpt["history"]), changes=list(ckpt.get("changes", [])), overrides=str(ckpt.get("overrides", "")),
+            history=list(ckpt["history"]), changes=list(ckpt.get("changes", [])), overrides=as_list(ckpt.get("overrides", [])),
             train_seconds=float(ckpt["train_seconds"]), eval_seconds=float(ckpt["eval_seconds"]), fingerprint=dict(fingerprint),
             config_file=ckpt.get("config_file") if isinstance(ckpt.get("config_file"), str) else None,
         )
+
+
+def as_list(overrides):
+    """A checkpoint's overrides: a list of 'section.key=value'; format 2 kept them joined by spaces."""
+    if isinstance(overrides, str):
+        return overrides.split() if overrides else []
+    return [str(o) for o in overrides] if isinstance(overrides, list) else []
 
 
 def save_checkpoint(run_dir, ckpt):
@@ -89,7 +97,9 @@ def load_checkpoint(run_dir):
     if not path.is_file():
         raise RunError(f"no checkpoint at {path}: --resume takes a run folder that nnhw.train wrote")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle before refusing it: the refusal is the message
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise RunError(f"cannot read the checkpoint {path}: it holds objects other than tensors and plain values, "
                        "which nnhw never writes; it was not loaded") from None

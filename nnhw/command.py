@@ -33,7 +33,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, with a usage error in one line and exit 2, like every other bad input."""
 
     def error(self, message):
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
 
 
 class Stopped(BaseException):

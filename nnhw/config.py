@@ -37,6 +37,7 @@ TRANSFER_NAMES = ["sigmoid", "tanh", "relu", "identity", "square"]
 LOSS_NAMES = ["cross_entropy", "squared_error"]
 INIT_NAMES = ["normal", "uniform", "xavier", "he", "zeros"]
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,4})?")
 FLOAT32_MAX = 3.4028234663852886e38  # parameters are float32: larger values would be inf
 # Names people reach for from other trainers, mapped to ours (a typo's nearest key is found by spelling).
 ALIASES = {"learning_rate": "optim.lr", "weight_decay": "optim.l2", "l2_lambda": "optim.l2", "lambda": "optim.l2",
@@ -248,7 +249,7 @@ def validate(cfg):
             f"run.name: {cfg.run.name!r} cannot name a folder inside run.log_dir: start with a letter or digit, "
             "then use letters, digits, '.', '_' and '-' only"
         )
-    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,4})?", cfg.run.device):
+    if not DEVICE.fullmatch(cfg.run.device):
         raise ConfigError(f"run.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N' (N a device number), got {cfg.run.device!r}")
     if any(w < 1 for w in cfg.model.hidden):
         raise ConfigError(f"model.hidden: every width must be >= 1, got {cfg.model.hidden}")

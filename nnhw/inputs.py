@@ -13,8 +13,12 @@ before anything is written.
 `keep` copies what the report read of a run into <out>/runs/<config>/<run id>/
 (the checkpoint replaced by readout.json, the sentences read off its weights) through
 a temporary folder renamed into place, so a full disk never leaves half a run there.
+Each kept folder holds kept.json, the SHA-256 of every file in it: a kept file that was
+changed, cut short or deleted afterwards stops the build with one line, where its
+contents alone could still look like a run and quietly change the report.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -32,6 +36,7 @@ from .rundir import RunError
 KEPT = "runs"  # <out>/runs/: the runs the report read, kept beside it (tb_logs/ is not committed)
 FIGURES = ["loss", "error", "weights"]
 KEPT_FILES = ["summary.json", "config.toml", "history.json", *(f"{fig}.png" for fig in FIGURES)]
+DIGESTS = "kept.json"  # in each kept folder: {"sha256": {file name: digest}}
 
 NUM = (int, float)
 MAYBE_NUM = (int, float, type(None))
@@ -121,13 +126,18 @@ def run_command_of(name):
     return f"python -m nnhw.train configs/{name}.toml"
 
 
+WHERE_KEYS = ("run.log_dir", "run.name", "data.root", "data.download", "run.device")  # say where a run goes, not what it is
+
+
 def is_plain_run_of(summary, name):
-    """True for a run of configs/<name>.toml as committed: its own config file, no overrides, nothing
-    changed on a resume. Summaries that do not say (made before they did) are judged by their command."""
+    """True for a run of configs/<name>.toml as committed: its own config file, no overrides but of
+    where it goes (WHERE_KEYS), nothing changed on a resume. Summaries that do not say (made before they
+    did) are judged by their command."""
     if "config" in summary:
         path = Path(summary["config"]) if isinstance(summary["config"], str) else None
-        return (path is not None and path.name == f"{name}.toml" and path.parent.name == "configs"
-                and not summary.get("overrides") and not summary.get("changes"))
+        overrides = summary.get("overrides") or []
+        return (path is not None and path.name == f"{name}.toml" and path.parent.name == "configs" and isinstance(overrides, list)
+                and all(str(o).partition("=")[0].strip() in WHERE_KEYS for o in overrides) and not summary.get("changes"))
     return str(summary.get("command") or "").strip() == run_command_of(name)
 
 
@@ -138,6 +148,39 @@ def newest(paths):
     for path in paths:
         by_name.setdefault(path.name, path)
     return by_name[max(by_name)] if by_name else None
+
+
+def sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_digests(folder):
+    files = sorted(p.name for p in Path(folder).iterdir() if p.is_file() and p.name != DIGESTS)
+    (Path(folder) / DIGESTS).write_text(json.dumps({"sha256": {f: sha256(Path(folder) / f) for f in files}}, indent=1) + "\n")
+
+
+def check_digests(folder, remake):
+    """InputError when a file of a kept folder differs from what was kept (folders without kept.json,
+    kept before there was one, pass: keep() writes it)."""
+    path = Path(folder) / DIGESTS
+    if not path.is_file():
+        return
+    kept = read_json(path, {"sha256": dict}, remake)["sha256"]
+    for name, digest in kept.items():
+        if not (Path(folder) / name).is_file() or sha256(Path(folder) / name) != digest:
+            raise InputError(f"{Path(folder) / name} is missing or has changed since it was kept (kept.json); "
+                             f"put it back (git checkout), or remove the folder and remake the run with: {remake}")
+
+
+def check_kept_folders(kept, name):
+    """InputError for a folder kept for configs/<name>.toml that has lost the file that makes it a run
+    (summary.json) or a sweep (sweep.json): without it the report would quietly take an older one."""
+    for parent, marker, remake in ((kept / name, "summary.json", run_command_of(name)),
+                                   (kept / f"{name}-sweep", "sweep.json", f"python -m nnhw.sweep configs/{name}.toml")):
+        for d in sorted(parent.glob("*")):
+            if d.is_dir() and not d.name.startswith(".") and not (d / marker).is_file():
+                raise InputError(f"{d} is kept without its {marker}; put it back (git checkout), "
+                                 f"or remove the folder and remake it with: {remake}")
 
 
 def latest_run(dirs, name):
@@ -167,6 +210,7 @@ def read_run(run_dir, name):
     """Everything the report reads of one finished run, checked: summary, history, config, figures and
     what its pictured weights do (from its checkpoint, or from the readout.json kept in its place)."""
     remake = run_command_of(name)
+    check_digests(run_dir, remake)
     summary = read_json(run_dir / "summary.json", SUMMARY, remake)
     if summary["best_dev_error"] is not None and (shape_error(summary["final"], {"dev_error": NUM}, "final") or summary["best_dev_epoch"] is None
                                                   or summary["test_error_at_best_dev"] is None):
@@ -196,6 +240,7 @@ def gather(name, log_dir, out):
     """The newest finished plain run of configs/<name>.toml with its seed set and sweep, all checked;
     None when there is no such run."""
     dirs = [Path(log_dir), Path(out) / KEPT]  # the log folder first, then the runs kept beside the report
+    check_kept_folders(Path(out) / KEPT, name)
     run_dir = latest_run(dirs, name)
     if run_dir is None:
         return None
@@ -206,6 +251,7 @@ def gather(name, log_dir, out):
     run["sweep"] = None
     if sweep_dir is not None:
         remake = f"python -m nnhw.sweep configs/{name}.toml"
+        check_digests(sweep_dir, remake)
         run["sweep"] = read_json(sweep_dir / "sweep.json", SWEEP, remake)
         check_png(sweep_dir / "sweep.png", remake)
     return run
@@ -260,7 +306,9 @@ def keep(name, run, out):
     if run["sweep_dir"] is not None:
         targets.append((run["sweep_dir"], kept / f"{name}-sweep" / run["sweep_dir"].name, ["sweep.json", "sweep.png"]))
     for src, dest, files in targets:
-        if src.resolve() == dest.resolve():
+        if src.resolve() == dest.resolve():  # read back from where it is kept
+            if not (dest / DIGESTS).is_file():
+                write_digests(dest)  # kept before folders had digests: checked just now, as it is
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -271,6 +319,7 @@ def keep(name, run, out):
             if src == run["dir"]:
                 lines, sentence = run["readout"]
                 (tmp / "readout.json").write_text(json.dumps(dict(lines=lines, summary=sentence), indent=1) + "\n")
+            write_digests(tmp)
             replace_folder(tmp, dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

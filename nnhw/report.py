@@ -32,7 +32,7 @@ from pathlib import Path
 from . import handin
 from .command import NnhwError, Parser, run_command
 from .describe import QUESTIONS, mean_std, parameter_rows, pct, short_commit, sweep_rates
-from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, run_command_of
+from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, run_command_of, sha256
 from .replay import ReplayError, replay
 
 # Published MNIST test errors (%), for the summary table.
@@ -49,16 +49,22 @@ PUBLISHED = [
     ("Best single CNN, elastic distortions", 0.35, "Ciresan et al. 2011"),
 ]
 
+_REPLAYED = {}  # (folder, its files' digests) -> the flag: a build replays a folder once per process
+
+
 def replay_check(folder):
     """'' when the run (or sweep) in folder replays to the same arithmetic with the code at hand,
     else the flag to print beside its numbers."""
     if folder is None:
         return ""
-    try:
-        same, what = replay(folder)
-    except ReplayError as e:
-        return f"not replay-checked here: {e}"
-    return "" if same else f"its replay {what}: rerun it"
+    key = (str(Path(folder).resolve()), *(sha256(f) for f in sorted(Path(folder).glob("*.json")) + [Path(folder) / "config.toml"] if f.is_file()))
+    if key not in _REPLAYED:
+        try:
+            same, what = replay(folder)
+            _REPLAYED[key] = "" if same else f"its replay {what}: rerun it"
+        except ReplayError as e:
+            _REPLAYED[key] = f"not replay-checked here: {e}"
+    return _REPLAYED[key]
 
 
 def commit_text(commit, flag=""):

@@ -15,7 +15,7 @@ import torch
 
 from . import dist as dist_mod
 from . import models
-from .config import ConfigError, feature_map_sides
+from .config import DEVICE, ConfigError, feature_map_sides
 from .data import N_CLASSES, N_PIXELS, PIXEL_MEAN, PIXEL_STD, passes
 from .optim import OPTIMIZERS, lr_at, make_optimizer
 from .tape import Tape
@@ -24,6 +24,10 @@ FINGERPRINT_STEPS = 20  # a run records the loss of each of its first steps, and
 
 
 def resolve_device(name):
+    """The torch.device that run.device names ('auto': CUDA when there is one); ConfigError for a name
+    that is not 'auto', 'cpu', 'cuda' or 'cuda:N', or a CUDA device this machine does not have."""
+    if not DEVICE.fullmatch(name):
+        raise ConfigError(f"run.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):

@@ -54,7 +54,7 @@ from . import runlog
 from .checkpoint import CHECKPOINT, TrainState, load_checkpoint, restore, resume_config, save_checkpoint
 from .config import ConfigError
 from .data import DataError, effective_epochs
-from .command import Interrupt, Stopped, run_command
+from .command import Interrupt, Stopped, one_line, run_command
 from .rundir import RunError, RunLock, atomic_write_text, git_commit, make_run_dir
 from .step import Trainer, evaluate, resolve_device
 from .summary import aggregate, aggregate_lines, closing_line, summarize
@@ -136,7 +136,7 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), 
     commit = git_commit()  # the code that starts the run, whatever is edited while it runs
     splits = data_mod.load_splits(data_mod.resolve_root(cfg.data.root), cfg.data.download, cfg.data.train_split, cfg.data.standardize, device)
     trainer = Trainer.start(cfg, device, splits["train"], world)
-    state = TrainState(overrides=" ".join(overrides), config_file=config_file) if resume is None else TrainState.from_checkpoint(resume)
+    state = TrainState(overrides=list(overrides), config_file=config_file) if resume is None else TrainState.from_checkpoint(resume)
     if resume is not None:
         restore(resume, Path(run_dir) / CHECKPOINT, trainer.params, trainer.opt, trainer.order, trainer.noise, cfg.run.seed, world.rank, state)
     on_disk = [state.points] if resume is not None else []  # the points of the checkpoint in the run folder
@@ -189,7 +189,7 @@ def finish(cfg, run_dir, trainer, state, device, status, writer, command, commit
     from .plot import save_figures, weight_images
 
     summary = summarize(cfg, state, device, status, command, trainer.n_train, commit, trainer.world.size)
-    runlog.write_hparams(run_dir, runlog.hparams_of(cfg, state.overrides), runlog.metrics_of(summary), status, state.points)
+    runlog.write_hparams(run_dir, runlog.hparams_of(cfg, " ".join(state.overrides)), runlog.metrics_of(summary), status, state.points)
     if status == "interrupted":
         return  # no summary for a run that has not ended
     atomic_write_text(run_dir / "history.json", json.dumps(state.history, indent=1) + "\n")
@@ -240,7 +240,7 @@ def train_once(args, command, overrides):
         world = dist_mod.init(cfg.run.device, cfg.run.dist_timeout)
         run_dir, status, signum = run(cfg, run_dir, saved, command, world, [] if args.resume else overrides, args.config)
     except (ConfigError, DataError, RunError) as e:
-        print(f"nnhw.train: error: {e}", file=sys.stderr)
+        print(f"nnhw.train: error: {one_line(e)}", file=sys.stderr)
         return EXIT_CONFIG, None
     except Diverged as e:
         if world.is_main:
@@ -286,7 +286,7 @@ def train_seeds(args, argv):
             except ConfigError as e:
                 raise ConfigError(f"--seeds: {e}") from None
     except ConfigError as e:
-        print(f"nnhw.train: error: {e}", file=sys.stderr)
+        print(f"nnhw.train: error: {one_line(e)}", file=sys.stderr)
         return EXIT_CONFIG
     runs, worst = [], 0
     for seed in seeds:
@@ -306,7 +306,7 @@ def train_seeds(args, argv):
     try:
         atomic_write_text(path, json.dumps(agg, indent=2) + "\n")
     except RunError as e:
-        print(f"nnhw.train: error: {e}", file=sys.stderr)
+        print(f"nnhw.train: error: {one_line(e)}", file=sys.stderr)
         return EXIT_CONFIG
     for line in aggregate_lines(agg):
         print(line)

@@ -82,3 +82,25 @@ def wait_for_checkpoint(run_parent, points, proc, timeout=180):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
     raise AssertionError("no checkpoint in time")
+
+
+class Killed(BaseException):
+    """What SIGKILL leaves: the process gone right after a checkpoint reached the disk."""
+
+
+def killed_after_checkpoint(monkeypatch, n, start):
+    """start() (a training run in this process), killed right after its n-th checkpoint is on disk."""
+    from nnhw import train
+
+    real, calls = train.save_checkpoint, []
+
+    def save_then_die(run_dir, ckpt):
+        real(run_dir, ckpt)
+        calls.append(ckpt["points"])
+        if len(calls) == n:
+            raise Killed
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        start()
+    monkeypatch.setattr(train, "save_checkpoint", real)

@@ -16,6 +16,7 @@ from nnhw import checkpoint, config, data, functions as nf, rundir, train
 from nnhw.config import ConfigError
 
 from conftest import REPO, _mnist_root, wait_for_checkpoint
+from conftest import killed_after_checkpoint as killed_after
 
 pytestmark = pytest.mark.slow  # the fault matrix: signals, resumes and full disks around real runs
 
@@ -26,24 +27,9 @@ def short_cfg(log_dir, name="relu", extra=()):
     return config.load(REPO / "configs" / f"{name}.toml", [*SHORT, f'run.log_dir="{log_dir}"', *extra])
 
 
-class Killed(BaseException):
-    """What SIGKILL leaves: the process gone right after a checkpoint reached the disk."""
-
-
 def killed_after_checkpoint(monkeypatch, log_dir, n, extra=()):
     """A run killed right after its n-th checkpoint (1 = the one before any step); its folder."""
-    real, calls = train.save_checkpoint, []
-
-    def save_then_die(run_dir, ckpt):
-        real(run_dir, ckpt)
-        calls.append(ckpt["points"])
-        if len(calls) == n:
-            raise Killed
-
-    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        train.run(short_cfg(log_dir, extra=extra))
-    monkeypatch.setattr(train, "save_checkpoint", real)
+    killed_after(monkeypatch, n, lambda: train.run(short_cfg(log_dir, extra=extra)))
     (run_dir,) = (log_dir / "relu").iterdir()
     return run_dir
 

@@ -21,7 +21,8 @@ def gpu_check(tmp_path, **env):
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_check_runs_every_step_on_the_cpu(tmp_path, mnist_root):
     # the time-to-99% table trains three recipes in full; tests/test_bench.py checks its parts
-    res = gpu_check(tmp_path, NNHW_DATA_ROOT=str(mnist_root), EPOCHS="0.01", BENCH_CONFIGS="sigmoid", TIME_TO_99="0")
+    res = gpu_check(tmp_path, NNHW_DATA_ROOT=str(mnist_root), EPOCHS="0.01", TRAIN_ARGS="eval.max_points=1000",
+                    BENCH_CONFIGS="sigmoid", TIME_TO_99="0")
     assert res.returncode == 0, res.stderr
     out = tmp_path / "out"
     names = sorted(p.name for p in out.iterdir())

@@ -49,6 +49,13 @@ def built(tmp_path_factory, mnist_root, module_env):
     return log_dir, out
 
 
+@pytest.fixture(scope="module")
+def pdf(built):
+    """The built PDF read once: (reader, its outline, each page's text); pypdf takes seconds a page."""
+    reader = pypdf.PdfReader(built[1] / "REPORT.pdf")
+    return reader, outline(reader), [page.extract_text() for page in reader.pages]
+
+
 def outline(reader):
     """[(title, page index)] of the PDF's bookmarks, depth first (the reading order)."""
     found = []
@@ -64,10 +71,8 @@ def outline(reader):
     return found
 
 
-def test_every_question_is_a_heading_in_the_homeworks_order(built):
-    _, out = built
-    reader = pypdf.PdfReader(out / "REPORT.pdf")
-    marks = outline(reader)
+def test_every_question_is_a_heading_in_the_homeworks_order(pdf):
+    reader, marks, texts = pdf
     positions = []
     for label in LABELS:
         hits = [i for i, (title, _) in enumerate(marks) if (title + " ").startswith(label)]
@@ -78,25 +83,24 @@ def test_every_question_is_a_heading_in_the_homeworks_order(built):
     assert pages == sorted(pages)
     for label, i in zip(LABELS, positions):  # the heading is really on its page, not only in the outline
         title, page = marks[i]
-        assert title.split(" ")[0] in reader.pages[page].extract_text(), title
+        assert title.split(" ")[0] in texts[page], title
 
 
-def test_each_figure_is_embedded(built):
+def test_each_figure_is_embedded(built, pdf):
     _, out = built
-    reader = pypdf.PdfReader(out / "REPORT.pdf")
-    embedded = sum(len(page.images) for page in reader.pages)
+    reader, marks, _ = pdf
+    code_page = next(page for title, page in marks if title.startswith("8 Code"))  # the code has no pictures
+    embedded = sum(len(page.images) for page in reader.pages[:code_page])
     pngs = sorted(p.relative_to(out) for p in out.glob("**/*.png") if p.relative_to(out).parts[0] != report.KEPT)  # kept runs: copies
     # softmax, sigmoid and cnn: loss, error, weights each; the sweeps and 7's figure were not made here
     assert len(pngs) == 9, pngs
     assert embedded == len(pngs)
 
 
-def test_code_section_names_every_module(built):
-    _, out = built
-    reader = pypdf.PdfReader(out / "REPORT.pdf")
-    marks = outline(reader)
+def test_code_section_names_every_module(pdf):
+    _, marks, texts = pdf
     code_page = next(page for title, page in marks if title.startswith("8 Code"))
-    code_text = "".join(reader.pages[i].extract_text() for i in range(code_page, len(reader.pages)))
+    code_text = "".join(texts[code_page:])
     for path in sorted((REPO / "nnhw").glob("*.py")):
         assert f"nnhw/{path.name}" in code_text, path.name
     titles = [title for title, page in marks if page >= code_page]
@@ -104,9 +108,9 @@ def test_code_section_names_every_module(built):
         assert path in titles
 
 
-def test_answers_carry_the_runs_numbers_and_name_missing_runs(built):
+def test_answers_carry_the_runs_numbers_and_name_missing_runs(built, pdf):
     log_dir, out = built
-    text = "".join(p.extract_text() for p in pypdf.PdfReader(out / "REPORT.pdf").pages)
+    text = "".join(pdf[2])
     flat = re.sub(r"\s+", " ", text)
     s = json.loads(next((log_dir / "sigmoid").glob("*/summary.json")).read_text())
     assert f"{s['final']['test_error']:.2f}%" in flat and f"{s['lowest_test_error']:.2f}%" in flat
@@ -130,9 +134,9 @@ def test_rebuild_is_byte_identical(built, tmp_path):
     assert (again / "REPORT.pdf").read_bytes() == (out / "REPORT.pdf").read_bytes()
 
 
-def test_problem_0_blank_until_the_student_fills_it_in(built, tmp_path):
+def test_problem_0_blank_until_the_student_fills_it_in(built, pdf, tmp_path):
     log_dir, out = built
-    flat = re.sub(r"\s+", " ", "".join(p.extract_text() for p in pypdf.PdfReader(out / "REPORT.pdf").pages[:6]))
+    flat = re.sub(r"\s+", " ", "".join(pdf[2][:6]))
     assert "[blank: write the certification sentence yourself]" in flat
     assert handin.CERTIFICATION not in flat  # never certified on a person's behalf
 

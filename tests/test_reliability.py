@@ -138,7 +138,7 @@ def test_run_dirs_never_collide(tmp_path):
 # Whole runs in their own processes                                           #
 # --------------------------------------------------------------------------- #
 
-LONGISH = ["train.epochs=0.3", "eval.every=500", "train.batch_size=50"]
+LONGISH = ["train.epochs=0.3", "eval.every=500", "train.batch_size=50", "eval.max_points=10000"]
 
 
 def start(tmp_path, mnist_root, *extra, log="logs"):

@@ -99,7 +99,7 @@ def test_report_skips_runs_with_overrides(tiny_runs, tmp_path):
     for s_path in copy.glob("*/*/summary.json"):
         s = json.loads(s_path.read_text())
         s["command"] += " optim.lr=9"
-        s["overrides"] = "optim.lr=9"
+        s["overrides"] = ["optim.lr=9"]
         s_path.write_text(json.dumps(s))
     text = report.build(copy, tmp_path / "r").read_text()
     assert "No finished run of `configs/sigmoid.toml` yet" in text

@@ -11,7 +11,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from nnhw import config, models, runlog, step, summary, sweep, train
 
-from conftest import REPO
+from conftest import REPO, killed_after_checkpoint
 
 pytestmark = pytest.mark.slow  # HParams rows and console output of real runs
 
@@ -69,22 +69,7 @@ def test_overrides_name_the_run(short_run):
 
 def test_a_resumed_run_updates_its_row(tmp_path, monkeypatch, mnist_root):
     monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
-
-    class Killed(BaseException):
-        pass
-
-    real, calls = train.save_checkpoint, []
-
-    def save_then_die(run_dir, ckpt):
-        real(run_dir, ckpt)
-        calls.append(1)
-        if len(calls) == 2:
-            raise Killed
-
-    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        train.run(config.load(REPO / "configs" / "relu.toml", [*SHORT, f'run.log_dir="{tmp_path}"']))
-    monkeypatch.setattr(train, "save_checkpoint", real)
+    killed_after_checkpoint(monkeypatch, 2, lambda: train.run(config.load(REPO / "configs" / "relu.toml", [*SHORT, f'run.log_dir="{tmp_path}"'])))
     (run_dir,) = (tmp_path / "relu").iterdir()
     cfg = config.load(run_dir / "config.toml")
     runlog.write_hparams(run_dir, runlog.hparams_of(cfg), {"hparams/final_test_error": 50.0}, "interrupted")  # as a stopped run leaves it

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from nnhw import checkpoint, config, summary, train
 from nnhw.checkpoint import load_checkpoint
 
-from conftest import REPO, run_cli
+from conftest import REPO, killed_after_checkpoint, run_cli
 
 SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50", "eval.max_points=1000"]
 
@@ -65,23 +65,7 @@ def test_resumed_run_ends_with_identical_parameters(tmp_path, mnist_root, monkey
     assert status == "finished"
 
     # The same run, killed right after its third checkpoint is on disk (as SIGKILL would leave it).
-    real_save = train.save_checkpoint
-    calls = {"n": 0}
-
-    class Killed(BaseException):
-        pass
-
-    def save_then_die(run_dir, state):
-        real_save(run_dir, state)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise Killed
-
-    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
-    cfg = short_cfg(tmp_path / "b", extra=extra)
-    with pytest.raises(Killed):
-        train.run(cfg)
-    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    killed_after_checkpoint(monkeypatch, 3, lambda: train.run(short_cfg(tmp_path / "b", extra=extra)))
     (killed_dir,) = (tmp_path / "b" / "relu").iterdir()
     assert not (killed_dir / "summary.json").exists()
     saved = load_checkpoint(killed_dir)

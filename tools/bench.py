@@ -32,8 +32,8 @@ This file is a benchmark, not part of the library: its baselines use nn.Module a
 on purpose, as the code nnhw is compared with.
 """
 
-import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -52,7 +52,8 @@ from nnhw import models  # noqa: E402
 from nnhw.data import IMAGE_SIDE, N_PIXELS, N_TRAIN  # noqa: E402
 from nnhw.optim import lr_at  # noqa: E402
 from nnhw.rundir import git_commit  # noqa: E402
-from nnhw.step import build, describe_device, evaluate, make_train_step  # noqa: E402
+from nnhw.command import NnhwError, Parser, run_command  # noqa: E402
+from nnhw.step import build, describe_device, evaluate, make_train_step, resolve_device  # noqa: E402
 from nnhw.train import run  # noqa: E402
 
 
@@ -512,8 +513,22 @@ def opt_num(v):
     return "-" if v is None else f"{v:.3f}"
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def check_options(args):
+    """Every option checked before minutes of work: NnhwError (one line) for the first bad one."""
+    for name in args.device or []:
+        resolve_device(name)  # ConfigError for a name that is not a device here
+    missing = [c for c in args.configs if not (PROJECT_ROOT / "configs" / f"{c}.toml").is_file()]
+    if missing:
+        known = ", ".join(sorted(p.stem for p in (PROJECT_ROOT / "configs").glob("*.toml")))
+        raise NnhwError(f"--configs: no configs/{missing[0]}.toml; the configs are {known}")
+    if not 1 <= args.repeats <= 1000:
+        raise NnhwError(f"--repeats: need 1 to 1000 timed repeats, got {args.repeats}")
+    if not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
+        raise NnhwError(f"--max-seconds: need a positive number of seconds, got {args.max_seconds}")
+
+
+def bench_command(argv=None):
+    p = Parser(prog="tools/bench.py", description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=["softmax", "sigmoid", "relu", "deep", "cnn"])
     p.add_argument("--device", nargs="+", default=None, help="devices (default: cpu, and cuda when present)")
     p.add_argument("--repeats", type=int, default=5)
@@ -523,6 +538,7 @@ def main(argv=None):
                    "recipe in built-in layers, and the pytorch/examples recipe, each trained until it first reaches 99%%")
     p.add_argument("--max-seconds", type=float, default=600, help="--time-to-99: give up on a recipe after this many training seconds")
     args = p.parse_args(argv)
+    check_options(args)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     root = data_mod.resolve_root("data")
     command = "python tools/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -570,5 +586,10 @@ def main(argv=None):
         print(out)
 
 
+def main(argv=None):
+    """`python tools/bench.py`: the exit code (nnhw.command)."""
+    return run_command("tools/bench.py", bench_command, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

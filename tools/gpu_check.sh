@@ -8,7 +8,8 @@
 #   DEVICE=cpu EPOCHS=0.05 OUT=/tmp/g bash tools/gpu_check.sh   # the same steps on a CPU, to check the script
 #
 # BENCH_CONFIGS (default "softmax sigmoid relu cnn") picks the benchmarked configs; TRAIN_CONFIGS
-# (default "fast cnn sigmoid") the trained ones; TIME_TO_99=0 skips that table; PYTHON the interpreter.
+# (default "fast cnn sigmoid") the trained ones; TRAIN_ARGS adds overrides to their trainings (the
+# test's "eval.max_points=1000"); TIME_TO_99=0 skips that table; PYTHON the interpreter.
 #
 # Everything lands flat in $OUT (at most 8 files): device.txt, bench.txt (both tables), bench-<device>.json,
 # time-to-99-<device>.json, train.log and summary-<config>.json for each trained config.
@@ -45,6 +46,8 @@ fi
 
 extra=()
 if [ -n "${EPOCHS:-}" ]; then extra=("train.epochs=$EPOCHS"); fi
+# shellcheck disable=SC2206  # more section.key=value overrides for every trained config, split on spaces
+if [ -n "${TRAIN_ARGS:-}" ]; then extra+=($TRAIN_ARGS); fi
 logs=$(mktemp -d)
 for cfg in ${TRAIN_CONFIGS:-fast cnn sigmoid}; do
   "$py" -m nnhw.train "configs/$cfg.toml" "run.device=$device" "run.log_dir=$logs" "${extra[@]}" > "$logs/train-$cfg.log" 2>&1
