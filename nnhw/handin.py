@@ -24,6 +24,7 @@ from pathlib import Path
 from . import PROJECT_ROOT
 from .describe import COMMANDS, POOLING_NAMES, QUESTIONS, parameter_rows, pct, seeds_text, short_commit, show, sweep_rates
 from .command import NnhwError
+from .inputs import reproduce_command
 
 TEMPLATE = Path(__file__).with_name("handin.typ")
 STUDENT_FILE = "student.toml"
@@ -97,7 +98,7 @@ def run_data(name, question, run, root):
         run_id=run["dir"].name,
         commit=short_commit(s["git_commit"]),
         flag=run.get("flag") or None,  # nnhw.report's replay check: None when the run replays as the same
-        command=s.get("command") or f"python -m nnhw.train configs/{name}.toml",
+        command=reproduce_command(s, name),
         device=s["device"],
         params=[list(r) for r in parameter_rows(cfg)],
         loss_name=LOSS_NAMES[cfg.model.loss],

@@ -141,6 +141,14 @@ def is_plain_run_of(summary, name):
     return str(summary.get("command") or "").strip() == run_command_of(name)
 
 
+def reproduce_command(summary, name):
+    """The command that makes this run again from scratch: its config file and overrides when its
+    summary says them (a resumed run's too), else the command it was started with."""
+    if isinstance(summary.get("config"), str) and isinstance(summary.get("overrides"), list):
+        return " ".join(["python -m nnhw.train", summary["config"], *map(str, summary["overrides"])])
+    return summary.get("command") or run_command_of(name)
+
+
 def newest(paths):
     """The path whose name sorts last (run ids and seed sets begin with their time); of equal names, the
     first found (the log folder's before its kept copy). None when there is none."""

@@ -32,7 +32,7 @@ from pathlib import Path
 from . import handin
 from .command import NnhwError, Parser, run_command
 from .describe import QUESTIONS, mean_std, parameter_rows, pct, short_commit, sweep_rates
-from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, run_command_of, sha256
+from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, reproduce_command, sha256
 from .replay import ReplayError, replay
 
 # Published MNIST test errors (%), for the summary table.
@@ -139,7 +139,7 @@ def section(question, name, what, run):
             lines.append(f"| first test accuracy >= {mark} | epoch {first['epoch']:.2f}, after {first['train_seconds']:.1f} s of training |")
     lines += [
         f"| device | {summary['device']} |",
-        f"| reproduce | `{summary.get('command') or run_command_of(name)}` |",
+        f"| reproduce | `{reproduce_command(summary, name)}` |",
         "",
     ]
     for fig in FIGURES:
