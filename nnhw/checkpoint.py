@@ -23,7 +23,7 @@ from .step import reseed_noise
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 3  # 3: the optimiser's state under "optimizer" (2 called it "velocity"), and the fingerprint
 # What the checkpoint's tensors, permutation or meaning depend on: a resume cannot change these.
-FROZEN_ON_RESUME = ("model.", "optim.optimizer", "data.train_split", "data.standardize", "run.seed", "run.name", "run.log_dir", "train.batch_size")
+FROZEN_ON_RESUME = ("model.", "optim.optimizer", "data.train_split", "data.standardize", "data.train_points", "run.seed", "run.name", "run.log_dir", "train.batch_size")
 # key -> the types a checkpoint's value may have
 CHECKPOINT_KEYS = {
     "format": int, "config": dict, "params": dict, "optimizer": dict, "order_rng": torch.Tensor, "noise_rng": torch.Tensor,
@@ -47,6 +47,7 @@ class TrainState:
     config_file: str | None = None  # the config file the run started from, as given; None for a run made through the API
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    sharpness_seconds: float = 0.0  # eval.sharpness_every's measurements
     fingerprint: dict = field(default_factory=dict)  # the first steps' losses, then checksums (step.Trainer)
 
     def to_checkpoint(self, cfg, params, opt, order, noise):
@@ -60,7 +61,8 @@ class TrainState:
             noise_device=noise.device.type,
             perm=torch.zeros(0, dtype=torch.int64) if self.perm is None else self.perm,
             points=self.points, step=self.step, pos=self.pos, history=self.history, changes=self.changes, overrides=self.overrides,
-            train_seconds=self.train_seconds, eval_seconds=self.eval_seconds, fingerprint=self.fingerprint,
+            train_seconds=self.train_seconds, eval_seconds=self.eval_seconds, sharpness_seconds=self.sharpness_seconds,
+            fingerprint=self.fingerprint,
             config_file=self.config_file,
         )
 
@@ -73,6 +75,7 @@ class TrainState:
             points=ckpt["points"], step=ckpt["step"], pos=ckpt["pos"], perm=perm if perm.numel() else None,
             history=list(ckpt["history"]), changes=list(ckpt.get("changes", [])), overrides=as_list(ckpt.get("overrides", [])),
             train_seconds=float(ckpt["train_seconds"]), eval_seconds=float(ckpt["eval_seconds"]), fingerprint=dict(fingerprint),
+            sharpness_seconds=float(ckpt["sharpness_seconds"]) if isinstance(ckpt.get("sharpness_seconds"), (int, float)) else 0.0,
             config_file=ckpt.get("config_file") if isinstance(ckpt.get("config_file"), str) else None,
         )
 

@@ -60,6 +60,7 @@ class DataConfig:
     download: bool = opt(False, "download MNIST with torchvision into root when the files are missing")
     train_split: str = opt("train", "'train': the first 50,000 official training images (dev = the last 10,000); 'train+dev': all 60,000", choices=["train", "train+dev"])
     standardize: bool = opt(False, "subtract the MNIST training pixels' mean (0.1307) and divide by their std (0.3081); else pixels stay in [0, 1]")
+    train_points: int = opt(0, "train on the first this many points of the training split only (0: all of it); with train.batch_size equal to it, each step is full-batch gradient descent", min=0, le=60000)
 
 
 @dataclass
@@ -118,6 +119,9 @@ class EvalConfig:
     every: int = opt(12500, "evaluate train, dev and test every this many training points touched (12,500 is a quarter epoch)", min=1)
     batch_size: int = opt(1000, "batch size of evaluation (no effect on the errors, only on speed and memory; on a CPU, batches whose activations fit in cache run fastest: 1,000 for MLPs, a few hundred for the CNN)", min=1)
     max_points: int = opt(0, "evaluate on the first this many points of each split only (0: the whole split, as every result needs); for quick looks and tests, where a thousand images show what 70,000 do", min=0)
+    sharpness_every: int = opt(0, "measure the sharpness (the top eigenvalue of the training loss's Hessian, L2 term included, by Lanczos; nnhw.hessian) and each weight's own block's at every this many evaluations, the first included (0: never). Logged beside the stability threshold 2/lr, (2 + 2 momentum)/lr with momentum ('sgd' only); not with dropout, whose random mask would make the Hessian random", min=0)
+    sharpness_points: int = opt(2000, "the sharpness is measured on this many training points, drawn once from run.seed (all of them when the training split is smaller), unaugmented, in one batch", min=1, le=60000)
+    sharpness_iters: int = opt(20, "Lanczos steps (Hessian-vector products) per eigenvalue; each measurement takes this many for the whole Hessian and as many for each weight's block", min=1, le=200)
 
 
 @dataclass
@@ -269,6 +273,11 @@ def validate(cfg):
                               "'square' is not: use pool_type 'avg' or another transfer")
     if cfg.train.compile and cfg.train.engine == "tape":
         raise ConfigError("train.compile: torch.compile needs train.engine = 'autograd' (the tape runs outside torch)")
+    if cfg.data.train_split == "train" and cfg.data.train_points > 50000:
+        raise ConfigError(f"data.train_points: the 'train' split holds 50,000 points, got {cfg.data.train_points}; use 'train+dev' for up to 60,000")
+    if cfg.eval.sharpness_every and (m.dropout_input or m.dropout_hidden):
+        raise ConfigError("eval.sharpness_every: the sharpness of a loss with dropout is random (a fresh mask at every product); "
+                          "set model.dropout_input and model.dropout_hidden to 0, or eval.sharpness_every to 0")
     if cfg.optim.milestones != sorted(cfg.optim.milestones):
         raise ConfigError(f"optim.milestones: must be increasing, got {cfg.optim.milestones}")
     if cfg.optim.schedule == "step" and not cfg.optim.milestones:

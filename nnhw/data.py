@@ -128,8 +128,9 @@ def load_mnist(root, download=False):
     return sets
 
 
-def load_splits(root, download=False, train_split="train", standardize=False, device="cpu"):
-    """{'train', 'dev', 'test'} -> Split on `device`; with train+dev, 'dev' is absent."""
+def load_splits(root, download=False, train_split="train", standardize=False, device="cpu", train_points=0):
+    """{'train', 'dev', 'test'} -> Split on `device`; with train+dev, 'dev' is absent. train_points > 0
+    keeps the first that many points of the training split (data.train_points)."""
     (xtr, ytr), (xte, yte) = load_mnist(root, download)
 
     def to_split(x, y):
@@ -138,10 +139,11 @@ def load_splits(root, download=False, train_split="train", standardize=False, de
             x = (x - PIXEL_MEAN) / PIXEL_STD
         return Split(x, y.to(device=device, dtype=torch.int64))
 
+    n = train_points or len(xtr)
     if train_split == "train+dev":
-        return {"train": to_split(xtr, ytr), "test": to_split(xte, yte)}
+        return {"train": to_split(xtr[:n], ytr[:n]), "test": to_split(xte, yte)}
     return {
-        "train": to_split(xtr[:N_TRAIN], ytr[:N_TRAIN]),
+        "train": to_split(xtr[: min(n, N_TRAIN)], ytr[: min(n, N_TRAIN)]),
         "dev": to_split(xtr[N_TRAIN:], ytr[N_TRAIN:]),
         "test": to_split(xte, yte),
     }

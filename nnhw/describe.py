@@ -21,6 +21,9 @@ QUESTIONS = [
     ("6", "fast", "Beyond the homework: a small CNN with max pooling and Adam that reaches 99% test accuracy in seconds"),
 ]
 
+# Beyond the homework, after 7.3: full-batch gradient descent at three constant steps, its sharpness measured.
+SHARPNESS_CONFIGS = ["gd_sharpness_lr0.04", "gd_sharpness_lr0.1", "gd_sharpness_lr0.2"]
+
 # (command, what it does): the README's table of commands (a test keeps the two equal) and REPORT.pdf's.
 COMMANDS = [
     ("make train [CONFIG=configs/relu.toml] [ARGS=...]", "set up .venv on first use, then train one config"),

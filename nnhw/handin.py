@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 
 from . import PROJECT_ROOT
-from .describe import COMMANDS, POOLING_NAMES, QUESTIONS, parameter_rows, pct, seeds_text, short_commit, show, sweep_rates
+from .describe import COMMANDS, POOLING_NAMES, QUESTIONS, SHARPNESS_CONFIGS, parameter_rows, pct, seeds_text, short_commit, show, sweep_rates
 from .command import NnhwError
 from .inputs import reproduce_command
 
@@ -42,6 +42,7 @@ CODE = [
     ("nnhw/config.py", "3, 4, 6 (the configs and their checks)"),
     ("nnhw/models.py", "3, 4, 6 (the forward passes, initialisation, augmentation)"),
     ("nnhw/optim.py", "3, 4, 6 (momentum SGD, Adam, L2, max-norm, learning-rate schedules)"),
+    ("nnhw/hessian.py", "7.4, beyond the homework (Hessian-vector products, the sharpness)"),
     ("nnhw/dist.py", "3, 4, 6 (training over several processes; idle in a plain run)"),
     ("nnhw/step.py", "3, 4, 6 (assembling a run, one training step, evaluation)"),
     ("nnhw/rundir.py", "3, 4, 6 (run folders, atomic writes, the lock, the commit)"),
@@ -61,6 +62,7 @@ CODE = [
     ("nnhw/handin.typ", "the report (this PDF's text)"),
     ("nnhw/report.py", "the report (REPORT.md)"),
     *((f"configs/{name}.toml", question) for question, name, _ in QUESTIONS),
+    *((f"configs/{name}.toml", "7.4, beyond the homework") for name in SHARPNESS_CONFIGS),
     ("examples/minimal.py", "4 (the whole idea in one short script)"),
     ("tools/complexity.py", "2.1 (the measured costs)"),
     ("tools/fingerprint_at.py", "every number (the fingerprints of runs made before runs recorded one)"),

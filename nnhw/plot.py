@@ -6,7 +6,10 @@
   where every plotted error is below 20% (15% for softmax regression);
 - weights.png: the input weights of 8 hidden units as 28x28 images (the class
   templates for softmax regression), or a CNN's first-layer filters, each
-  scaled to [0, 1] by its own minimum and maximum.
+  scaled to [0, 1] by its own minimum and maximum;
+- sharpness.png, for a run that measured it (eval.sharpness_every): the top
+  eigenvalue of the Hessian against the step, its stability threshold dashed,
+  and the training loss below.
 """
 
 import json
@@ -96,6 +99,29 @@ def weights_figure(params, title):
     return fig
 
 
+def sharpness_figure(runs, title):
+    """runs: [(label, cfg, history)]. Above, each run's sharpness against the step, with its stability
+    threshold (2/lr, or (2 + 2 momentum)/lr) dashed in the same colour; below, its training loss."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 6), dpi=100, sharex=True, gridspec_kw=dict(height_ratios=[3, 2]))
+    for i, (label, cfg, history) in enumerate(runs):
+        rows, b, color = [r for r in history if "sharpness" in r], cfg.train.batch_size, f"C{i}"
+        top.plot([r["points"] / b for r in rows], [r["sharpness"] for r in rows], color=color, lw=1.3, marker=".", ms=3, label=label)
+        limit = [(r["points"] / b, r["sharpness_threshold"]) for r in rows if r.get("sharpness_threshold") is not None]
+        if limit:
+            top.plot(*zip(*limit), color=color, lw=1, ls="--")
+        bottom.plot([r["points"] / b for r in history], [r["train_loss"] for r in history], color=color, lw=1.3, label=label)
+    top.set_ylabel("sharpness (top Hessian eigenvalue)")
+    top.set_title(f"{title}\ndashed: the stability threshold 2/lr ((2 + 2 momentum)/lr with momentum)", fontsize=9)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8)
+    bottom.set_yscale("log")
+    bottom.set_ylabel(f"training {LOSS_NAMES[runs[0][1].model.loss]}", fontsize=8)
+    bottom.set_xlabel("step")
+    bottom.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
 def read_history(run_dir):
     """A run's history.json: a list of evaluation rows; RunError (one line) when it is not one."""
     path = Path(run_dir) / "history.json"
@@ -115,15 +141,19 @@ def figures(run_dir):
     history = read_history(run_dir)
     params = load_checkpoint(run_dir)["params"]  # read as data, checked key by key
     title = cfg.run.name
-    return {
+    figs = {
         "loss": loss_figure(history, cfg, title),
         "error": error_figure(history, cfg, title),
         "weights": weights_figure(params, title),
     }
+    if any("sharpness" in r for r in history):
+        figs["sharpness"] = sharpness_figure([(f"lr {cfg.optim.lr:g}", cfg, history)], f"{title}: sharpness")
+    return figs
 
 
 def save_figures(run_dir, writer=None, step=0):
-    """Write loss.png, error.png and weights.png into run_dir (and to TensorBoard when given a writer)."""
+    """Write loss.png, error.png, weights.png (and sharpness.png) into run_dir, and to TensorBoard when
+    given a writer."""
     paths = []
     for name, fig in figures(run_dir).items():
         path = Path(run_dir) / f"{name}.png"

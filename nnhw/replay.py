@@ -58,13 +58,14 @@ def rel_diff(a, b):
 
 
 @lru_cache(maxsize=4)
-def _splits(root, train_split, standardize, device):
-    return data_mod.load_splits(Path(root), False, train_split, standardize, torch.device(device))
+def _splits(root, train_split, standardize, device, train_points):
+    return data_mod.load_splits(Path(root), False, train_split, standardize, torch.device(device), train_points)
 
 
 def splits_for(cfg, device):
     """The run's splits, loaded once per process (never downloaded: replay reads what is there)."""
-    return _splits(str(data_mod.resolve_root(cfg.data.root)), cfg.data.train_split, cfg.data.standardize, device.type)
+    return _splits(str(data_mod.resolve_root(cfg.data.root)), cfg.data.train_split, cfg.data.standardize, device.type,
+                   cfg.data.train_points)
 
 
 def device_of(summary_device):

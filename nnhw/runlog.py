@@ -44,6 +44,11 @@ class Log:
         if self.active:
             self.writers["run"].add_text(tag, text, 0)
 
+    def charts(self, layout):
+        """TensorBoard's Custom Scalars page: charts that each hold several tags."""
+        if self.active:
+            self.writers["run"].add_custom_scalars(layout)
+
     def say(self, text):
         if self.active:
             self.bar.write(text) if self.bar is not None else print(text, flush=True)
@@ -63,6 +68,21 @@ def eval_line(row, splits):
     """One evaluation, in fixed-width columns."""
     return f"epoch {row['epoch']:8.3f}  lr {row['lr']:9.3e}  " + "  ".join(
         f"{s} loss {row[f'{s}_loss']:7.4f} err {row[f'{s}_error']:6.2f}%" for s in splits)
+
+
+def sharpness_line(row):
+    """One sharpness measurement, under its evaluation's line."""
+    threshold = "" if row["sharpness_threshold"] is None else f" (stability threshold {row['sharpness_threshold']:.4g})"
+    layers = "  ".join(f"{k} {v:.4g}" for k, v in row["sharpness_layers"].items())
+    return f"{'':16}sharpness {row['sharpness']:.4g}{threshold}, residual {row['sharpness_residual']:.2g}; per weight: {layers}"
+
+
+def sharpness_charts(weights):
+    """The Custom Scalars layout of a run that measures sharpness: the top eigenvalue of the Hessian,
+    then each weight's block's, each with the stability threshold on the same chart."""
+    charts = {"whole Hessian": ["Multiline", ["sharpness/lambda_max", "sharpness/threshold"]]}
+    charts.update({f"{w} block": ["Multiline", [f"sharpness/{w}", "sharpness/threshold"]] for w in weights})
+    return {"sharpness": charts}
 
 
 def model_summary(cfg_model):

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from . import dist as dist_mod
-from . import models
+from . import hessian, models
 from .config import DEVICE, ConfigError, feature_map_sides
-from .data import N_CLASSES, N_PIXELS, PIXEL_MEAN, PIXEL_STD, passes
-from .optim import OPTIMIZERS, lr_at, make_optimizer
+from .data import N_CLASSES, N_PIXELS, PIXEL_MEAN, PIXEL_STD, Split, passes
+from .optim import OPTIMIZERS, is_bias, lr_at, make_optimizer, stability_threshold
 from .tape import Tape
 
 FINGERPRINT_STEPS = 20  # a run records the loss of each of its first steps, and the parameters after them
@@ -80,7 +80,8 @@ def build(cfg, device):
 
 
 # One seed drives everything: the initialisation draws from `seed` itself (models.init_params), the
-# data order and the noise (dropout, augmentation) from streams of their own, offset from it here.
+# data order and the noise (dropout, augmentation) from streams of their own, offset from it here, and
+# the sharpness's points and Lanczos starts from generators of their own that training never touches.
 def random_streams(seed, device, rank=0):
     """(order, noise): the CPU generator of the data order, the same on every process, and the
     device generator of dropout and augmentation, one per process."""
@@ -110,6 +111,40 @@ def evaluate(params, forward, loss_fn, split, batch_size, world=None, max_points
         totals[1] += (out.argmax(dim=1) != y).sum()
     loss_sum, wrong = world.sum(totals).tolist()
     return loss_sum / n, 100.0 * wrong / n
+
+
+def draw_sharpness_points(split, k, seed):
+    """The k training points the sharpness is measured on, drawn once from the seed (in the split's
+    order); the whole split when it holds no more than k."""
+    if k >= len(split):
+        return split
+    idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed + 3))[:k].sort().values.to(split.x.device)
+    return Split(split.x[idx], split.y[idx])
+
+
+def objective(forward, loss_fn, cfg_optim, points):
+    """f(params) -> what training minimises on `points`: the loss, plus (l2/2)||W||^2 as the optimiser adds it."""
+    o = cfg_optim
+
+    def f(params):
+        loss = loss_fn(forward(params, points.x), points.y)
+        if o.l2:
+            loss = loss + 0.5 * o.l2 * sum((p * p).sum() for name, p in params.items() if o.l2_bias or not is_bias(name))
+        return loss
+
+    return f
+
+
+def sharpness(params, forward, loss_fn, cfg, points, lr, step):
+    """The sharpness of the training objective on `points` at params, as history entries: the top eigenvalue
+    of its Hessian (nnhw.hessian, Lanczos) and its residual, the stability threshold at rate lr, and each
+    weight's own block's top eigenvalue. Each Lanczos start is drawn from the seed and the step alone."""
+    f = objective(forward, loss_fn, cfg.optim, points)
+    iters, seed = cfg.eval.sharpness_iters, cfg.run.seed + 4 + 1_000_003 * step
+    top = hessian.top_eigenvalue(f, params, iters, torch.Generator().manual_seed(seed))
+    blocks = hessian.layer_eigenvalues(f, params, iters, torch.Generator().manual_seed(seed + 1))
+    return dict(sharpness=top.value, sharpness_residual=top.residual, sharpness_threshold=stability_threshold(cfg.optim, lr),
+                sharpness_layers={name: e.value for name, e in blocks.items()})
 
 
 def make_train_step(params, forward, loss_fn, opt, world=None, engine="autograd", compile=False):
@@ -187,6 +222,7 @@ class Trainer:
     total_points: int
     world: dist_mod.World
     fingerprint_steps: int = FINGERPRINT_STEPS
+    sharpness_points: Split | None = None  # eval.sharpness_points of the training split, when the run measures sharpness
 
     @classmethod
     def start(cls, cfg, device, train_split, world=None):
@@ -195,8 +231,9 @@ class Trainer:
         order, noise = random_streams(cfg.run.seed, device, world.rank)
         train_step = make_train_step(params, forward, loss_fn, opt, world, cfg.train.engine, cfg.train.compile)
         n = len(train_split)
+        probe = draw_sharpness_points(train_split, cfg.eval.sharpness_points, cfg.run.seed) if cfg.eval.sharpness_every else None
         return cls(cfg, params, forward, loss_fn, opt, order, noise, Batches(train_split, order, device), train_step, n,
-                   max(1, round(cfg.train.epochs * n)), world)
+                   max(1, round(cfg.train.epochs * n)), world, sharpness_points=probe)
 
     def lr(self, points):
         return lr_at(self.cfg.optim, passes(points, self.n_train), self.cfg.train.epochs)

@@ -36,6 +36,19 @@ def fingerprint_of(state):
     return dict(steps=len(fp["losses"]), losses=fp["losses"], checksums=fp["checksums"])
 
 
+def sharpness_of(history):
+    """The sharpness measured over a run (eval.sharpness_every): its first, its peak and its last
+    measurement (epoch, step's points, value, stability threshold), or None when none was made."""
+    rows = [r for r in history if "sharpness" in r]
+    if not rows:
+        return None
+
+    def at(r):
+        return dict(epoch=r["epoch"], points=r["points"], value=r["sharpness"], threshold=r["sharpness_threshold"])
+
+    return dict(first=at(rows[0]), peak=at(max(rows, key=lambda r: r["sharpness"])), last=at(rows[-1]), measurements=len(rows))
+
+
 def summarize(cfg, state, device, status, command, n_train, commit, processes=1):
     hist = state.history
     has_dev = "dev_error" in hist[0]
@@ -58,6 +71,8 @@ def summarize(cfg, state, device, status, command, n_train, commit, processes=1)
         steps=state.step,
         train_seconds=round(state.train_seconds, 3),
         eval_seconds=round(state.eval_seconds, 3),
+        sharpness_seconds=round(state.sharpness_seconds, 3),
+        sharpness=sharpness_of(hist),
         device=describe_device(device),
         config=state.config_file,  # with overrides and seed: what this is a run of, through resumes too
         overrides=state.overrides,
@@ -80,8 +95,11 @@ def closing_line(summary):
                 f"test there {summary['test_error_at_best_dev']:.2f}%")
     first_99 = (summary.get("time_to_accuracy") or {}).get("99%")
     at_99 = f"; 99% test accuracy first after {first_99['train_seconds']:.1f} s of training (epoch {first_99['epoch']:.2f})" if first_99 else ""
+    s = summary.get("sharpness")
+    sharp = "" if not s else (f" + {summary['sharpness_seconds']:.1f} s sharpness (top Hessian eigenvalue {s['first']['value']:.4g} "
+                              f"at the start, {s['peak']['value']:.4g} at its peak, {s['last']['value']:.4g} at the end)")
     return (f"{summary['status']}: final error {final}{best}; lowest test {summary['lowest_test_error']:.2f}% (chosen on the test set)"
-            f"{at_99}; {summary['train_seconds']:.1f} s training + {summary['eval_seconds']:.1f} s evaluation")
+            f"{at_99}; {summary['train_seconds']:.1f} s training + {summary['eval_seconds']:.1f} s evaluation{sharp}")
 
 
 # The numbers a set of seeds is summed up by: (key in the aggregate, how to read it from a summary)

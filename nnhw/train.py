@@ -56,7 +56,7 @@ from .config import ConfigError
 from .data import DataError, effective_epochs
 from .command import Interrupt, Stopped, one_line, run_command
 from .rundir import RunError, RunLock, atomic_write_text, git_commit, make_run_dir
-from .step import Trainer, evaluate, resolve_device
+from .step import Trainer, evaluate, resolve_device, sharpness
 from .summary import aggregate, aggregate_lines, closing_line, summarize
 
 EXIT_DIVERGED = 3
@@ -88,6 +88,21 @@ def evaluate_and_log(state, lr, trainer, splits, log):
         why = "became" if not math.isfinite(row["train_loss"]) else f"rose above {DIVERGENCE_FACTOR:g}x its initial {first:.4g}, to"
         raise Diverged(f"the training loss {why} {row['train_loss']:.4g} by step {state.step} (epoch {row['epoch']:.3f}) "
                        f"at learning rate {lr:.6g}; lower optim.lr")
+    if e.sharpness_every and (len(state.history) - 1) % e.sharpness_every == 0:
+        measure_sharpness(state, row, lr, trainer, log)
+
+
+def measure_sharpness(state, row, lr, trainer, log):
+    """The sharpness at this evaluation (step.sharpness) into its history row, TensorBoard and the
+    console; its time is counted apart from training and evaluation."""
+    t0 = time.perf_counter()
+    row.update(sharpness(trainer.params, trainer.forward, trainer.loss_fn, trainer.cfg, trainer.sharpness_points, lr, state.step))
+    state.sharpness_seconds += time.perf_counter() - t0
+    for tag, value in (("lambda_max", row["sharpness"]), ("residual", row["sharpness_residual"]),
+                       ("threshold", row["sharpness_threshold"]), *row["sharpness_layers"].items()):
+        if value is not None:
+            log.scalar("run", f"sharpness/{tag}", value, state.points)
+    log.say(runlog.sharpness_line(row))
 
 
 def train_loop(trainer, state, splits, log, interrupt, checkpoint, device):
@@ -134,7 +149,8 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), 
         raise ConfigError(f"train.batch_size: {cfg.train.batch_size} does not split evenly over {world.size} processes; "
                           f"use a multiple of {world.size}")
     commit = git_commit()  # the code that starts the run, whatever is edited while it runs
-    splits = data_mod.load_splits(data_mod.resolve_root(cfg.data.root), cfg.data.download, cfg.data.train_split, cfg.data.standardize, device)
+    d = cfg.data
+    splits = data_mod.load_splits(data_mod.resolve_root(d.root), d.download, d.train_split, d.standardize, device, d.train_points)
     trainer = Trainer.start(cfg, device, splits["train"], world)
     state = TrainState(overrides=list(overrides), config_file=config_file) if resume is None else TrainState.from_checkpoint(resume)
     if resume is not None:
@@ -159,6 +175,8 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), 
                 log.say(line)
             if resume is None:
                 log.text("model", "```\n" + "\n".join(summary) + "\n```")
+            if cfg.eval.sharpness_every:  # each eigenvalue on a chart of its own, its threshold beside it
+                log.charts(runlog.sharpness_charts([k for k in trainer.params if not k.startswith("b")]))
             status = train_loop(trainer, state, splits, log, interrupt, checkpoint, device)
     except Diverged as e:
         status = "diverged"
