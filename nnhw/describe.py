@@ -24,6 +24,56 @@ QUESTIONS = [
 # Beyond the homework, after 7.3: full-batch gradient descent at three constant steps, its sharpness measured.
 SHARPNESS_CONFIGS = ["gd_sharpness_lr0.04", "gd_sharpness_lr0.1", "gd_sharpness_lr0.2"]
 
+
+
+def sharpness_facts(name, run):
+    """What one full-batch run's sharpness measurements show (eval.sharpness_every), as plain numbers:
+    the step, the start, the peak and the end of the sharpness against 1/lr and 2/lr, the measurements
+    at or below 1/lr, the last third's mean as a fraction of 2/lr, and whether the training loss fell at
+    every evaluation. None for a run that measured no sharpness."""
+    cfg, history = run["cfg"], run["history"]
+    rows = [r for r in history if "sharpness" in r]
+    if not rows:
+        return None
+    lr, b = cfg.optim.lr, cfg.train.batch_size
+    peak = max(rows, key=lambda r: r["sharpness"])
+    last_third = [r["sharpness"] for r in rows[len(rows) - max(1, len(rows) // 3):]]
+    rises = [r for before, r in zip(history, history[1:]) if r["train_loss"] > before["train_loss"]]
+    threshold = rows[0]["sharpness_threshold"]
+    return dict(name=name, lr=lr, one_over_lr=1 / lr, threshold=threshold, start=rows[0]["sharpness"], peak=peak["sharpness"],
+                peak_step=round(peak["points"] / b), end=rows[-1]["sharpness"], steps=round(history[-1]["points"] / b),
+                measurements=len(rows), every_steps=round((rows[1]["points"] - rows[0]["points"]) / b) if len(rows) > 1 else 0,
+                below_one_over_lr=sum(r["sharpness"] <= 1 / lr for r in rows),
+                last_third_of_threshold=None if threshold is None else sum(last_third) / len(last_third) / threshold,
+                loss_rises=len(rises), evaluations=len(history), start_loss=history[0]["train_loss"], end_loss=history[-1]["train_loss"],
+                test_error=history[-1]["test_error"])
+
+
+def sharpness_sentences(facts):
+    """A few sentences per run that hold problem 7's step condition lr <= 1/L against the measurements;
+    only what the numbers say."""
+    out = []
+    for f in facts:
+        head = f"At lr = {f['lr']:g} (1/lr = {f['one_over_lr']:.3g}, 2/lr = {f['threshold']:.3g})"
+        if f["below_one_over_lr"] == f["measurements"]:
+            cond = (f"the sharpness stayed at or below 1/lr at all {f['measurements']} measurements (from {f['start']:.3g} to a peak of "
+                    f"{f['peak']:.3g}), so problem 7's condition lr <= 1/L held locally throughout")
+        elif f["start"] > f["threshold"]:
+            cond = (f"the sharpness started at {f['start']:.3g}, already above 2/lr, so the step overshot at first; it then stood at "
+                    f"or below 1/lr at {f['below_one_over_lr']} of {f['measurements']} measurements and peaked at {f['peak']:.3g}")
+        else:
+            where = ("above 1/lr, so lr <= 1/L did not hold from the start" if f["start"] > f["one_over_lr"] else
+                     "at or below 1/lr, and rose past it")
+            cond = (f"the sharpness started at {f['start']:.3g}, {where}; it stood at or below 1/lr "
+                    f"at {f['below_one_over_lr']} of {f['measurements']} measurements and peaked at {f['peak']:.3g} (step {f['peak_step']})")
+        edge = (f"Over the last third of the run it averaged {100 * f['last_third_of_threshold']:.0f}% of 2/lr"
+                if f["last_third_of_threshold"] is not None else "")
+        loss = ("the training loss fell at every evaluation" if f["loss_rises"] == 0 else
+                f"the training loss rose between {f['loss_rises']} of {f['evaluations'] - 1} pairs of consecutive evaluations")
+        out.append(f"{head}, {cond}. {edge}; {loss}, from {f['start_loss']:.4g} to {f['end_loss']:.4g} in {f['steps']} steps.")
+    return out
+
+
 # (command, what it does): the README's table of commands (a test keeps the two equal) and REPORT.pdf's.
 COMMANDS = [
     ("make train [CONFIG=configs/relu.toml] [ARGS=...]", "set up .venv on first use, then train one config"),
@@ -39,7 +89,7 @@ COMMANDS = [
     ("python -m nnhw.theory", "the claims of 2.2, 2.3 and 7, computed"),
     ("python -m nnhw.autodiff [--full]", "5.1 and 5.2 by hand against autograd, and 5.3's cost of forward against reverse mode"),
     ("python -m nnhw.config", "the config reference, docs/config.md"),
-    ("python tools/bench.py", "seconds per pass of nnhw beside the same model in built-in layers, measured in the same run"),
+    ("python tools/bench.py", "seconds per pass of nnhw beside the same model in built-in layers, measured in the same run; --time-to-99 and --hvp time other things (its docstring)"),
     ("python examples/minimal.py", "the whole idea in one short script: a two-layer MLP trained for one epoch"),
     ("tensorboard --logdir tb_logs", "the curves, the model summary and one HParams row per run"),
 ]

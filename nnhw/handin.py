@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 
 from . import PROJECT_ROOT
-from .describe import COMMANDS, POOLING_NAMES, QUESTIONS, SHARPNESS_CONFIGS, parameter_rows, pct, seeds_text, short_commit, show, sweep_rates
+from .describe import COMMANDS, POOLING_NAMES, QUESTIONS, SHARPNESS_CONFIGS, sharpness_facts, sharpness_sentences, parameter_rows, pct, seeds_text, short_commit, show, sweep_rates
 from .command import NnhwError
 from .inputs import reproduce_command
 
@@ -247,6 +247,20 @@ def code_data():
             for p in order]
 
 
+def sharpness_data(sharp, root):
+    """7.4: the sharpness runs' table, sentences and figure; the commands of those not run yet."""
+    facts = [(f, run) for name, run in sharp if run is not None and (f := sharpness_facts(name, run)) is not None]
+    return dict(
+        missing=[f"python -m nnhw.train configs/{name}.toml" for name, run in sharp if run is None],
+        rows=[[f["name"], _g(f["lr"]), _g(f["one_over_lr"], 3), _g(f["threshold"], 3), _g(f["start"], 3), f"{_g(f['peak'], 3)} ({f['peak_step']})",
+               _g(f["end"], 3), f"{f['below_one_over_lr']} of {f['measurements']}", _g(f["end_loss"]), short_commit(run["summary"]["git_commit"])]
+              for f, run in facts],
+        sentences=sharpness_sentences([f for f, _ in facts]),
+        steps=facts[0][0]["steps"] if facts else None, every=facts[0][0]["every_steps"] if facts else None,
+        figure="/sharpness.png" if (root / "sharpness.png").is_file() else None,
+    )
+
+
 def document_data(runs, extras, student, root):
     """runs: [(question, name, run or None)] in the homework's order."""
     return dict(
@@ -255,6 +269,7 @@ def document_data(runs, extras, student, root):
         theory=theory_data(extras["theory"], root),
         autodiff=autodiff_data(extras["autodiff"], root),
         complexity=complexity_data(extras["complexity"]),
+        sharpness=sharpness_data(extras.get("sharpness") or [(name, None) for name in SHARPNESS_CONFIGS], root),
         code=code_data(),
         howto=[list(row) for row in COMMANDS],
         questions=[dict(question=q, name=name, what=what) for q, name, what in QUESTIONS],

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from . import handin
 from .command import NnhwError, Parser, run_command
-from .describe import QUESTIONS, mean_std, parameter_rows, pct, short_commit, sweep_rates
+from .describe import (QUESTIONS, SHARPNESS_CONFIGS, mean_std, parameter_rows, pct, sharpness_facts, sharpness_sentences, short_commit,
+                       sweep_rates)
 from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, reproduce_command, sha256
 from .replay import ReplayError, replay
 
@@ -147,14 +148,42 @@ def section(question, name, what, run):
     return lines
 
 
+def sharpness_section(sharp):
+    """7.4, beyond the homework: the sharpness that full-batch gradient descent meets, from the runs of
+    SHARPNESS_CONFIGS ([(name, run or None)])."""
+    lines = ["## 7.4, beyond the homework: how smooth is the loss that gradient descent meets?", "",
+             "Problem 7 takes an L-smooth loss and a step lr <= 1/L. These runs measure L where training goes: the sharpness, the "
+             "largest eigenvalue of the training loss's Hessian, by Lanczos over Hessian-vector products through nnhw's own "
+             "second derivatives (`nnhw/hessian.py`), on the same 2,000 training images that each full-batch step descends. "
+             "Cohen et al. (2021) report that gradient descent drives the sharpness up to 2/lr and holds it there, the edge of stability.", ""]
+    done = [(name, run) for name, run in sharp if run is not None]
+    lines += [f"No finished run of `configs/{name}.toml` yet: `python -m nnhw.train configs/{name}.toml`." for name, run in sharp if run is None]
+    facts = [f for name, run in done if (f := sharpness_facts(name, run)) is not None]
+    if not facts:
+        return lines + [""]
+    lines += ["![sharpness against step](sharpness.png)", "",
+              "| config | lr | 1/lr | 2/lr | sharpness at the start | peak (step) | at the end | measurements <= 1/lr | final training loss | final test error | commit |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for f, (name, run) in zip(facts, done):
+        flag = " (flagged: " + run["flag"] + ")" if run["flag"] else ""
+        lines.append(f"| `{name}` | {f['lr']:g} | {f['one_over_lr']:.3g} | {f['threshold']:.3g} | {f['start']:.3g} | {f['peak']:.3g} ({f['peak_step']}) | "
+                     f"{f['end']:.3g} | {f['below_one_over_lr']} of {f['measurements']} | {f['end_loss']:.4g} | {pct(f['test_error'])} | "
+                     f"{commit_text(run['summary']['git_commit'])}{flag} |")
+    lines += ["", f"Each run: `python -m nnhw.train configs/<config>.toml`, {facts[0]['steps']} steps, the sharpness every "
+              f"{facts[0]['every_steps']} steps. " + " ".join(sharpness_sentences(facts)), ""]
+    return lines
+
+
 def extras_sections(extras, out):
-    """Sections built from what the theory and speed commands left in the report folder (inputs.read_extras)."""
+    """Sections built from what the theory and speed commands left in the report folder (inputs.read_extras),
+    with 7.4 (the sharpness runs, extras['sharpness']) after the claims of 7."""
     lines = []
     if extras["theory_txt"] is not None:
         lines += ["## 2.2, 2.3 and 7: the claims, computed", "", "`python -m nnhw.theory` (each claim is also a test):", "",
                   "```", extras["theory_txt"].rstrip(), "```", ""]
         if (out / "theory" / "gd_rates.png").is_file():
             lines += ["![gradient descent rates](theory/gd_rates.png)", ""]
+    lines += sharpness_section(extras.get("sharpness") or [])
     if extras["autodiff_txt"] is not None:
         lines += ["## 5: reverse and forward mode by hand", "", "`python -m nnhw.autodiff`:", "", "```", extras["autodiff_txt"].rstrip(), "```", ""]
         if (out / "autodiff_cost.png").is_file():
@@ -205,7 +234,8 @@ def build(log_dir="tb_logs", out="reports", pdf=True):
     student = handin.student_data(out) if pdf else None  # a bad student.toml stops the build before anything is written
     runs = [(question, name, gather(name, log_dir, out)) for question, name, _ in QUESTIONS]
     extras = read_extras(out)
-    for _, _, run in runs:
+    extras["sharpness"] = [(name, gather(name, log_dir, out)) for name in SHARPNESS_CONFIGS]
+    for run in [run for _, _, run in runs] + [run for _, run in extras["sharpness"]]:
         if run is not None:
             run["flag"], run["sweep_flag"] = replay_check(run["dir"]), replay_check(run["sweep_dir"])
     text = markdown(runs, extras, out)
@@ -214,10 +244,11 @@ def build(log_dir="tb_logs", out="reports", pdf=True):
     try:
         stage.mkdir()
         stage_figures(runs, out, stage)
+        drawn = sharpness_figure(extras["sharpness"], stage)
         (stage / "REPORT.md").write_text(text)
         if pdf:
             (stage / "REPORT.pdf").write_bytes(handin.render_pdf(runs, extras, student, stage))
-        for _, name, run in runs:
+        for name, run in [(name, run) for _, name, run in runs] + extras["sharpness"]:
             if run is not None:
                 keep(name, run, out)
         for _, name, run in runs:  # the whole build is there: move it into place, renames only
@@ -225,6 +256,8 @@ def build(log_dir="tb_logs", out="reports", pdf=True):
                 replace_folder(stage / name, out / name)
         for name in ("REPORT.md", "REPORT.pdf") if pdf else ("REPORT.md",):
             os.replace(stage / name, out / name)
+        if drawn:
+            os.replace(stage / "sharpness.png", out / "sharpness.png")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out / "REPORT.md"
@@ -245,6 +278,22 @@ def stage_figures(runs, out, stage):
         if (out / path).is_file():
             (stage / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out / path, stage / path)
+
+
+def sharpness_figure(sharp, stage):
+    """stage/sharpness.png: the sharpness runs side by side (plot.sharpness_figure); False when there is none."""
+    from .plot import plt, sharpness_figure as figure
+
+    runs = [(f"lr {run['cfg'].optim.lr:g}", run["cfg"], run["history"]) for _, run in sharp
+            if run is not None and any("sharpness" in r for r in run["history"])]
+    if not runs:
+        return False
+    points = {run[1].data.train_points for run in runs}
+    on = f"{points.pop():,} MNIST training images" if len(points) == 1 and 0 not in points else "MNIST"
+    fig = figure(runs, f"Full-batch gradient descent on {on}: the sharpness it meets")
+    fig.savefig(stage / "sharpness.png", metadata={"Software": None})
+    plt.close(fig)
+    return True
 
 
 def markdown(runs, extras, out):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nnhw import config, handin, readout, report, theory, train
-from nnhw.describe import COMMANDS, show
+from nnhw.describe import COMMANDS, SHARPNESS_CONFIGS, show
 
 from conftest import REPO
 
@@ -27,18 +27,19 @@ LABELS = [
     *[f"4.1.{i} " for i in range(1, 7)], *[f"4.2.{i} " for i in range(1, 7)], *[f"4.3.{i} " for i in range(1, 6)],
     "5.1 ", "5.2 ", "5.3.1 ", "5.3.2 ",
     *[f"6.{i} " for i in range(1, 6)],
-    "7.1 ", "7.2 ", "7.3 ",
+    "7.1 ", "7.2 ", "7.3 ", "7.4 ",
     "8 Code",
 ]
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, mnist_root, module_env):
-    """Tiny finished runs of softmax, sigmoid and cnn filed as runs of the committed configs, the XOR
-    check of theory.json, and the report built from them."""
+    """Tiny finished runs of softmax, sigmoid, cnn and one sharpness config filed as runs of the committed
+    configs, the XOR check of theory.json, and the report built from them."""
     module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
     log_dir = tmp_path_factory.mktemp("logs")
-    for name, extra in (("softmax", []), ("sigmoid", []), ("cnn", ["train.epochs=0.01", "eval.every=600"])):
+    for name, extra in (("softmax", []), ("sigmoid", []), ("cnn", ["train.epochs=0.01", "eval.every=600"]),
+                        (SHARP, ["data.train_points=200", "train.batch_size=200", "train.epochs=20", "eval.every=2000", "eval.sharpness_iters=5"])):
         cfg = config.load(REPO / "configs" / f"{name}.toml", [*TINY, *extra, f'run.log_dir="{log_dir}"'])
         _, status, _ = train.run(cfg, command=f"python -m nnhw.train configs/{name}.toml", config_file=f"configs/{name}.toml")
         assert status == "finished"
@@ -47,6 +48,9 @@ def built(tmp_path_factory, mnist_root, module_env):
     (out / "theory" / "theory.json").write_text(json.dumps({"2.3.2": dict(theory.claim_2_3_2(), claim="XOR")}))
     report.build(log_dir, out)
     return log_dir, out
+
+
+SHARP = SHARPNESS_CONFIGS[-1]  # the one sharpness config the fixture runs; the others are missing
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +96,9 @@ def test_each_figure_is_embedded(built, pdf):
     code_page = next(page for title, page in marks if title.startswith("8 Code"))  # the code has no pictures
     embedded = sum(len(page.images) for page in reader.pages[:code_page])
     pngs = sorted(p.relative_to(out) for p in out.glob("**/*.png") if p.relative_to(out).parts[0] != report.KEPT)  # kept runs: copies
-    # softmax, sigmoid and cnn: loss, error, weights each; the sweeps and 7's figure were not made here
-    assert len(pngs) == 9, pngs
+    # softmax, sigmoid and cnn: loss, error, weights each, and 7.4's sharpness figure; the sweeps and 7's figure
+    # were not made here
+    assert len(pngs) == 10 and (out / "sharpness.png").is_file(), pngs
     assert embedded == len(pngs)
 
 
@@ -124,6 +129,19 @@ def test_answers_carry_the_runs_numbers_and_name_missing_runs(built, pdf):
     assert show(xor["network_outputs"]) in flat
     assert "bar1 = bar2 * TWO_PI * math.cos(TWO_PI * z1) + bar4 * 3.0" in flat
     assert "d6 = d4 * z5 + z4 * d5" in flat
+
+
+def test_the_sharpness_section_carries_its_runs_numbers(built, pdf):
+    log_dir, out = built
+    flat = re.sub(r"\s+", " ", "".join(pdf[2]))
+    s = json.loads(next((log_dir / SHARP).glob("*/summary.json")).read_text())["sharpness"]
+    md = (out / "REPORT.md").read_text().split("## 7.4")[1].split("\n## ")[0]
+    for text in (flat, md):
+        assert f"{s['first']['value']:.3g}" in text and f"{s['peak']['value']:.3g}" in text and f"{s['last']['value']:.3g}" in text
+        assert f"{s['first']['threshold']:.3g}" in text  # 2/lr
+        for name in SHARPNESS_CONFIGS[:-1]:  # not run here: named with the command that makes them
+            assert f"python -m nnhw.train configs/{name}.toml" in text, name
+    assert "![sharpness against step](sharpness.png)" in md
 
 
 def test_rebuild_is_byte_identical(built, tmp_path):

@@ -288,3 +288,27 @@ def test_train_points_keeps_the_first_points_of_the_training_split(mnist_root):
     full, cut = data.load_splits(mnist_root), data.load_splits(mnist_root, train_points=123)
     assert len(cut["train"]) == 123 and torch.equal(cut["train"].x, full["train"].x[:123])
     assert len(cut["dev"]) == len(full["dev"]) and len(cut["test"]) == len(full["test"])  # only the training split shrinks
+
+
+def test_sharpness_facts_and_sentences_say_what_the_history_shows():
+    from nnhw.describe import sharpness_facts, sharpness_sentences
+
+    cfg = config.load(None, ["data.train_points=100", "train.batch_size=100", "optim.lr=0.1", "optim.momentum=0", "eval.sharpness_every=1"])
+
+    def row(step, loss, sharp=None):
+        r = dict(points=100 * step, epoch=0.0, train_loss=loss, train_error=1.0, test_loss=loss, test_error=2.0)
+        return r if sharp is None else {**r, "sharpness": sharp, "sharpness_threshold": 20.0, "sharpness_layers": {}}
+
+    history = [row(0, 1.0, 5.0), row(10, 0.5, 12.0), row(20, 0.6, 19.0), row(30, 0.4, 21.0), row(40, 0.3, 19.5)]
+    f = sharpness_facts("gd", dict(cfg=cfg, history=history))
+    assert (f["start"], f["peak"], f["peak_step"], f["end"], f["steps"], f["every_steps"]) == (5.0, 21.0, 30, 19.5, 40, 10)
+    assert f["below_one_over_lr"] == 1 and f["measurements"] == 5 and f["loss_rises"] == 1  # 5 <= 1/lr = 10; 0.5 -> 0.6
+    assert f["last_third_of_threshold"] == pytest.approx(19.5 / 20)  # the last third of 5 measurements is the last one
+    (text,) = sharpness_sentences([f])
+    assert "started at 5, at or below 1/lr, and rose past it" in text
+    assert "stood at or below 1/lr at 1 of 5 measurements" in text and "98% of 2/lr" in text
+    assert "rose between 1 of 4 pairs" in text
+    calm = sharpness_facts("gd", dict(cfg=cfg, history=[row(0, 1.0, 5.0), row(10, 0.5, 6.0)]))
+    (text,) = sharpness_sentences([calm])
+    assert "held locally throughout" in text and "fell at every evaluation" in text
+    assert sharpness_facts("gd", dict(cfg=cfg, history=[row(0, 1.0)])) is None

@@ -28,6 +28,11 @@ configs/fast.toml as `python -m nnhw.train` runs it; the same recipe in built-in
 (nn.Sequential, torch.optim.Adam) from the same weights, schedule and data order; and the
 pytorch/examples MNIST recipe (DataLoader, Adadelta). JSON: reports/time-to-99-<device>.json.
 
+`--hvp` prints instead what second derivatives cost: one gradient of the training objective
+against one Hessian-vector product of each mode of nnhw.hessian (forward over reverse,
+reverse over reverse), on the same 1,000 training points and weights, for the relu MLP
+and the CNN, measured side by side. JSON: reports/hvp-<device>.json.
+
 This file is a benchmark, not part of the library: its baselines use nn.Module and torch.optim
 on purpose, as the code nnhw is compared with.
 """
@@ -48,12 +53,13 @@ from nnhw import PROJECT_ROOT  # noqa: E402
 from nnhw import config as config_mod  # noqa: E402
 from nnhw import data as data_mod  # noqa: E402
 from nnhw import functions as nf  # noqa: E402
-from nnhw import models  # noqa: E402
+from nnhw import hessian, models  # noqa: E402
 from nnhw.data import IMAGE_SIDE, N_PIXELS, N_TRAIN  # noqa: E402
 from nnhw.optim import lr_at  # noqa: E402
 from nnhw.rundir import git_commit  # noqa: E402
 from nnhw.command import NnhwError, Parser, run_command  # noqa: E402
-from nnhw.step import build, describe_device, evaluate, make_train_step, resolve_device  # noqa: E402
+from nnhw.data import Split  # noqa: E402
+from nnhw.step import build, describe_device, evaluate, make_train_step, objective, resolve_device  # noqa: E402
 from nnhw.train import run  # noqa: E402
 
 
@@ -509,6 +515,36 @@ def print_time_to_99(rows):
         print(" ".join(cell("-" if r[k] is None else format(r[k], fmt), w) for _, k, w, fmt in TTA_COLUMNS), flush=True)
 
 
+# --------------------------------------------------------------------------- #
+# What a Hessian-vector product costs against a gradient                      #
+# --------------------------------------------------------------------------- #
+
+
+def hvp_rows(train, device, repeats, configs=("relu", "cnn"), n=1000):
+    """For each config: median seconds of one gradient of the training objective on the first n
+    training points, and of one Hessian-vector product of each mode at the same weights, and the ratios."""
+    rows = []
+    for name in configs:
+        cfg = config_mod.load(PROJECT_ROOT / "configs" / f"{name}.toml", [f'run.device="{device.type}"'])
+        params, forward, loss_fn, _ = build(cfg, device)
+        f = objective(forward, loss_fn, cfg.optim, Split(train.x[:n], train.y[:n]))
+        gen = torch.Generator().manual_seed(0)
+        v = {k: torch.randn(p.shape, generator=gen).to(device) for k, p in params.items()}
+        seconds = {"gradient": time_steps(lambda: torch.autograd.grad(f(params), list(params.values())), [()] * 3, device, 2, repeats)}
+        for mode in hessian.MODES:
+            seconds[mode] = time_steps(lambda: hessian.hvp(f, params, v, mode), [()] * 3, device, 2, repeats)
+        rows.append(dict(config=name, points=n, gradient_s=seconds["gradient"], **{f"{m}_s": seconds[m] for m in hessian.MODES},
+                         **{f"{m}_over_gradient": seconds[m] / seconds["gradient"] for m in hessian.MODES}))
+    return rows
+
+
+def print_hvp(rows):
+    print(f"{'config':<8} {'points':>6} {'gradient ms':>11} {'fwd-over-rev ms':>15} {'rev-over-rev ms':>15} {'fwd/grad':>8} {'rev/grad':>8}")
+    for r in rows:
+        print(f"{r['config']:<8} {r['points']:>6} {1e3 * r['gradient_s']:>11.2f} {1e3 * r['forward-over-reverse_s']:>15.2f} "
+              f"{1e3 * r['reverse-over-reverse_s']:>15.2f} {r['forward-over-reverse_over_gradient']:>8.2f} {r['reverse-over-reverse_over_gradient']:>8.2f}")
+
+
 def opt_num(v):
     return "-" if v is None else f"{v:.3f}"
 
@@ -537,6 +573,8 @@ def bench_command(argv=None):
     p.add_argument("--time-to-99", action="store_true", help="only the time-to-99%%-accuracy table: configs/fast.toml, the same "
                    "recipe in built-in layers, and the pytorch/examples recipe, each trained until it first reaches 99%%")
     p.add_argument("--max-seconds", type=float, default=600, help="--time-to-99: give up on a recipe after this many training seconds")
+    p.add_argument("--hvp", action="store_true", help="only the cost of a Hessian-vector product of each mode (nnhw.hessian) against "
+                   "a gradient, for the relu MLP and the CNN")
     args = p.parse_args(argv)
     check_options(args)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -554,6 +592,15 @@ def bench_command(argv=None):
             print(out)
             continue
         splits = data_mod.load_splits(root, device=device)
+        if args.hvp:
+            rows = hvp_rows(splits["train"], device, args.repeats)
+            print_hvp(rows)
+            out = Path(args.out or PROJECT_ROOT / "reports" / f"hvp-{dev_name.replace(':', '')}.json")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(dict(command=command, commit=git_commit(), device=describe_device(device), torch=torch.__version__,
+                                           rows=rows), indent=1) + "\n")
+            print(out)
+            continue
         gflops = matmul_gflops(device)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
         print(f"\n{dev_name} ({name}): large float32 matmul {gflops:.1f} GFLOP/s; torch {torch.__version__}")
