@@ -82,6 +82,7 @@ COMMANDS = [
     ("python -m nnhw.train CONFIG [key=value ...]", "train one model; curves in tb_logs/, a checkpoint, summary.json and figures in its run folder"),
     ("python -m nnhw.train CONFIG --seeds 0,1,2", "one run per seed, then the mean +- std of their results in seeds_*.json"),
     ("python -m nnhw.train --resume RUN_DIR", "continue a run from its checkpoint, bit for bit as if never stopped"),
+    ("python -m nnhw.committee RUN_DIR ...", "the test error of several finished runs' mean softmax output (--seeds reports its seeds')"),
     ("python -m nnhw.sweep CONFIG", "the learning-rate threshold of 4.1.2 and 4.2.2: short runs over a grid of rates"),
     ("python -m nnhw.replay RUN_DIR ...", "does the code at hand still compute these runs? replays each run's first steps"),
     ("python -m nnhw.report", "reports/REPORT.md and the hand-in reports/REPORT.pdf from the newest finished runs"),

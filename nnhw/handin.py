@@ -50,6 +50,7 @@ CODE = [
     ("nnhw/summary.py", "3 (d), 4.1.5, 4.2.5, 4.3.5, 6 (a run's results, the seeds' mean +- std)"),
     ("nnhw/runlog.py", "3, 4, 6 (the console, TensorBoard, the HParams row)"),
     ("nnhw/plot.py", "3 (b)-(c), 4.1.3-4.1.6, 4.2.3-4.2.6, 4.3.3-4.3.4, 6 (the figures)"),
+    ("nnhw/committee.py", "4.3, 6 and beyond (several runs' softmax outputs averaged: the seeds' committee)"),
     ("nnhw/train.py", "3, 4, 6 (the training loop and its command line)"),
     ("nnhw/sweep.py", "4.1.2, 4.2.2 (the learning-rate threshold)"),
     ("nnhw/replay.py", "every number (does the code at hand still compute each run?)"),

@@ -107,6 +107,8 @@ def section(question, name, what, run):
                   + (f"; test error at best dev {mean_std(st['test_error_at_best_dev'])}" if st["test_error_at_best_dev"] else "")
                   + f"; lowest test error, chosen on the test set as the homework asks, {mean_std(st['lowest_test_error'])}"
                   + (f"; 99% test accuracy after {mean_std(st['seconds_to_99'], ' s')} of training" if st["seconds_to_99"] else "")
+                  + (f"; the seeds' committee (their mean softmax output) {pct(seeds['committee']['test_error'])}"
+                     if isinstance(seeds.get("committee"), dict) and isinstance(seeds["committee"].get("test_error"), (int, float)) else "")
                   + ". Each seed: " + "; ".join(f"seed {r['seed']} final {pct(r['final_test_error'])}" for r in seeds["runs"]) + ".", ""]
     lines += ["| parameter | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in parameter_rows(cfg)] + [""]
     if sw is not None:

@@ -137,6 +137,9 @@ def metrics_of(summary):
     if summary["best_dev_error"] is not None:
         metrics["hparams/best_dev_error"] = summary["best_dev_error"]
         metrics["hparams/test_error_at_best_dev"] = summary["test_error_at_best_dev"]
+    if summary.get("sharpness"):
+        metrics["hparams/sharpness_peak"] = summary["sharpness"]["peak"]["value"]
+        metrics["hparams/sharpness_seconds"] = summary["sharpness_seconds"]
     if (summary.get("time_to_accuracy") or {}).get("99%"):
         metrics["hparams/seconds_to_99"] = summary["time_to_accuracy"]["99%"]["train_seconds"]
     return metrics

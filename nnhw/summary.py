@@ -147,6 +147,9 @@ def aggregate_lines(agg):
     lines.append(f"  final test error {stat('final_test_error', '%', 2)}")
     lines.append(f"  lowest test error, chosen on the test set: {stat('lowest_test_error', '%', 2)}")
     lines.append(f"  training seconds to 99% test accuracy {stat('seconds_to_99', ' s', 2)}")
+    if agg.get("committee"):
+        c = agg["committee"]
+        lines.append(f"  the seeds' committee (their mean softmax output): test error {c['test_error']:.2f}% on {c['n_images']:,} images")
     if agg["diverged_seeds"]:
         lines.append(f"  diverged, left out: seeds {', '.join(map(str, agg['diverged_seeds']))}")
     return lines

@@ -51,10 +51,11 @@ from . import config as config_mod
 from . import data as data_mod
 from . import dist as dist_mod
 from . import runlog
+from .committee import committee
 from .checkpoint import CHECKPOINT, TrainState, load_checkpoint, restore, resume_config, save_checkpoint
 from .config import ConfigError
 from .data import DataError, effective_epochs
-from .command import Interrupt, Stopped, one_line, run_command
+from .command import Interrupt, NnhwError, Stopped, one_line, run_command
 from .rundir import RunError, RunLock, atomic_write_text, git_commit, make_run_dir
 from .step import Trainer, evaluate, resolve_device, sharpness
 from .summary import aggregate, aggregate_lines, closing_line, summarize
@@ -320,6 +321,10 @@ def train_seeds(args, argv):
         return worst
     diverged = [seed for seed, d in zip(seeds, runs) if d is None]
     agg = aggregate(summaries, "python -m nnhw.train " + " ".join(argv), [str(d) for d in runs if d is not None], diverged)
+    try:
+        agg["committee"] = committee([d for d in runs if d is not None], resolve_device(cfg.run.device))
+    except NnhwError as e:  # the seeds' own results still go into the aggregate
+        print(f"nnhw.train: no committee of the seeds: {one_line(e)}", file=sys.stderr)
     path = Path(cfg.run.log_dir) / cfg.run.name / f"seeds_{time.strftime('%Y%m%d-%H%M%S')}_{seeds_label(seeds)}.json"
     try:
         atomic_write_text(path, json.dumps(agg, indent=2) + "\n")

@@ -94,6 +94,29 @@ def _dropout_inputs(n, gen, dtype):
     return (a, mask)
 
 
+def _batch_norm_inputs(shape, evaluation):
+    """x of at least three rows (with two, each normalised value is +-1 whatever x is), gamma and beta per feature, and in
+    evaluation the running mean and a positive running variance (state, held fixed); eps last."""
+
+    def sample(n, gen, dtype):
+        x = torch.randn(n + 2, *shape, generator=gen, dtype=dtype) * 2 + 0.5
+        d = shape[0]
+        gamma, beta = torch.randn(d, generator=gen, dtype=dtype), torch.randn(d, generator=gen, dtype=dtype)
+        if not evaluation:
+            return (x, gamma, beta, 1e-5)
+        return (x, gamma, beta, torch.randn(d, generator=gen, dtype=dtype), torch.rand(d, generator=gen, dtype=dtype) + 0.5, 1e-5)
+
+    return sample
+
+
+def _batch_norm_ref(x, gamma, beta, eps):
+    return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
+
+
+def _batch_norm_eval_ref(x, gamma, beta, mean, var, eps):
+    return F.batch_norm(x, mean, var, gamma, beta, training=False, eps=eps)
+
+
 CASES = [
     Case("sigmoid", nf.sigmoid, torch.sigmoid, _x),
     Case("tanh", nf.tanh, torch.tanh, _x),
@@ -116,6 +139,12 @@ CASES = [
     Case("max_pool2d_remainder", nf.MaxPool2d.apply, _max_pool_ref(2, 2), _max_pool_inputs(2, 2, 7), constant_args=(1,)),
     Case("flatten", nf.Flatten.apply, lambda x: x.flatten(1), lambda n, g, d: (torch.randn(n, 2, 3, 3, generator=g, dtype=d),)),
     Case("dropout_fixed_mask", nf.Dropout.apply, lambda a, m: a * m, _dropout_inputs, constant_args=(1,)),
+    Case("batch_norm_features", nf.BatchNorm.apply, _batch_norm_ref, _batch_norm_inputs((5,), evaluation=False)),
+    Case("batch_norm_channels", nf.BatchNorm.apply, _batch_norm_ref, _batch_norm_inputs((2, 3, 3), evaluation=False)),
+    Case("batch_norm_eval_features", nf.BatchNormEval.apply, _batch_norm_eval_ref, _batch_norm_inputs((5,), evaluation=True),
+         constant_args=(3, 4)),
+    Case("batch_norm_eval_channels", nf.BatchNormEval.apply, _batch_norm_eval_ref, _batch_norm_inputs((2, 3, 3), evaluation=True),
+         constant_args=(3, 4)),
 ]
 IDS = [c.name for c in CASES]
 
@@ -395,3 +424,31 @@ def test_dropout_keeps_expectation_and_rate():
     assert abs((y == 0).float().mean().item() - 0.3) < 0.01
     assert abs(y.mean().item() - 1.0) < 0.02
     assert nf.dropout(a, 0.0, gen) is a
+
+
+@pytest.mark.parametrize("shape", [(8, 5), (4, 3, 5, 5)], ids=["features", "channels"])
+def test_batch_norm_running_averages_and_evaluation_match_builtin(shape):
+    """nf.batch_norm in training moves the running averages as F.batch_norm does (the batch's unbiased
+    variance), and in evaluation normalises by them; both rules then agree with autograd's."""
+    gen = torch.Generator().manual_seed(0)
+    d = shape[1]
+    gamma, beta = torch.randn(d, generator=gen, dtype=torch.float64), torch.randn(d, generator=gen, dtype=torch.float64)
+    running = {"mean": torch.zeros(d, dtype=torch.float64), "var": torch.ones(d, dtype=torch.float64)}
+    ref_mean, ref_var = torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64)
+    for _ in range(3):
+        x = torch.randn(shape, generator=gen, dtype=torch.float64) * 3 + 1
+        out = nf.batch_norm(x, gamma, beta, running, training=True)
+        ref = F.batch_norm(x, ref_mean, ref_var, gamma, beta, training=True, momentum=0.1, eps=1e-5)
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(running["mean"], ref_mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(running["var"], ref_var, rtol=1e-12, atol=1e-12)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64).requires_grad_()
+    g, b = gamma.clone().requires_grad_(), beta.clone().requires_grad_()
+    before = {k: v.clone() for k, v in running.items()}
+    ours = nf.batch_norm(x, g, b, running, training=False)
+    ref = F.batch_norm(x, ref_mean, ref_var, g, b, training=False, eps=1e-5)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn(shape, generator=gen, dtype=torch.float64)
+    for mine, theirs in zip(torch.autograd.grad(ours, (x, g, b), upstream), torch.autograd.grad(ref, (x, g, b), upstream)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    assert all(torch.equal(running[k], before[k]) for k in running)  # evaluation leaves the running averages alone

@@ -262,6 +262,9 @@ def test_a_run_logs_sharpness_and_a_resume_keeps_it(tmp_path, monkeypatch, mnist
     assert s["sharpness"]["measurements"] == 3 and s["sharpness_seconds"] > 0
     assert s["sharpness"]["peak"]["value"] == max(v for _, v, *_ in rows)
     assert s["sharpness"]["first"]["value"] == rows[0][1] and s["sharpness"]["last"]["value"] == rows[-1][1]
+    from nnhw import runlog
+
+    assert runlog.metrics_of(s)["hparams/sharpness_peak"] == s["sharpness"]["peak"]["value"]  # on the HParams row too
 
     killed_after_checkpoint(monkeypatch, 3, lambda: train.run(sharp_cfg(tmp_path / "cut")))  # after the evaluation at 200 points
     (cut_dir,) = (tmp_path / "cut" / "relu").iterdir()

@@ -165,6 +165,9 @@ def test_seeds_run_one_run_each_and_write_their_aggregate(tmp_path, mnist_root):
     assert st["std"] == pytest.approx(abs(finals[0] - finals[1]) / 2**0.5) and st["n"] == 2
     assert agg["stats"]["seconds_to_99"] is None  # 40 updates never get there
     assert "final test error" in res.stdout and "+-" in res.stdout
+    c = agg["committee"]  # the seeds' mean softmax output, from their final checkpoints, on the same 1,000 test images
+    assert c["n_images"] == 1000 and [m["test_error"] for m in c["members"]] == pytest.approx(finals, abs=1e-9)
+    assert 0 <= c["test_error"] <= 100 and f"the seeds' committee (their mean softmax output): test error {c['test_error']:.2f}%" in res.stdout
 
 
 @pytest.mark.slow  # more real runs, most in subprocesses

@@ -1,0 +1,92 @@
+"""`python -m nnhw.committee RUN_DIR ...`: the test error of several finished runs voting together.
+
+A committee's output for an image is the mean of its members' softmax outputs, each from its run's
+final checkpoint; its guess is the class where that mean is largest. For a squared-error model the
+softmax of its outputs is taken too: it keeps the model's own guess and puts every member on the
+same scale. Members must have been tested on the same images (the same labels, in the same order)
+and have as many classes; one that is not a finished run, or does not match, stops the command with
+one line. `python -m nnhw.train CONFIG --seeds 0,1,2` reports its seeds' committee the same way.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from . import config as config_mod
+from . import data as data_mod
+from . import models
+from .checkpoint import load_checkpoint
+from .command import NnhwError, Parser, run_command
+from .step import resolve_device
+
+
+class CommitteeError(NnhwError):
+    """Runs that cannot vote together; one line."""
+
+
+def committee_error(probabilities, labels):
+    """% of images where the mean of the members' probabilities (each (N, k)) picks a wrong class."""
+    mean = torch.stack(probabilities).mean(0)  # (N, k)
+    return 100.0 * (mean.argmax(1) != labels).double().mean().item()
+
+
+@torch.no_grad()
+def test_probabilities(run_dir, device):
+    """(softmax outputs (N, k) on the run's test split, its labels (N,)), from its final checkpoint."""
+    run_dir = Path(run_dir)
+    summary = run_dir / "summary.json"
+    try:
+        status = json.loads(summary.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status != "finished":
+        raise CommitteeError(f"{run_dir} is not a finished run (no summary.json that says 'finished'); finish it with "
+                             f"python -m nnhw.train --resume {run_dir}")
+    cfg = config_mod.load(run_dir / "config.toml")
+    params = {k: p.to(device) for k, p in load_checkpoint(run_dir)["params"].items()}
+    d = cfg.data
+    test = data_mod.load_splits(data_mod.resolve_root(d.root), False, d.train_split, d.standardize, device)["test"]
+    n = min(cfg.eval.max_points, len(test)) if cfg.eval.max_points else len(test)
+    forward, b = models.make_forward(cfg.model), cfg.eval.batch_size
+    out = torch.cat([torch.softmax(forward(params, test.x[i : i + b].float()).double(), 1) for i in range(0, n, b)])
+    return out, test.y[:n]
+
+
+def committee(run_dirs, device):
+    """{'test_error', 'members': [{'run_dir', 'test_error'}], 'n_images'} for the runs voting together."""
+    probabilities, members, labels = [], [], None
+    for run_dir in run_dirs:
+        p, y = test_probabilities(run_dir, device)
+        if labels is not None and (len(y) != len(labels) or not torch.equal(y, labels)):
+            raise CommitteeError(f"{run_dir} was tested on other images than {run_dirs[0]} ({len(y)} against {len(labels)}); "
+                                 "a committee needs one test set")
+        if probabilities and p.shape[1] != probabilities[0].shape[1]:
+            raise CommitteeError(f"{run_dir} has {p.shape[1]} classes and {run_dirs[0]} {probabilities[0].shape[1]}; "
+                                 "a committee needs one set of classes")
+        labels = y
+        probabilities.append(p)
+        members.append(dict(run_dir=str(run_dir), test_error=committee_error([p], y)))
+    return dict(test_error=committee_error(probabilities, labels), members=members, n_images=len(labels))
+
+
+def committee_command(argv):
+    p = Parser(prog="python -m nnhw.committee", description=__doc__.splitlines()[0])
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run folders written by nnhw.train")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
+    args = p.parse_args(argv)
+    result = committee(args.run_dirs, resolve_device(args.device))
+    for m in result["members"]:
+        print(f"{m['test_error']:6.2f}%  {m['run_dir']}")
+    print(f"committee of {len(result['members'])}: test error {result['test_error']:.2f}% on {result['n_images']:,} images")
+    return 0
+
+
+def main(argv=None):
+    """`python -m nnhw.committee`: the exit code (nnhw.command)."""
+    return run_command("nnhw.committee", committee_command, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

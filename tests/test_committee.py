@@ -1,0 +1,57 @@
+"""The seeds' committee: several runs' mean softmax output, on hand-built outputs and on tiny real runs."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from nnhw import committee, config, train
+
+from conftest import REPO
+
+SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50", "eval.max_points=1000"]
+
+
+def test_a_committee_of_models_that_err_on_different_images_is_right_where_the_more_confident_is():
+    labels = torch.tensor([0, 1, 2, 0])
+    a = torch.tensor([[0.4, 0.6, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.2, 0.8, 0.0]])  # wrong on images 0 and 3
+    b = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.3, 0.5], [0.0, 0.0, 1.0], [0.1, 0.0, 0.9]])  # wrong on images 1 and 3
+    assert committee.committee_error([a], labels) == 50.0 and committee.committee_error([b], labels) == 50.0
+    # mean: image 0 [0.65, 0.35, 0] right, image 1 [0.1, 0.65, 0.25] right, image 2 right, image 3 [0.15, 0.4, 0.45] wrong
+    assert committee.committee_error([a, b], labels) == 25.0
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, mnist_root, module_env):
+    module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
+    log_dir = tmp_path_factory.mktemp("logs")
+    run_dir, status, _ = train.run(config.load(REPO / "configs" / "relu.toml", [*SHORT, f'run.log_dir="{log_dir}"']))
+    assert status == "finished"
+    return run_dir
+
+
+def test_a_committee_of_one_run_or_of_a_run_and_its_copy_is_that_run(tiny, tmp_path):
+    final = json.loads((tiny / "summary.json").read_text())["final"]["test_error"]
+    one = committee.committee([tiny], torch.device("cpu"))
+    assert one["test_error"] == pytest.approx(final, abs=1e-9) and one["n_images"] == 1000
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny, copy)
+    two = committee.committee([tiny, copy], torch.device("cpu"))
+    assert two["test_error"] == pytest.approx(final, abs=1e-9) and [m["test_error"] for m in two["members"]] == [one["test_error"]] * 2
+
+
+def test_runs_tested_on_other_images_or_unfinished_are_one_line(tiny, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(tiny, other)
+    text = (other / "config.toml").read_text().replace("max_points = 1000", "max_points = 900")
+    (other / "config.toml").write_text(text)
+    assert committee.main([str(tiny), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "tested on other images" in err and err.count("\n") == 1 and "Traceback" not in err
+    (other / "summary.json").unlink()
+    assert committee.main([str(tiny), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a finished run" in err and err.count("\n") == 1
+    assert committee.main([str(tiny)]) == 0
+    assert "committee of 1: test error" in capsys.readouterr().out
