@@ -28,21 +28,24 @@ SHARPNESS_CONFIGS = ["gd_sharpness_lr0.04", "gd_sharpness_lr0.1", "gd_sharpness_
 
 def sharpness_facts(name, run):
     """What one full-batch run's sharpness measurements show (eval.sharpness_every), as plain numbers:
-    the step, the start, the peak and the end of the sharpness against 1/lr and 2/lr, the measurements
-    at or below 1/lr, the last third's mean as a fraction of 2/lr, and whether the training loss fell at
-    every evaluation. None for a run that measured no sharpness."""
+    the sharpness at the start, at its lowest, at its highest after that (each with its step) and at the
+    end, against 1/lr and 2/lr; how many measurements were at or below 1/lr; the last third's mean as a
+    fraction of 2/lr; and how often the training loss rose between evaluations. None for a run that
+    measured no sharpness."""
     cfg, history = run["cfg"], run["history"]
     rows = [r for r in history if "sharpness" in r]
     if not rows:
         return None
     lr, b = cfg.optim.lr, cfg.train.batch_size
-    peak = max(rows, key=lambda r: r["sharpness"])
+    low = min(range(len(rows)), key=lambda i: rows[i]["sharpness"])
+    high = max(rows[low:], key=lambda r: r["sharpness"])
     last_third = [r["sharpness"] for r in rows[len(rows) - max(1, len(rows) // 3):]]
     rises = [r for before, r in zip(history, history[1:]) if r["train_loss"] > before["train_loss"]]
     threshold = rows[0]["sharpness_threshold"]
-    return dict(name=name, lr=lr, one_over_lr=1 / lr, threshold=threshold, start=rows[0]["sharpness"], peak=peak["sharpness"],
-                peak_step=round(peak["points"] / b), end=rows[-1]["sharpness"], steps=round(history[-1]["points"] / b),
-                measurements=len(rows), every_steps=round((rows[1]["points"] - rows[0]["points"]) / b) if len(rows) > 1 else 0,
+    return dict(name=name, lr=lr, one_over_lr=1 / lr, threshold=threshold, start=rows[0]["sharpness"],
+                low=rows[low]["sharpness"], low_step=round(rows[low]["points"] / b), high=high["sharpness"], high_step=round(high["points"] / b),
+                end=rows[-1]["sharpness"], steps=round(history[-1]["points"] / b), measurements=len(rows),
+                every_steps=round((rows[1]["points"] - rows[0]["points"]) / b) if len(rows) > 1 else 0,
                 below_one_over_lr=sum(r["sharpness"] <= 1 / lr for r in rows),
                 last_third_of_threshold=None if threshold is None else sum(last_third) / len(last_third) / threshold,
                 loss_rises=len(rises), evaluations=len(history), start_loss=history[0]["train_loss"], end_loss=history[-1]["train_loss"],
@@ -50,27 +53,33 @@ def sharpness_facts(name, run):
 
 
 def sharpness_sentences(facts):
-    """A few sentences per run that hold problem 7's step condition lr <= 1/L against the measurements;
-    only what the numbers say."""
+    """A few sentences per run that hold problem 7's step condition lr <= 1/L against the measurements,
+    then what the runs say of that condition together; only what the numbers say."""
     out = []
     for f in facts:
-        head = f"At lr = {f['lr']:g} (1/lr = {f['one_over_lr']:.3g}, 2/lr = {f['threshold']:.3g})"
+        head = f"At lr = {f['lr']:g} (1/lr = {f['one_over_lr']:.3g}, 2/lr = {f['threshold']:.3g}), the sharpness started at {f['start']:.3g}"
         if f["below_one_over_lr"] == f["measurements"]:
-            cond = (f"the sharpness stayed at or below 1/lr at all {f['measurements']} measurements (from {f['start']:.3g} to a peak of "
-                    f"{f['peak']:.3g}), so problem 7's condition lr <= 1/L held locally throughout")
-        elif f["start"] > f["threshold"]:
-            cond = (f"the sharpness started at {f['start']:.3g}, already above 2/lr, so the step overshot at first; it then stood at "
-                    f"or below 1/lr at {f['below_one_over_lr']} of {f['measurements']} measurements and peaked at {f['peak']:.3g}")
+            cond = f", and stayed at or below 1/lr at all {f['measurements']} measurements: problem 7's lr <= 1/L held locally throughout"
         else:
-            where = ("above 1/lr, so lr <= 1/L did not hold from the start" if f["start"] > f["one_over_lr"] else
-                     "at or below 1/lr, and rose past it")
-            cond = (f"the sharpness started at {f['start']:.3g}, {where}; it stood at or below 1/lr "
-                    f"at {f['below_one_over_lr']} of {f['measurements']} measurements and peaked at {f['peak']:.3g} (step {f['peak_step']})")
-        edge = (f"Over the last third of the run it averaged {100 * f['last_third_of_threshold']:.0f}% of 2/lr"
+            where = ("already above 2/lr, where gradient descent on a quadratic diverges" if f["start"] > f["threshold"] else
+                     "above 1/lr" if f["start"] > f["one_over_lr"] else "at or below 1/lr")
+            cond = (f", {where}; lr <= 1/L held at {f['below_one_over_lr']} of {f['measurements']} measurements")
+        if f["high_step"] == f["low_step"]:  # its lowest was its last
+            path = f". It fell to {f['end']:.3g} by the end"
+        else:
+            fell = f" fell to {f['low']:.3g} by step {f['low_step']}, then" if f["low_step"] > 0 else ""
+            path = f". It{fell} rose to {f['high']:.3g} (step {f['high_step']}) and ended at {f['end']:.3g}"
+        edge = (f", {100 * f['last_third_of_threshold']:.0f}% of 2/lr on average over the last third of the run"
                 if f["last_third_of_threshold"] is not None else "")
-        loss = ("the training loss fell at every evaluation" if f["loss_rises"] == 0 else
-                f"the training loss rose between {f['loss_rises']} of {f['evaluations'] - 1} pairs of consecutive evaluations")
-        out.append(f"{head}, {cond}. {edge}; {loss}, from {f['start_loss']:.4g} to {f['end_loss']:.4g} in {f['steps']} steps.")
+        loss = ("falling at every evaluation" if f["loss_rises"] == 0 else
+                f"rising between {f['loss_rises']} of {f['evaluations'] - 1} pairs of consecutive evaluations")
+        out.append(f"{head}{cond}{path}{edge}. The training loss went from {f['start_loss']:.4g} to {f['end_loss']:.4g} in "
+                   f"{f['steps']} steps, {loss}.")
+    never = [f for f in facts if f["below_one_over_lr"] == 0 and f["end_loss"] < f["start_loss"]]
+    if never:
+        rates = " and ".join(format(f["lr"], "g") for f in never)
+        losses = " and ".join(format(f["end_loss"], ".4g") for f in never)
+        out.append(f"lr <= 1/L is sufficient, not necessary: at lr = {rates} it held at no measurement, and the training loss still fell, to {losses}.")
     return out
 
 

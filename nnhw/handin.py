@@ -253,7 +253,7 @@ def sharpness_data(sharp, root):
     facts = [(f, run) for name, run in sharp if run is not None and (f := sharpness_facts(name, run)) is not None]
     return dict(
         missing=[f"python -m nnhw.train configs/{name}.toml" for name, run in sharp if run is None],
-        rows=[[f["name"], _g(f["lr"]), _g(f["one_over_lr"], 3), _g(f["threshold"], 3), _g(f["start"], 3), f"{_g(f['peak'], 3)} ({f['peak_step']})",
+        rows=[[f["name"], _g(f["lr"]), _g(f["one_over_lr"], 3), _g(f["threshold"], 3), _g(f["start"], 3), f"{_g(f['low'], 3)} ({f['low_step']})", f"{_g(f['high'], 3)} ({f['high_step']})",
                _g(f["end"], 3), f"{f['below_one_over_lr']} of {f['measurements']}", _g(f["end_loss"]), short_commit(run["summary"]["git_commit"])]
               for f, run in facts],
         sentences=sharpness_sentences([f for f, _ in facts]),

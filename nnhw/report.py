@@ -164,11 +164,11 @@ def sharpness_section(sharp):
     if not facts:
         return lines + [""]
     lines += ["![sharpness against step](sharpness.png)", "",
-              "| config | lr | 1/lr | 2/lr | sharpness at the start | peak (step) | at the end | measurements <= 1/lr | final training loss | final test error | commit |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| config | lr | 1/lr | 2/lr | sharpness at the start | lowest (step) | highest after that (step) | at the end | measurements <= 1/lr | final training loss | final test error | commit |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f, (name, run) in zip(facts, done):
         flag = " (flagged: " + run["flag"] + ")" if run["flag"] else ""
-        lines.append(f"| `{name}` | {f['lr']:g} | {f['one_over_lr']:.3g} | {f['threshold']:.3g} | {f['start']:.3g} | {f['peak']:.3g} ({f['peak_step']}) | "
+        lines.append(f"| `{name}` | {f['lr']:g} | {f['one_over_lr']:.3g} | {f['threshold']:.3g} | {f['start']:.3g} | {f['low']:.3g} ({f['low_step']}) | {f['high']:.3g} ({f['high_step']}) | "
                      f"{f['end']:.3g} | {f['below_one_over_lr']} of {f['measurements']} | {f['end_loss']:.4g} | {pct(f['test_error'])} | "
                      f"{commit_text(run['summary']['git_commit'])}{flag} |")
     lines += ["", f"Each run: `python -m nnhw.train configs/<config>.toml`, {facts[0]['steps']} steps, the sharpness every "

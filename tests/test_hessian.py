@@ -304,14 +304,18 @@ def test_sharpness_facts_and_sentences_say_what_the_history_shows():
 
     history = [row(0, 1.0, 5.0), row(10, 0.5, 12.0), row(20, 0.6, 19.0), row(30, 0.4, 21.0), row(40, 0.3, 19.5)]
     f = sharpness_facts("gd", dict(cfg=cfg, history=history))
-    assert (f["start"], f["peak"], f["peak_step"], f["end"], f["steps"], f["every_steps"]) == (5.0, 21.0, 30, 19.5, 40, 10)
+    assert (f["start"], f["low"], f["low_step"], f["high"], f["high_step"], f["end"]) == (5.0, 5.0, 0, 21.0, 30, 19.5)
+    assert (f["steps"], f["every_steps"]) == (40, 10)
     assert f["below_one_over_lr"] == 1 and f["measurements"] == 5 and f["loss_rises"] == 1  # 5 <= 1/lr = 10; 0.5 -> 0.6
     assert f["last_third_of_threshold"] == pytest.approx(19.5 / 20)  # the last third of 5 measurements is the last one
-    (text,) = sharpness_sentences([f])
-    assert "started at 5, at or below 1/lr, and rose past it" in text
-    assert "stood at or below 1/lr at 1 of 5 measurements" in text and "98% of 2/lr" in text
-    assert "rose between 1 of 4 pairs" in text
+    (text,) = sharpness_sentences([f])  # one run, which met lr <= 1/L once: no closing sentence
+    assert "started at 5, at or below 1/lr; lr <= 1/L held at 1 of 5 measurements. It rose to 21 (step 30) and ended at 19.5" in text
+    assert "98% of 2/lr on average over the last third" in text and "from 1 to 0.3 in 40 steps, rising between 1 of 4 pairs" in text
     calm = sharpness_facts("gd", dict(cfg=cfg, history=[row(0, 1.0, 5.0), row(10, 0.5, 6.0)]))
-    (text,) = sharpness_sentences([calm])
-    assert "held locally throughout" in text and "fell at every evaluation" in text
+    steep = sharpness_facts("gd", dict(cfg=cfg, history=[row(0, 1.0, 25.0), row(10, 0.7, 12.0), row(20, 0.5, 19.0)]))
+    calm_text, steep_text, closing = sharpness_sentences([calm, steep])
+    assert "held locally throughout" in calm_text and "falling at every evaluation" in calm_text
+    assert "already above 2/lr, where gradient descent on a quadratic diverges; lr <= 1/L held at 0 of 3" in steep_text
+    assert "fell to 12 by step 10, then rose to 19 (step 20)" in steep_text
+    assert closing == "lr <= 1/L is sufficient, not necessary: at lr = 0.1 it held at no measurement, and the training loss still fell, to 0.5."
     assert sharpness_facts("gd", dict(cfg=cfg, history=[row(0, 1.0)])) is None
