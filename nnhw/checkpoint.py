@@ -50,11 +50,12 @@ class TrainState:
     sharpness_seconds: float = 0.0  # eval.sharpness_every's measurements
     fingerprint: dict = field(default_factory=dict)  # the first steps' losses, then checksums (step.Trainer)
 
-    def to_checkpoint(self, cfg, params, opt, order, noise):
+    def to_checkpoint(self, cfg, params, opt, order, noise, running=None):
         return dict(
             format=FORMAT,
             config=config_mod.to_dict(cfg),
             params={n: p.detach().cpu() for n, p in params.items()},
+            running={n: t.detach().cpu() for n, t in (running or {}).items()},  # batch normalisation's averages: state
             optimizer={n: v.cpu() for n, v in opt.state_dict().items()},
             order_rng=order.get_state(),
             noise_rng=noise.get_state(),
@@ -120,7 +121,10 @@ def load_checkpoint(run_dir):
             raise RunError(f"cannot read the checkpoint {path}: no {key!r} in it (not written by nnhw.train)")
         if not isinstance(ckpt[key], types) or isinstance(ckpt[key], bool):
             raise RunError(f"cannot read the checkpoint {path}: {key!r} is a {type(ckpt[key]).__name__}")
-    for key in ("params", "optimizer"):
+    ckpt.setdefault("running", {})  # written before batch normalisation: no running averages
+    if not isinstance(ckpt["running"], dict):
+        raise RunError(f"cannot read the checkpoint {path}: 'running' is a {type(ckpt['running']).__name__}")
+    for key in ("params", "optimizer", "running"):
         if not all(isinstance(t, torch.Tensor) for t in ckpt[key].values()):
             raise RunError(f"cannot read the checkpoint {path}: {key!r} holds something other than tensors")
     if min(ckpt["points"], ckpt["step"], ckpt["pos"]) < 0:
@@ -130,15 +134,19 @@ def load_checkpoint(run_dir):
     return ckpt
 
 
-def restore(ckpt, path, params, opt, order, noise, seed, rank, state):
-    """Load the checkpoint's tensors and random streams into a freshly built run."""
-    for name, fresh in (("params", params), ("optimizer", opt.state_dict())):
+def restore(ckpt, path, params, opt, order, noise, seed, rank, state, running=None):
+    """Load the checkpoint's tensors (parameters, the optimiser's state, batch normalisation's running
+    averages) and random streams into a freshly built run."""
+    running = {} if running is None else running
+    for name, fresh in (("params", params), ("optimizer", opt.state_dict()), ("running", running)):
         saved = ckpt[name]
         if set(saved) != set(fresh) or any(saved[n].shape != t.shape for n, t in fresh.items()):
             raise RunError(f"{path}: its {name} state does not fit the config's model and optimiser (was the checkpoint edited?)")
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(ckpt["params"][n])
+        for n, t in running.items():
+            t.copy_(ckpt["running"][n])
     opt.load_state_dict(ckpt["optimizer"])
     try:
         order.set_state(ckpt["order_rng"])

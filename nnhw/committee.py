@@ -45,11 +45,15 @@ def test_probabilities(run_dir, device):
         raise CommitteeError(f"{run_dir} is not a finished run (no summary.json that says 'finished'); finish it with "
                              f"python -m nnhw.train --resume {run_dir}")
     cfg = config_mod.load(run_dir / "config.toml")
-    params = {k: p.to(device) for k, p in load_checkpoint(run_dir)["params"].items()}
+    ckpt = load_checkpoint(run_dir)
+    params = {k: p.to(device) for k, p in ckpt["params"].items()}
+    running = {k: t.to(device) for k, t in ckpt["running"].items()}  # batch normalisation's averages, if any
+    if set(running) != set(models.init_running(cfg.model)):
+        raise CommitteeError(f"{run_dir}: its checkpoint's running averages do not fit its config's model (was it edited?)")
     d = cfg.data
     test = data_mod.load_splits(data_mod.resolve_root(d.root), False, d.train_split, d.standardize, device)["test"]
     n = min(cfg.eval.max_points, len(test)) if cfg.eval.max_points else len(test)
-    forward, b = models.make_forward(cfg.model), cfg.eval.batch_size
+    forward, b = models.make_forward(cfg.model, running or None), cfg.eval.batch_size
     out = torch.cat([torch.softmax(forward(params, test.x[i : i + b].float()).double(), 1) for i in range(0, n, b)])
     return out, test.y[:n]
 

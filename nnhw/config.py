@@ -81,6 +81,8 @@ class ModelConfig:
     pool_type: str = opt("avg", "cnn: 'avg' (mean of each region) or 'max' (largest entry of each region)", choices=["avg", "max"])
     dropout_input: float = opt(0.0, "probability of dropping each input pixel in training (0 is off)", min=0.0, lt=1.0)
     dropout_hidden: float = opt(0.0, "probability of dropping each fully connected hidden unit in training (0 is off)", min=0.0, lt=1.0)
+    batch_norm: bool = opt(False, "batch normalisation after every convolution and every fully connected hidden layer, before its transfer function: the batch's statistics in training, running averages in evaluation; adds gamma and beta per feature (parameters gc1, bnc1, g1, bn1, ...) and the running averages (state, checkpointed)")
+    batch_norm_momentum: float = opt(0.1, "how far each training step moves the running averages towards the batch's statistics (torch's convention)", gt=0.0, le=1.0)
 
 
 @dataclass

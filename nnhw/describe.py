@@ -192,7 +192,7 @@ def parameter_rows(cfg):
         ("learning rate", f"{o.lr:g}"),
         ("schedule", schedule_text(o) + (f", after a linear warm-up over the first {o.warmup:g} of the run" if o.warmup else "")),
         ("momentum" if o.optimizer == "sgd" else "beta1", f"{o.momentum:g}"),
-        ("lambda (L2)", f"{o.l2:g}" + (" (biases too)" if o.l2_bias else " (weights only)")),
+        ("lambda (L2)", f"{o.l2:g}" + (" (biases too)" if o.l2_bias else " (weights only)")),  # and batch norm's gamma, beta
         *([("max-norm", f"each unit's incoming weights kept at norm <= {o.max_norm:g}")] if o.max_norm else []),
         ("initialisation", f"{m.init} (scale {m.init_scale:g}), biases {m.bias_init:g}"),
         ("seed", f"{cfg.run.seed}"),
@@ -200,6 +200,8 @@ def parameter_rows(cfg):
     ]
     if m.dropout_input or m.dropout_hidden:
         rows.append(("dropout", f"input {m.dropout_input:g}, hidden {m.dropout_hidden:g}"))
+    if m.batch_norm:
+        rows.append(("batch normalisation", f"after every convolution and hidden layer; running averages' momentum {m.batch_norm_momentum:g}"))
     if t.augment != "none":
         rows.append(("augmentation", augmentation_text(t)))
     return rows

@@ -101,7 +101,7 @@ def layer_eigenvalues(f, params, iters=20, generator=None, mode="forward-over-re
     """{weight name: Eigen} for each weight (W1, Wc1, ...): the top eigenvalue of its own diagonal
     block of H, the Hessian over that weight with every other parameter held where it is."""
     out = {}
-    for name in (k for k in params if not k.startswith("b")):
+    for name in (k for k in params if k.startswith("W")):
         rest = {k: p.detach() for k, p in params.items() if k != name}
         out[name] = top_eigenvalue(lambda one: f({**rest, **one}), {name: params[name]}, iters, generator, mode)
     return out

@@ -4,7 +4,11 @@ Parameters are a dict of plain tensors, named like the homework: W1, b1 for the
 first fully connected layer (W1 is d(1) x d(0)), up to W{L+1}, b{L+1} for the
 output layer. A CNN adds Wc1, bc1, ... for its convolution layers (Wc1 is
 C_out x C_in x k x k). Softmax regression is the MLP with no hidden layer.
-Names that start with "b" are biases (no L2 unless asked).
+Names that start with "b" are biases (no L2 unless asked). With model.batch_norm,
+convolution l adds gc{l}, bnc{l} (batch normalisation's gamma and beta, one per
+channel) and hidden layer l adds g{l}, bn{l}; their running averages are state, not
+parameters: a dict of tensors that `make_forward`'s forward carries (forward.running)
+and that checkpoints keep.
 """
 
 import math
@@ -55,7 +59,29 @@ def param_shapes(cfg_model):
     for l in range(1, len(sizes)):
         shapes[f"W{l}"] = ((sizes[l], sizes[l - 1]), sizes[l - 1], sizes[l])
         shapes[f"b{l}"] = ((sizes[l],), None, None)
+    for tag, width in batch_norm_layers(m).items():  # gamma starts at 1, beta at 0: the identity map
+        shapes[f"g{tag}"], shapes[f"bn{tag}"] = ((width,), None, None), ((width,), None, None)
     return shapes
+
+
+def batch_norm_layers(cfg_model):
+    """{tag: features} of the layers batch normalisation follows: 'c1', 'c2', ... (convolutions, per
+    channel), then '1', '2', ... (hidden fully connected layers, per unit); {} without model.batch_norm."""
+    m = cfg_model
+    if not m.batch_norm:
+        return {}
+    convs = {f"c{l}": c for l, c in enumerate(m.conv_channels, 1)} if m.arch == "cnn" else {}
+    return convs | {str(l): d for l, d in enumerate(m.hidden, 1)}
+
+
+def init_running(cfg_model, device="cpu"):
+    """Batch normalisation's running averages at the start, as F.batch_norm starts them: mean 0 and
+    variance 1 per feature, under 'mean.<tag>' and 'var.<tag>'."""
+    running = {}
+    for tag, width in batch_norm_layers(cfg_model).items():
+        running[f"mean.{tag}"] = torch.zeros(width, device=device)
+        running[f"var.{tag}"] = torch.ones(width, device=device)
+    return running
 
 
 def layer_table(cfg_model):
@@ -67,15 +93,18 @@ def layer_table(cfg_model):
     if m.arch == "cnn":
         for l, (k, c_out, (conv, pooled)) in enumerate(zip(m.conv_kernel, m.conv_channels, feature_map_sides(m)), 1):
             n = math.prod(shapes[f"Wc{l}"][0]) + c_out
-            rows.append((f"conv{l} {k}x{k} + {m.transfer}", f"{c_out}x{conv}x{conv}", n, c_out * c * k * k * conv * conv))
+            bn = f" + batch norm ({2 * c_out} running averages)" if m.batch_norm else ""
+            n += 2 * c_out if m.batch_norm else 0
+            rows.append((f"conv{l} {k}x{k}{bn} + {m.transfer}", f"{c_out}x{conv}x{conv}", n, c_out * c * k * k * conv * conv))
             c = c_out
             if m.pool > 1:
                 rows.append((f"{m.pool_type}pool{l} {m.pool}x{m.pool} stride {m.pool_stride}", f"{c}x{pooled}x{pooled}", 0, 0))
     sizes = [shapes["W1"][0][1], *m.hidden, N_CLASSES]
     for l in range(1, len(sizes)):
         transfer = m.transfer if l < len(sizes) - 1 else m.output_transfer
-        name = f"fc{l}" + ("" if transfer == "identity" else f" + {transfer}")
-        rows.append((name, str(sizes[l]), sizes[l - 1] * sizes[l] + sizes[l], sizes[l - 1] * sizes[l]))
+        bn = m.batch_norm and l < len(sizes) - 1
+        name = f"fc{l}" + (f" + batch norm ({2 * sizes[l]} running averages)" if bn else "") + ("" if transfer == "identity" else f" + {transfer}")
+        rows.append((name, str(sizes[l]), sizes[l - 1] * sizes[l] + sizes[l] + (2 * sizes[l] if bn else 0), sizes[l - 1] * sizes[l]))
     return rows
 
 
@@ -85,35 +114,50 @@ def init_params(cfg_model, seed, device="cpu"):
     m = cfg_model
     params = {}
     for name, (shape, fan_in, fan_out) in param_shapes(m).items():
-        if fan_in is None:  # a bias
+        if name.startswith("g") or name.startswith("bn"):  # batch normalisation's gamma and beta
+            params[name] = torch.full(shape, 1.0 if name.startswith("g") else 0.0)
+        elif fan_in is None:  # a bias
             params[name] = torch.full(shape, m.bias_init)
         else:
             params[name] = init_weight(shape, fan_in, fan_out, m.init, m.init_scale, gen)
     return {name: p.to(device).requires_grad_() for name, p in params.items()}
 
 
-def make_forward(cfg_model):
-    """forward(params, x, generator=None, call=None) -> outputs (N, 10).
+def make_forward(cfg_model, running=None):
+    """forward(params, x, generator=None, call=None, training=None) -> outputs (N, 10).
 
-    Dropout acts only when a generator is given (training); evaluation passes none.
+    Training (by default, when a generator is given) draws dropout's masks from the generator and
+    normalises by each batch's statistics, moving the running averages; evaluation (no generator)
+    drops nothing and normalises by the running averages. `running` holds them (init_running's
+    dict, fresh when not given), and forward.running is that dict.
     `call(Function, *inputs)` applies each Function: through torch.autograd by default,
     or through an nnhw.tape.Tape (train.engine = "tape").
     """
     m = cfg_model
+    running = init_running(m) if running is None else running
+    bn_momentum = m.batch_norm_momentum
     transfer = nf.TRANSFER_FUNCTIONS[m.transfer]
     output_transfer = nf.TRANSFER_FUNCTIONS[m.output_transfer]
     n_conv = len(m.conv_channels) if m.arch == "cnn" else 0
     n_fc = len(m.hidden) + 1
     linear_output = m.output_transfer == "identity"  # identity(a) = a: skip the copy
 
-    def forward(params, x, generator=None, call=None):
+    def normalise(z, params, tag, training, call):  # batch normalisation after layer `tag`, when the model has it
+        if not m.batch_norm:
+            return z
+        stats = {"mean": running[f"mean.{tag}"], "var": running[f"var.{tag}"]}
+        return nf.batch_norm(z, params[f"g{tag}"], params[f"bn{tag}"], stats, training, bn_momentum, call=call)
+
+    def forward(params, x, generator=None, call=None, training=None):
         call = call or autograd_apply
         drop = generator is not None
+        training = drop if training is None else training
         z = nf.dropout(x, m.dropout_input, generator, call) if drop else x  # (N, 784)
         if n_conv:
             z = z.view(len(z), 1, S, S)
             for l in range(1, n_conv + 1):
                 z = call(nf.Conv2d, z, params[f"Wc{l}"], params[f"bc{l}"], 1, m.conv_padding)  # (N, C_l, H, W)
+                z = normalise(z, params, f"c{l}", training, call)
                 if m.pool > 1 and m.pool_type == "max":
                     # max then f equals f then max for every nondecreasing f (all but 'square', which the
                     # config check refuses here), and applies f to a quarter of the entries
@@ -124,12 +168,13 @@ def make_forward(cfg_model):
                     z = call(transfer, z)
             z = call(nf.Flatten, z)  # (N, C * H * W)
         for l in range(1, n_fc):
-            z = call(transfer, call(nf.Affine, z, params[f"W{l}"], params[f"b{l}"]))  # (N, d(l))
+            z = call(transfer, normalise(call(nf.Affine, z, params[f"W{l}"], params[f"b{l}"]), params, str(l), training, call))  # (N, d(l))
             if drop:
                 z = nf.dropout(z, m.dropout_hidden, generator, call)
         out = call(nf.Affine, z, params[f"W{n_fc}"], params[f"b{n_fc}"])  # (N, k)
         return out if linear_output else call(output_transfer, out)
 
+    forward.running = running
     return forward
 
 

@@ -24,8 +24,10 @@ import math
 import torch
 
 
-def is_bias(name):
-    return name.startswith("b")
+def is_weight(name):
+    """W1, Wc1, ...: the weights that L2 and max-norm act on. Biases, and batch normalisation's gamma
+    and beta, are the other parameters: L2 reaches them only with optim.l2_bias, max-norm never."""
+    return name.startswith("W")
 
 
 def lr_at(cfg_optim, done, total):
@@ -81,12 +83,12 @@ class MomentumSGD:
         self.momentum = momentum
         self.l2 = l2
         self.max_norm = max_norm  # 0: no constraint
-        self.weights = [p for n, p in params.items() if not is_bias(n)]
+        self.weights = [p for n, p in params.items() if is_weight(n)]
         self.names = list(params)
         self.tensors = list(params.values())
         self.velocity = {n: torch.zeros_like(p, requires_grad=False) for n, p in params.items()}
         self.v = list(self.velocity.values())
-        decayed = [i for i, n in enumerate(self.names) if l2 and (l2_bias or not is_bias(n))]
+        decayed = [i for i, n in enumerate(self.names) if l2 and (l2_bias or is_weight(n))]
         self.decayed_p = [self.tensors[i] for i in decayed]
         self.decayed_v = [self.v[i] for i in decayed]
 
@@ -123,13 +125,13 @@ class Adam:
 
     def __init__(self, params, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0, l2_bias=False, max_norm=0.0):
         self.beta1, self.beta2, self.eps, self.l2, self.max_norm = beta1, beta2, eps, l2, max_norm
-        self.weights = [p for n, p in params.items() if not is_bias(n)]
+        self.weights = [p for n, p in params.items() if is_weight(n)]
         self.names = list(params)
         self.tensors = list(params.values())
         self.m = [torch.zeros_like(p, requires_grad=False) for p in self.tensors]
         self.s = [torch.zeros_like(p, requires_grad=False) for p in self.tensors]
         self.t = 0
-        self.decayed = [l2 and (l2_bias or not is_bias(n)) for n in self.names]
+        self.decayed = [l2 and (l2_bias or is_weight(n)) for n in self.names]
 
     @torch.no_grad()
     def step(self, grads, lr):

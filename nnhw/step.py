@@ -17,7 +17,7 @@ from . import dist as dist_mod
 from . import hessian, models
 from .config import DEVICE, ConfigError, feature_map_sides
 from .data import N_CLASSES, N_PIXELS, PIXEL_MEAN, PIXEL_STD, Split, passes
-from .optim import OPTIMIZERS, is_bias, lr_at, make_optimizer, stability_threshold
+from .optim import OPTIMIZERS, is_weight, lr_at, make_optimizer, stability_threshold
 from .tape import Tape
 
 FINGERPRINT_STEPS = 20  # a run records the loss of each of its first steps, and the parameters after them
@@ -129,7 +129,7 @@ def objective(forward, loss_fn, cfg_optim, points):
     def f(params):
         loss = loss_fn(forward(params, points.x), points.y)
         if o.l2:
-            loss = loss + 0.5 * o.l2 * sum((p * p).sum() for name, p in params.items() if o.l2_bias or not is_bias(name))
+            loss = loss + 0.5 * o.l2 * sum((p * p).sum() for name, p in params.items() if o.l2_bias or is_weight(name))
         return loss
 
     return f
@@ -157,7 +157,7 @@ def make_train_step(params, forward, loss_fn, opt, world=None, engine="autograd"
     world = world or dist_mod.World()
 
     def forward_loss(x, y, generator):
-        return loss_fn(forward(params, x, generator), y)
+        return loss_fn(forward(params, x, generator, training=True), y)
 
     if compile:
         forward_loss = torch.compile(forward_loss)
@@ -165,7 +165,7 @@ def make_train_step(params, forward, loss_fn, opt, world=None, engine="autograd"
     def step(x, y, lr, generator=None, share=1.0):
         if len(y) and engine == "tape":
             tape = Tape(tensors)
-            loss = loss_fn(forward(params, x, generator, tape.apply), y, tape.apply)
+            loss = loss_fn(forward(params, x, generator, tape.apply, training=True), y, tape.apply)
             grads = tape.gradients(loss, tensors)
         elif len(y):
             loss = forward_loss(x, y, generator)

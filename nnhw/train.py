@@ -155,12 +155,13 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), 
     trainer = Trainer.start(cfg, device, splits["train"], world)
     state = TrainState(overrides=list(overrides), config_file=config_file) if resume is None else TrainState.from_checkpoint(resume)
     if resume is not None:
-        restore(resume, Path(run_dir) / CHECKPOINT, trainer.params, trainer.opt, trainer.order, trainer.noise, cfg.run.seed, world.rank, state)
+        restore(resume, Path(run_dir) / CHECKPOINT, trainer.params, trainer.opt, trainer.order, trainer.noise, cfg.run.seed, world.rank, state,
+                trainer.forward.running)
     on_disk = [state.points] if resume is not None else []  # the points of the checkpoint in the run folder
 
     def checkpoint():
         if world.is_main:
-            save_checkpoint(run_dir, state.to_checkpoint(cfg, trainer.params, trainer.opt, trainer.order, trainer.noise))
+            save_checkpoint(run_dir, state.to_checkpoint(cfg, trainer.params, trainer.opt, trainer.order, trainer.noise, trainer.forward.running))
             on_disk[:] = [state.points]
 
     new_folder = run_dir is None and world.is_main
@@ -177,7 +178,7 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), 
             if resume is None:
                 log.text("model", "```\n" + "\n".join(summary) + "\n```")
             if cfg.eval.sharpness_every:  # each eigenvalue on a chart of its own, its threshold beside it
-                log.charts(runlog.sharpness_charts([k for k in trainer.params if not k.startswith("b")]))
+                log.charts(runlog.sharpness_charts([k for k in trainer.params if k.startswith("W")]))
             status = train_loop(trainer, state, splits, log, interrupt, checkpoint, device)
     except Diverged as e:
         status = "diverged"
