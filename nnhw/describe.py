@@ -191,7 +191,8 @@ def parameter_rows(cfg):
         ("optimiser", "momentum SGD" if o.optimizer == "sgd" else f"Adam (beta2 {o.beta2:g}, eps {o.eps:g})"),
         ("learning rate", f"{o.lr:g}"),
         ("schedule", schedule_text(o) + (f", after a linear warm-up over the first {o.warmup:g} of the run" if o.warmup else "")),
-        ("momentum" if o.optimizer == "sgd" else "beta1", f"{o.momentum:g}"),
+        ("momentum" if o.optimizer == "sgd" else "beta1", f"{o.momentum:g}"
+         + (f", climbing linearly from {o.momentum_start:g} over the first {o.momentum_ramp:g} passes" if o.momentum_ramp else "")),
         ("lambda (L2)", f"{o.l2:g}" + (" (biases too)" if o.l2_bias else " (weights only)")),  # and batch norm's gamma, beta
         *([("max-norm", f"each unit's incoming weights kept at norm <= {o.max_norm:g}")] if o.max_norm else []),
         ("initialisation", f"{m.init} (scale {m.init_scale:g}), biases {m.bias_init:g}"),

@@ -52,13 +52,23 @@ def lr_at(cfg_optim, done, total):
     return lr + (end - lr) * t  # linear
 
 
-def stability_threshold(cfg_optim, lr):
+def momentum_at(cfg_optim, done):
+    """The heavy-ball momentum after `done` passes: optim.momentum, or on a ramp (optim.momentum_ramp
+    passes long) the linear climb from optim.momentum_start to it."""
+    o = cfg_optim
+    if not o.momentum_ramp or done >= o.momentum_ramp:
+        return o.momentum
+    return o.momentum_start + (o.momentum - o.momentum_start) * done / o.momentum_ramp
+
+
+def stability_threshold(cfg_optim, lr, momentum=None):
     """The largest sharpness (top eigenvalue of the loss's Hessian) at which gradient descent at rate lr
     does not blow up on a quadratic: 2/lr, and (2 + 2 mu)/lr with heavy-ball momentum mu (Cohen et al.
-    2021). None for Adam, whose step is rescaled per coordinate, and for a rate of 0 (warm-up's start)."""
+    2021), with the momentum at hand (the config's unless given). None for Adam, whose step is rescaled
+    per coordinate, and for a rate of 0 (warm-up's start)."""
     if cfg_optim.optimizer != "sgd" or lr <= 0:
         return None
-    return (2 + 2 * cfg_optim.momentum) / lr
+    return (2 + 2 * (cfg_optim.momentum if momentum is None else momentum)) / lr
 
 
 @torch.no_grad()
@@ -80,7 +90,7 @@ class MomentumSGD:
     buffers = 1  # tensors of state per parameter: the velocity
 
     def __init__(self, params, momentum=0.9, l2=0.0, l2_bias=False, max_norm=0.0):
-        self.momentum = momentum
+        self.momentum = momentum  # the caller may set it before each step (optim.momentum_ramp)
         self.l2 = l2
         self.max_norm = max_norm  # 0: no constraint
         self.weights = [p for n, p in params.items() if is_weight(n)]

@@ -17,7 +17,7 @@ from . import dist as dist_mod
 from . import hessian, models
 from .config import DEVICE, ConfigError, feature_map_sides
 from .data import N_CLASSES, N_PIXELS, PIXEL_MEAN, PIXEL_STD, Split, passes
-from .optim import OPTIMIZERS, is_weight, lr_at, make_optimizer, stability_threshold
+from .optim import OPTIMIZERS, is_weight, lr_at, make_optimizer, momentum_at, stability_threshold
 from .tape import Tape
 
 FINGERPRINT_STEPS = 20  # a run records the loss of each of its first steps, and the parameters after them
@@ -135,7 +135,7 @@ def objective(forward, loss_fn, cfg_optim, points):
     return f
 
 
-def sharpness(params, forward, loss_fn, cfg, points, lr, step):
+def sharpness(params, forward, loss_fn, cfg, points, lr, step, momentum=None):
     """The sharpness of the training objective on `points` at params, as history entries: the top eigenvalue
     of its Hessian (nnhw.hessian, Lanczos) and its residual, the stability threshold at rate lr, and each
     weight's own block's top eigenvalue. Each Lanczos start is drawn from the seed and the step alone."""
@@ -143,7 +143,7 @@ def sharpness(params, forward, loss_fn, cfg, points, lr, step):
     iters, seed = cfg.eval.sharpness_iters, cfg.run.seed + 4 + 1_000_003 * step
     top = hessian.top_eigenvalue(f, params, iters, torch.Generator().manual_seed(seed))
     blocks = hessian.layer_eigenvalues(f, params, iters, torch.Generator().manual_seed(seed + 1))
-    return dict(sharpness=top.value, sharpness_residual=top.residual, sharpness_threshold=stability_threshold(cfg.optim, lr),
+    return dict(sharpness=top.value, sharpness_residual=top.residual, sharpness_threshold=stability_threshold(cfg.optim, lr, momentum),
                 sharpness_layers={name: e.value for name, e in blocks.items()})
 
 
@@ -244,6 +244,8 @@ class Trainer:
         The first `fingerprint_steps` add their loss to state.fingerprint, then the checksums."""
         t = self.cfg.train
         lr = self.lr(state.points)
+        if self.cfg.optim.momentum_ramp:
+            self.opt.momentum = momentum_at(self.cfg.optim, passes(state.points, self.n_train))
         x, y = self.batches.next(state, t.batch_size, self.total_points)
         b, (lo, hi) = len(y), self.world.shard(len(y))
         x, y = x[lo:hi], y[lo:hi]  # this process's part of the batch (all of it without torchrun)

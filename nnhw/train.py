@@ -54,8 +54,9 @@ from . import runlog
 from .committee import committee
 from .checkpoint import CHECKPOINT, TrainState, load_checkpoint, restore, resume_config, save_checkpoint
 from .config import ConfigError
-from .data import DataError, effective_epochs
+from .data import DataError, effective_epochs, passes
 from .command import Interrupt, NnhwError, Stopped, one_line, run_command
+from .optim import momentum_at
 from .rundir import RunError, RunLock, atomic_write_text, git_commit, make_run_dir
 from .step import Trainer, evaluate, resolve_device, sharpness
 from .summary import aggregate, aggregate_lines, closing_line, summarize
@@ -97,7 +98,8 @@ def measure_sharpness(state, row, lr, trainer, log):
     """The sharpness at this evaluation (step.sharpness) into its history row, TensorBoard and the
     console; its time is counted apart from training and evaluation."""
     t0 = time.perf_counter()
-    row.update(sharpness(trainer.params, trainer.forward, trainer.loss_fn, trainer.cfg, trainer.sharpness_points, lr, state.step))
+    momentum = momentum_at(trainer.cfg.optim, passes(state.points, trainer.n_train))  # on a ramp, where it stands
+    row.update(sharpness(trainer.params, trainer.forward, trainer.loss_fn, trainer.cfg, trainer.sharpness_points, lr, state.step, momentum))
     state.sharpness_seconds += time.perf_counter() - t0
     for tag, value in (("lambda_max", row["sharpness"]), ("residual", row["sharpness_residual"]),
                        ("threshold", row["sharpness_threshold"]), *row["sharpness_layers"].items()):
