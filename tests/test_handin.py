@@ -39,7 +39,8 @@ def built(tmp_path_factory, mnist_root, module_env):
     module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
     log_dir = tmp_path_factory.mktemp("logs")
     for name, extra in (("softmax", []), ("sigmoid", []), ("cnn", ["train.epochs=0.01", "eval.every=600"]),
-                        (SHARP, ["data.train_points=200", "train.batch_size=200", "train.epochs=20", "eval.every=2000", "eval.sharpness_iters=5"])):
+                        (SHARP, ["data.train_points=200", "train.batch_size=200", "train.epochs=10", "eval.every=1000", "eval.max_points=500",
+                                "eval.sharpness_iters=5"])):
         cfg = config.load(REPO / "configs" / f"{name}.toml", [*TINY, *extra, f'run.log_dir="{log_dir}"'])
         _, status, _ = train.run(cfg, command=f"python -m nnhw.train configs/{name}.toml", config_file=f"configs/{name}.toml")
         assert status == "finished"
