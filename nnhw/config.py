@@ -76,11 +76,13 @@ class ModelConfig:
     conv_channels: list[int] = opt([32, 64], "cnn: output channels of each convolution layer")
     conv_kernel: list[int] = opt([5, 5], "cnn: filter size (k x k) of each convolution layer")
     conv_padding: int = opt(0, "cnn: zero padding on each side of every convolution", min=0)
+    conv_stride: list[int] = opt([], "cnn: the stride of each convolution layer (a stride-2 convolution can stand in for pooling); [] is 1 for every layer")
     pool: int = opt(2, "cnn: pooling region (p x p) after each convolution; 1 is no pooling", min=1)
     pool_stride: int = opt(2, "cnn: stride of the pooling", min=1)
     pool_type: str = opt("avg", "cnn: 'avg' (mean of each region) or 'max' (largest entry of each region)", choices=["avg", "max"])
     dropout_input: float = opt(0.0, "probability of dropping each input pixel in training (0 is off)", min=0.0, lt=1.0)
     dropout_hidden: float = opt(0.0, "probability of dropping each fully connected hidden unit in training (0 is off)", min=0.0, lt=1.0)
+    dropout_conv: float = opt(0.0, "cnn: probability of dropping each entry of a convolution layer's feature maps (after its pooling and transfer function) in training (0 is off)", min=0.0, lt=1.0)
     batch_norm: bool = opt(False, "batch normalisation after every convolution and every fully connected hidden layer, before its transfer function: the batch's statistics in training, running averages in evaluation; adds gamma and beta per feature (parameters gc1, bnc1, g1, bn1, ...) and the running averages (state, checkpointed)")
     batch_norm_momentum: float = opt(0.1, "how far each training step moves the running averages towards the batch's statistics (torch's convention)", gt=0.0, le=1.0)
 
@@ -97,9 +99,9 @@ class OptimConfig:
     l2: float = opt(0.0, "lambda of the L2 penalty (lambda/2)||W||^2 on the weights", min=0.0)
     l2_bias: bool = opt(False, "apply the L2 penalty to the biases too")
     max_norm: float = opt(0.0, "max-norm c: after every update each unit's incoming weights (a row of W, a whole conv filter) are scaled back to norm <= c (0 is off)", min=0.0)
-    schedule: str = opt("constant", "learning-rate schedule: 'constant', 'step' (times gamma at each milestone), 'cosine' or 'linear' (down to lr * final_fraction at the end)", choices=["constant", "step", "cosine", "linear"])
+    schedule: str = opt("constant", "learning-rate schedule: 'constant', 'step' (times gamma at each milestone), 'exponential' (times gamma after each pass, stepwise), 'cosine' or 'linear' (down to lr * final_fraction at the end)", choices=["constant", "step", "exponential", "cosine", "linear"])
     milestones: list[float] = opt([], "passes over the training split (train.epochs' unit) at which the 'step' schedule multiplies the rate by gamma")
-    gamma: float = opt(0.1, "factor of the 'step' schedule", gt=0.0, le=1.0)
+    gamma: float = opt(0.1, "factor of the 'step' schedule at each milestone, and of the 'exponential' schedule after each pass", gt=0.0, le=1.0)
     final_fraction: float = opt(0.0, "the 'cosine' and 'linear' schedules end at lr * final_fraction", min=0.0, le=1.0)
     warmup: float = opt(0.0, "fraction of the run over which the rate climbs linearly from 0 to lr before the schedule starts; with 'linear' or 'cosine' this is the one-cycle schedule", min=0.0, lt=1.0)
 
@@ -237,14 +239,19 @@ def apply_overrides(cfg, overrides):
     return validate(cfg)
 
 
+def conv_strides(cfg_model):
+    """The stride of each convolution layer: model.conv_stride, or 1 for every layer when it is empty."""
+    return cfg_model.conv_stride or [1] * len(cfg_model.conv_kernel)
+
+
 def feature_map_sides(cfg_model):
     """[(side after convolution l, side after its pooling)] for each convolution layer of an MNIST image:
     the one place the CNN's geometry is computed (config checks, parameters, the model summary, the
     memory check). Pooling only happens when model.pool > 1, as in the forward pass; a side below 1
     means nothing is left."""
     m, side, sides = cfg_model, IMAGE_SIDE, []
-    for k in m.conv_kernel:
-        conv = side + 2 * m.conv_padding - k + 1
+    for k, s in zip(m.conv_kernel, conv_strides(m)):
+        conv = (side + 2 * m.conv_padding - k) // s + 1 if side + 2 * m.conv_padding >= k else 0
         side = (conv - m.pool) // m.pool_stride + 1 if m.pool > 1 and conv >= m.pool else (conv if m.pool == 1 else 0)
         sides.append((conv, side))
     return sides
@@ -267,6 +274,9 @@ def validate(cfg):
             raise ConfigError(f"model.conv_kernel: needs one size per entry of model.conv_channels {m.conv_channels}, got {m.conv_kernel}")
         if any(c < 1 for c in m.conv_channels) or any(k < 1 for k in m.conv_kernel):
             raise ConfigError("model.conv_channels, model.conv_kernel: every entry must be >= 1")
+        if m.conv_stride and (len(m.conv_stride) != len(m.conv_kernel) or any(not 1 <= s <= IMAGE_SIDE for s in m.conv_stride)):
+            raise ConfigError(f"model.conv_stride: needs one stride from 1 to {IMAGE_SIDE} per convolution layer (or [] for 1 everywhere), "
+                              f"got {m.conv_stride} for {len(m.conv_kernel)} layers")
         if min(min(pair) for pair in feature_map_sides(m)) < 1:
             raise ConfigError(
                 f"model.conv_kernel: the feature maps shrink to nothing with kernels {m.conv_kernel}, "
@@ -279,9 +289,9 @@ def validate(cfg):
         raise ConfigError("train.compile: torch.compile needs train.engine = 'autograd' (the tape runs outside torch)")
     if cfg.data.train_split == "train" and cfg.data.train_points > 50000:
         raise ConfigError(f"data.train_points: the 'train' split holds 50,000 points, got {cfg.data.train_points}; use 'train+dev' for up to 60,000")
-    if cfg.eval.sharpness_every and (m.dropout_input or m.dropout_hidden):
+    if cfg.eval.sharpness_every and (m.dropout_input or m.dropout_hidden or m.dropout_conv):
         raise ConfigError("eval.sharpness_every: the sharpness of a loss with dropout is random (a fresh mask at every product); "
-                          "set model.dropout_input and model.dropout_hidden to 0, or eval.sharpness_every to 0")
+                          "set model.dropout_input, model.dropout_hidden and model.dropout_conv to 0, or eval.sharpness_every to 0")
     if cfg.optim.momentum_ramp and cfg.optim.optimizer != "sgd":
         raise ConfigError("optim.momentum_ramp: ramps the heavy-ball momentum of 'sgd'; Adam's beta1 does not ramp, set it to 0")
     if cfg.optim.milestones != sorted(cfg.optim.milestones):

@@ -164,7 +164,8 @@ def schedule_text(o):
 def model_text(m):
     """The architecture in one line: 784 - 200 - 10, sigmoid hidden, identity outputs; or the CNN's layers."""
     if m.arch == "cnn":
-        return (f"CNN: conv channels {m.conv_channels}, filters {m.conv_kernel} (padding {m.conv_padding}), "
+        return (f"CNN: conv channels {m.conv_channels}, filters {m.conv_kernel} (padding {m.conv_padding}"
+                + (f", strides {m.conv_stride}" if m.conv_stride else "") + "), "
                 f"{POOLING_NAMES[m.pool_type]} pooling {m.pool}x{m.pool} stride {m.pool_stride} after each; fully connected {m.hidden}; {m.transfer}")
     return " - ".join(str(d) for d in [N_PIXELS, *m.hidden, N_CLASSES]) + (f", {m.transfer} hidden" if m.hidden else "") + f", {m.output_transfer} outputs"
 
@@ -199,8 +200,8 @@ def parameter_rows(cfg):
         ("seed", f"{cfg.run.seed}"),
         ("backward engine", t.engine + (", torch.compile" if t.compile else "")),
     ]
-    if m.dropout_input or m.dropout_hidden:
-        rows.append(("dropout", f"input {m.dropout_input:g}, hidden {m.dropout_hidden:g}"))
+    if m.dropout_input or m.dropout_hidden or m.dropout_conv:
+        rows.append(("dropout", f"input {m.dropout_input:g}, hidden {m.dropout_hidden:g}" + (f", feature maps {m.dropout_conv:g}" if m.dropout_conv else "")))
     if m.batch_norm:
         rows.append(("batch normalisation", f"after every convolution and hidden layer; running averages' momentum {m.batch_norm_momentum:g}"))
     if t.augment != "none":

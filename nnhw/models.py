@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import functions as nf
-from .config import feature_map_sides
+from .config import conv_strides, feature_map_sides
 from .data import IMAGE_SIDE, N_CLASSES, N_PIXELS
 from .tape import autograd_apply
 
@@ -95,7 +95,8 @@ def layer_table(cfg_model):
             n = math.prod(shapes[f"Wc{l}"][0]) + c_out
             bn = f" + batch norm ({2 * c_out} running averages)" if m.batch_norm else ""
             n += 2 * c_out if m.batch_norm else 0
-            rows.append((f"conv{l} {k}x{k}{bn} + {m.transfer}", f"{c_out}x{conv}x{conv}", n, c_out * c * k * k * conv * conv))
+            stride = f" stride {conv_strides(m)[l - 1]}" if conv_strides(m)[l - 1] > 1 else ""
+            rows.append((f"conv{l} {k}x{k}{stride}{bn} + {m.transfer}", f"{c_out}x{conv}x{conv}", n, c_out * c * k * k * conv * conv))
             c = c_out
             if m.pool > 1:
                 rows.append((f"{m.pool_type}pool{l} {m.pool}x{m.pool} stride {m.pool_stride}", f"{c}x{pooled}x{pooled}", 0, 0))
@@ -139,6 +140,7 @@ def make_forward(cfg_model, running=None):
     transfer = nf.TRANSFER_FUNCTIONS[m.transfer]
     output_transfer = nf.TRANSFER_FUNCTIONS[m.output_transfer]
     n_conv = len(m.conv_channels) if m.arch == "cnn" else 0
+    strides = conv_strides(m) if n_conv else []
     n_fc = len(m.hidden) + 1
     linear_output = m.output_transfer == "identity"  # identity(a) = a: skip the copy
 
@@ -156,7 +158,7 @@ def make_forward(cfg_model, running=None):
         if n_conv:
             z = z.view(len(z), 1, S, S)
             for l in range(1, n_conv + 1):
-                z = call(nf.Conv2d, z, params[f"Wc{l}"], params[f"bc{l}"], 1, m.conv_padding)  # (N, C_l, H, W)
+                z = call(nf.Conv2d, z, params[f"Wc{l}"], params[f"bc{l}"], strides[l - 1], m.conv_padding)  # (N, C_l, H, W)
                 z = normalise(z, params, f"c{l}", training, call)
                 if m.pool > 1 and m.pool_type == "max":
                     # max then f equals f then max for every nondecreasing f (all but 'square', which the
@@ -166,6 +168,8 @@ def make_forward(cfg_model, running=None):
                     z = call(nf.AvgPool2d, call(transfer, z), m.pool, m.pool_stride)
                 else:
                     z = call(transfer, z)
+                if drop:
+                    z = nf.dropout(z, m.dropout_conv, generator, call)
             z = call(nf.Flatten, z)  # (N, C * H * W)
         for l in range(1, n_fc):
             z = call(transfer, normalise(call(nf.Affine, z, params[f"W{l}"], params[f"b{l}"]), params, str(l), training, call))  # (N, d(l))

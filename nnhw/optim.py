@@ -42,6 +42,8 @@ def lr_at(cfg_optim, done, total):
         return lr * done / warm
     if cfg_optim.schedule == "constant":
         return lr
+    if cfg_optim.schedule == "exponential":  # lr gamma^k in pass k + 1 (after the warm-up)
+        return lr * cfg_optim.gamma ** math.floor(done - warm)
     if cfg_optim.schedule == "step":
         passed = sum(1 for m in cfg_optim.milestones if done >= m)
         return lr * cfg_optim.gamma**passed

@@ -134,3 +134,13 @@ def test_reference_lists_every_key_with_its_bounds():
 def test_docs_config_md_is_the_generated_reference():
     """docs/config.md is `python -m nnhw.config`'s output: regenerate it when a key changes."""
     assert (REPO / "docs" / "config.md").read_text() == config.markdown()
+
+
+def test_conv_strides_shape_the_feature_maps_and_are_checked():
+    cfg = config.load(None, ['model.arch="cnn"', "model.conv_channels=[32, 32, 64]", "model.conv_kernel=[3, 5, 3]",
+                             "model.conv_stride=[1, 2, 1]", "model.pool=1"])
+    assert config.feature_map_sides(cfg.model) == [(26, 26), (11, 11), (9, 9)]  # 28-3+1; (26-5)//2+1; 11-3+1
+    assert config.feature_map_sides(config.load(None, ['model.arch="cnn"']).model) == [(24, 12), (8, 4)]  # [] is stride 1
+    for bad in ("model.conv_stride=[2]", "model.conv_stride=[1, 0]", "model.conv_stride=[1, 29]"):
+        with pytest.raises(config.ConfigError, match="model.conv_stride"):
+            config.load(None, ['model.arch="cnn"', bad])

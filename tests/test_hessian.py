@@ -45,10 +45,11 @@ def builtin_forward(m, params, x, generator=None):
     z = drop(x, m.dropout_input)
     if m.arch == "cnn":
         z = z.view(len(z), 1, IMAGE_SIDE, IMAGE_SIDE)
-        for l in range(1, len(m.conv_channels) + 1):
-            z = f(F.conv2d(z, params[f"Wc{l}"], params[f"bc{l}"], 1, m.conv_padding))
-            pool = F.max_pool2d if m.pool_type == "max" else F.avg_pool2d
-            z = pool(z, m.pool, m.pool_stride)
+        for l, stride in enumerate(m.conv_stride or [1] * len(m.conv_channels), 1):
+            z = f(F.conv2d(z, params[f"Wc{l}"], params[f"bc{l}"], stride, m.conv_padding))
+            if m.pool > 1:
+                z = (F.max_pool2d if m.pool_type == "max" else F.avg_pool2d)(z, m.pool, m.pool_stride)
+            z = drop(z, m.dropout_conv)
         z = z.flatten(1)
     for l in range(1, n_fc):
         z = drop(f(F.linear(z, params[f"W{l}"], params[f"b{l}"])), m.dropout_hidden)
@@ -69,7 +70,7 @@ def losses(m, n=5, seed=0):
     params = {k: p.detach().double() for k, p in models.init_params(m, seed).items()}
     params = {k: p + 0.1 * torch.randn(p.shape, generator=gen) for k, p in params.items()}  # biases off zero too
     v = {k: torch.randn(p.shape, generator=gen) for k, p in params.items()}
-    forward, loss_fn, dropping = models.make_forward(m), models.make_loss(m), bool(m.dropout_input or m.dropout_hidden)
+    forward, loss_fn, dropping = models.make_forward(m), models.make_loss(m), bool(m.dropout_input or m.dropout_hidden or m.dropout_conv)
 
     def mask_stream():
         return torch.Generator().manual_seed(123) if dropping else None
@@ -103,6 +104,8 @@ NETWORKS = {
     "cnn, average pooling": dict(arch="cnn", transfer="tanh"),
     "cnn, max pooling": dict(arch="cnn", transfer="relu", pool_type="max"),
     "mlp tanh, dropout with a fixed mask": dict(transfer="tanh", hidden=[6, 5], dropout_input=0.2, dropout_hidden=0.5),
+    "cnn, strided convolutions, no pooling, dropout on the feature maps": dict(
+        arch="cnn", transfer="tanh", conv_channels=[2, 3], conv_kernel=[3, 4], conv_stride=[2, 2], pool=1, dropout_conv=0.3, hidden=[4]),
 }
 
 

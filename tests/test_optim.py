@@ -162,3 +162,8 @@ def test_each_step_takes_the_momentum_of_its_point_on_the_ramp():
     for _ in range(6):
         trainer.step(state)
     assert seen == pytest.approx([0.1, 0.3, 0.5, 0.7, 0.9, 0.9])  # 25 points a step: a quarter of the ramp each
+
+
+def test_the_exponential_schedule_multiplies_by_gamma_after_each_pass():
+    o = config.load(None, ['optim.schedule="exponential"', "optim.gamma=0.95", "optim.lr=0.001"]).optim
+    assert [lr_at(o, d, 35) for d in (0, 0.99, 1, 2.5, 34.9)] == pytest.approx([1e-3, 1e-3, 0.95e-3, 0.95**2 * 1e-3, 0.95**34 * 1e-3])
