@@ -1,4 +1,4 @@
-"""tools/gpu_check.sh waits for a session with a GPU; its CPU mode keeps it from rotting meanwhile."""
+"""tools/gpu_check.sh waits for a machine with a GPU; its CPU mode keeps it from rotting meanwhile."""
 
 import json
 import os
