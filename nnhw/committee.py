@@ -50,8 +50,7 @@ def test_probabilities(run_dir, device):
     running = {k: t.to(device) for k, t in ckpt["running"].items()}  # batch normalisation's averages, if any
     if set(running) != set(models.init_running(cfg.model)):
         raise CommitteeError(f"{run_dir}: its checkpoint's running averages do not fit its config's model (was it edited?)")
-    d = cfg.data
-    test = data_mod.load_splits(data_mod.resolve_root(d.root), False, d.train_split, d.standardize, device)["test"]
+    test = data_mod.splits_on_disk(cfg.data, device)["test"]
     n = min(cfg.eval.max_points, len(test)) if cfg.eval.max_points else len(test)
     forward, b = models.make_forward(cfg.model, running or None), cfg.eval.batch_size
     out = torch.cat([torch.softmax(forward(params, test.x[i : i + b].float()).double(), 1) for i in range(0, n, b)])

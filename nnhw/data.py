@@ -8,6 +8,7 @@ batches out of a fresh permutation each epoch, so there is no DataLoader.
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -147,3 +148,15 @@ def load_splits(root, download=False, train_split="train", standardize=False, de
         "dev": to_split(xtr[N_TRAIN:], ytr[N_TRAIN:]),
         "test": to_split(xte, yte),
     }
+
+
+@lru_cache(maxsize=4)
+def _cached_splits(root, train_split, standardize, device, train_points):
+    return load_splits(Path(root), False, train_split, standardize, torch.device(device), train_points)
+
+
+def splits_on_disk(cfg_data, device):
+    """A config's splits as the MNIST files on disk give them (never downloaded), loaded once per process
+    and shared by its callers (nnhw.replay, nnhw.committee), which only read them."""
+    d = cfg_data
+    return _cached_splits(str(resolve_root(d.root)), d.train_split, d.standardize, str(device), d.train_points)

@@ -585,21 +585,26 @@ class BatchNorm(_Function):
              dx = s (dxh - mean(dxh) - xh mean(dxh xh))   (the gradient through the batch's own mean and variance)
                 = gamma s (g - dbeta / m - xh dgamma / m)  (the same, from the two sums already taken)
     forward: dy = gamma s (dx - mean(dx) - xh mean(xh dx)) + dgamma xh + dbeta
-    Sums and means run over the m values of each feature. The running averages for evaluation are
-    updated by the caller (`batch_norm`), outside the derivative.
+    Sums and means run over the m values of each feature. Given running averages (state, no derivative),
+    the same pass moves them towards the batch's mean and unbiased variance by `momentum`.
     """
 
     @staticmethod
-    def forward(x, gamma, beta, eps):
+    def forward(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1):
         _check_float("batch_norm input", x)
         if x.dim() not in (2, 4) or gamma.shape != x.shape[1:2] or beta.shape != x.shape[1:2]:
             raise ValueError(f"batch_norm expects x (N, d) or (N, C, H, W) and gamma, beta of one entry per feature, "
                              f"got x {tuple(x.shape)}, gamma {tuple(gamma.shape)}, beta {tuple(beta.shape)}")
-        return F.batch_norm(x, None, None, gamma, beta, True, 0.0, eps)  # the same value, in one fused pass
+        if x.numel() > x.shape[1]:  # the value and the running averages' move in F.batch_norm's one fused pass
+            return F.batch_norm(x, running_mean, running_var, gamma, beta, True, momentum, eps)
+        if running_mean is not None:  # one value per feature (F.batch_norm refuses it): its own mean, variance 0
+            running_mean.lerp_(x.reshape(-1), momentum)
+            running_var.lerp_(torch.zeros_like(running_var), momentum)
+        return _per_feature(beta, x) + 0 * x  # xh = 0
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, gamma, _, ctx.eps = inputs
+        x, gamma, _, ctx.eps = inputs[:4]
         _save(ctx, x, gamma)  # xh and s are recomputed from x: saved, they would carry no second derivative
 
     @staticmethod
@@ -609,10 +614,10 @@ class BatchNorm(_Function):
         dims, m = _stat_dims(xh), x.numel() // x.shape[1]
         dbeta, dgamma = g.sum(dims), (g * xh).sum(dims)
         grad_x = _per_feature(gamma, xh) * s * (g - _per_feature(dbeta / m, xh) - xh * _per_feature(dgamma / m, xh))
-        return grad_x, dgamma, dbeta, None
+        return grad_x, dgamma, dbeta, None, None, None, None
 
     @staticmethod
-    def jvp(ctx, dx, dgamma, dbeta, d_eps=None):
+    def jvp(ctx, dx, dgamma, dbeta, *no_tangents):  # eps, the running averages and momentum have none
         x, gamma = ctx.saved_tensors
         xh, s = _normalised(x, ctx.eps)
         dims = _stat_dims(xh)
@@ -676,16 +681,9 @@ def batch_norm(x, gamma, beta, running, training, momentum=0.1, eps=1e-5, call=N
     towards them, mean <- (1 - momentum) mean + momentum mu and var likewise with the batch's unbiased
     variance, as torch.nn.functional.batch_norm does. In evaluation, the running averages (BatchNormEval).
     `call(Function, *inputs)` applies the Function (default: through torch.autograd)."""
-    if not training:
-        inputs = (x, gamma, beta, running["mean"], running["var"], eps)
-        return call(BatchNormEval, *inputs) if call else BatchNormEval.apply(*inputs)
-    with torch.no_grad():
-        dims, m = _stat_dims(x), x.numel() // x.shape[1]
-        mu = x.mean(dims, keepdim=True)
-        var = (x - mu).square().sum(dims) / max(m - 1, 1)  # unbiased, as F.batch_norm keeps it
-        running["mean"].lerp_(mu.reshape(-1), momentum)
-        running["var"].lerp_(var, momentum)
-    return call(BatchNorm, x, gamma, beta, eps) if call else BatchNorm.apply(x, gamma, beta, eps)
+    fn, inputs = ((BatchNorm, (x, gamma, beta, eps, running["mean"], running["var"], momentum)) if training else
+                  (BatchNormEval, (x, gamma, beta, running["mean"], running["var"], eps)))
+    return call(fn, *inputs) if call else fn.apply(*inputs)
 
 
 sigmoid = Sigmoid.apply

@@ -91,12 +91,11 @@ def layer_table(cfg_model):
     shapes = param_shapes(m)
     rows, c = [], 1
     if m.arch == "cnn":
-        for l, (k, c_out, (conv, pooled)) in enumerate(zip(m.conv_kernel, m.conv_channels, feature_map_sides(m)), 1):
+        for l, (k, s, c_out, (conv, pooled)) in enumerate(zip(m.conv_kernel, conv_strides(m), m.conv_channels, feature_map_sides(m)), 1):
             n = math.prod(shapes[f"Wc{l}"][0]) + c_out
             bn = f" + batch norm ({2 * c_out} running averages)" if m.batch_norm else ""
             n += 2 * c_out if m.batch_norm else 0
-            stride = f" stride {conv_strides(m)[l - 1]}" if conv_strides(m)[l - 1] > 1 else ""
-            rows.append((f"conv{l} {k}x{k}{stride}{bn} + {m.transfer}", f"{c_out}x{conv}x{conv}", n, c_out * c * k * k * conv * conv))
+            rows.append((f"conv{l} {k}x{k}{f' stride {s}' if s > 1 else ''}{bn} + {m.transfer}", f"{c_out}x{conv}x{conv}", n, c_out * c * k * k * conv * conv))
             c = c_out
             if m.pool > 1:
                 rows.append((f"{m.pool_type}pool{l} {m.pool}x{m.pool} stride {m.pool_stride}", f"{c}x{pooled}x{pooled}", 0, 0))

@@ -31,7 +31,6 @@ that is not a run).
 import json
 import shlex
 import sys
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -55,17 +54,6 @@ class ReplayError(NnhwError, RuntimeError):
 
 def rel_diff(a, b):
     return abs(a - b) / max(abs(a), abs(b), 1e-300)
-
-
-@lru_cache(maxsize=4)
-def _splits(root, train_split, standardize, device, train_points):
-    return data_mod.load_splits(Path(root), False, train_split, standardize, torch.device(device), train_points)
-
-
-def splits_for(cfg, device):
-    """The run's splits, loaded once per process (never downloaded: replay reads what is there)."""
-    return _splits(str(data_mod.resolve_root(cfg.data.root)), cfg.data.train_split, cfg.data.standardize, device.type,
-                   cfg.data.train_points)
 
 
 def device_of(summary_device):
@@ -94,7 +82,7 @@ def run_config(run_dir, device):
 
 def first_steps(cfg, device, n):
     """The losses of the first n training steps and the checksums after them, computed now."""
-    trainer = Trainer.start(cfg, device, splits_for(cfg, device)["train"])
+    trainer = Trainer.start(cfg, device, data_mod.splits_on_disk(cfg.data, device)["train"])
     trainer.fingerprint_steps = n
     state = TrainState()
     while "checksums" not in state.fingerprint:
@@ -144,7 +132,7 @@ def replay_sweep(sweep_dir):
         raise ReplayError(f"cannot rebuild its config from {sw.get('command')!r}: {e}") from None
     device = device_of(sw.get("device"))
     cfg.run.device = device.type
-    splits = splits_for(cfg, device)
+    splits = data_mod.splits_on_disk(cfg.data, device)
     trainer = Trainer.start(cfg, device, splits["train"])
     start = evaluate(trainer.params, trainer.forward, trainer.loss_fn, splits["train"], cfg.eval.batch_size)[0]
     if rel_diff(start, sw["start_loss"]) > REL_TOL:

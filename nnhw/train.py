@@ -56,7 +56,7 @@ from .checkpoint import CHECKPOINT, TrainState, load_checkpoint, restore, resume
 from .config import ConfigError
 from .data import DataError, effective_epochs, passes
 from .command import Interrupt, NnhwError, Stopped, one_line, run_command
-from .optim import momentum_at
+from .optim import is_weight, momentum_at
 from .rundir import RunError, RunLock, atomic_write_text, git_commit, make_run_dir
 from .step import Trainer, evaluate, resolve_device, sharpness
 from .summary import aggregate, aggregate_lines, closing_line, summarize
@@ -180,7 +180,7 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), 
             if resume is None:
                 log.text("model", "```\n" + "\n".join(summary) + "\n```")
             if cfg.eval.sharpness_every:  # each eigenvalue on a chart of its own, its threshold beside it
-                log.charts(runlog.sharpness_charts([k for k in trainer.params if k.startswith("W")]))
+                log.charts(runlog.sharpness_charts([k for k in trainer.params if is_weight(k)]))
             status = train_loop(trainer, state, splits, log, interrupt, checkpoint, device)
     except Diverged as e:
         status = "diverged"
