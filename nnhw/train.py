@@ -29,11 +29,14 @@ def build_parser():
 
 
 if __name__ == "__main__":
+    import os
     import signal as _signal
 
-    def _quit(signum, frame):  # Ctrl-C while the modules below load, before main() runs: no traceback
-        print("nnhw.train: interrupted while starting", file=sys.stderr)
-        sys.exit(130)
+    def _quit(signum, frame):
+        # Ctrl-C while the modules below load, before main() runs: nothing is written yet, so leave at
+        # once. os._exit, not sys.exit: an import that swallows SystemExit would carry on and train.
+        print("nnhw.train: interrupted while starting", file=sys.stderr, flush=True)
+        os._exit(130)
 
     _signal.signal(_signal.SIGINT, _quit)
     build_parser().parse_intermixed_args()  # --help and usage errors answer at once, before torch loads
