@@ -82,7 +82,7 @@ class ModelConfig:
     pool_type: str = opt("avg", "cnn: 'avg' (mean of each region) or 'max' (largest entry of each region)", choices=["avg", "max"])
     dropout_input: float = opt(0.0, "probability of dropping each input pixel in training (0 is off)", min=0.0, lt=1.0)
     dropout_hidden: float = opt(0.0, "probability of dropping each fully connected hidden unit in training (0 is off)", min=0.0, lt=1.0)
-    dropout_conv: float = opt(0.0, "cnn: probability of dropping each entry of a convolution layer's feature maps (after its pooling and transfer function) in training (0 is off)", min=0.0, lt=1.0)
+    dropout_conv: list[float] = opt([], "cnn: for each convolution layer, the probability of dropping each entry of its feature maps (after its pooling and transfer function) in training; [0, 0.4] drops only after the second layer, [] nowhere", min=0.0, lt=1.0)
     batch_norm: bool = opt(False, "batch normalisation after every convolution and every fully connected hidden layer, before its transfer function: the batch's statistics in training, running averages in evaluation; adds gamma and beta per feature (parameters gc1, bnc1, g1, bn1, ...) and the running averages (state, checkpointed)")
     batch_norm_momentum: float = opt(0.1, "how far each training step moves the running averages towards the batch's statistics (torch's convention)", gt=0.0, le=1.0)
 
@@ -277,6 +277,9 @@ def validate(cfg):
         if m.conv_stride and (len(m.conv_stride) != len(m.conv_kernel) or any(not 1 <= s <= IMAGE_SIDE for s in m.conv_stride)):
             raise ConfigError(f"model.conv_stride: needs one stride from 1 to {IMAGE_SIDE} per convolution layer (or [] for 1 everywhere), "
                               f"got {m.conv_stride} for {len(m.conv_kernel)} layers")
+        if m.dropout_conv and len(m.dropout_conv) != len(m.conv_channels):
+            raise ConfigError(f"model.dropout_conv: needs one probability per convolution layer (or [] for none), "
+                              f"got {m.dropout_conv} for {len(m.conv_channels)} layers")
         if min(min(pair) for pair in feature_map_sides(m)) < 1:
             raise ConfigError(
                 f"model.conv_kernel: the feature maps shrink to nothing with kernels {m.conv_kernel}, "
@@ -289,9 +292,9 @@ def validate(cfg):
         raise ConfigError("train.compile: torch.compile needs train.engine = 'autograd' (the tape runs outside torch)")
     if cfg.data.train_split == "train" and cfg.data.train_points > 50000:
         raise ConfigError(f"data.train_points: the 'train' split holds 50,000 points, got {cfg.data.train_points}; use 'train+dev' for up to 60,000")
-    if cfg.eval.sharpness_every and (m.dropout_input or m.dropout_hidden or m.dropout_conv):
+    if cfg.eval.sharpness_every and (m.dropout_input or m.dropout_hidden or any(m.dropout_conv)):
         raise ConfigError("eval.sharpness_every: the sharpness of a loss with dropout is random (a fresh mask at every product); "
-                          "set model.dropout_input, model.dropout_hidden and model.dropout_conv to 0, or eval.sharpness_every to 0")
+                          "set model.dropout_input and model.dropout_hidden to 0 and model.dropout_conv to [], or eval.sharpness_every to 0")
     if cfg.optim.momentum_ramp and cfg.optim.optimizer != "sgd":
         raise ConfigError("optim.momentum_ramp: ramps the heavy-ball momentum of 'sgd'; Adam's beta1 does not ramp, set it to 0")
     if cfg.optim.milestones != sorted(cfg.optim.milestones):

@@ -200,8 +200,9 @@ def parameter_rows(cfg):
         ("seed", f"{cfg.run.seed}"),
         ("backward engine", t.engine + (", torch.compile" if t.compile else "")),
     ]
-    if m.dropout_input or m.dropout_hidden or m.dropout_conv:
-        rows.append(("dropout", f"input {m.dropout_input:g}, hidden {m.dropout_hidden:g}" + (f", feature maps {m.dropout_conv:g}" if m.dropout_conv else "")))
+    if m.dropout_input or m.dropout_hidden or any(m.dropout_conv):
+        maps = ", feature maps " + " ".join(f"{p:g}" for p in m.dropout_conv) if any(m.dropout_conv) else ""
+        rows.append(("dropout", f"input {m.dropout_input:g}, hidden {m.dropout_hidden:g}{maps}"))
     if m.batch_norm:
         rows.append(("batch normalisation", f"after every convolution and hidden layer; running averages' momentum {m.batch_norm_momentum:g}"))
     if t.augment != "none":

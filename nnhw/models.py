@@ -167,8 +167,8 @@ def make_forward(cfg_model, running=None):
                     z = call(nf.AvgPool2d, call(transfer, z), m.pool, m.pool_stride)
                 else:
                     z = call(transfer, z)
-                if drop:
-                    z = nf.dropout(z, m.dropout_conv, generator, call)
+                if drop and m.dropout_conv:
+                    z = nf.dropout(z, m.dropout_conv[l - 1], generator, call)
             z = call(nf.Flatten, z)  # (N, C * H * W)
         for l in range(1, n_fc):
             z = call(transfer, normalise(call(nf.Affine, z, params[f"W{l}"], params[f"b{l}"]), params, str(l), training, call))  # (N, d(l))

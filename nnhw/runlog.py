@@ -118,7 +118,7 @@ def hparams_of(cfg, overrides=""):
         transfer=m.transfer, arch=m.arch, output_transfer=m.output_transfer, loss=m.loss, init=m.init,
         momentum=o.momentum, l2=o.l2, max_norm=o.max_norm, schedule=o.schedule, batch_size=t.batch_size, epochs=t.epochs,
         engine=t.engine, augment=t.augment, dropout_input=m.dropout_input,
-        dropout_hidden=m.dropout_hidden, dropout_conv=m.dropout_conv, batch_norm=m.batch_norm, train_split=cfg.data.train_split,
+        dropout_hidden=m.dropout_hidden, dropout_conv=",".join(f"{p:g}" for p in m.dropout_conv) or "none", batch_norm=m.batch_norm, train_split=cfg.data.train_split,
     )
     if m.arch == "cnn":
         hp["conv"] = "x".join(map(str, m.conv_channels)) + f" k{'x'.join(map(str, m.conv_kernel))} pool{m.pool}"

@@ -144,3 +144,11 @@ def test_conv_strides_shape_the_feature_maps_and_are_checked():
     for bad in ("model.conv_stride=[2]", "model.conv_stride=[1, 0]", "model.conv_stride=[1, 29]"):
         with pytest.raises(config.ConfigError, match="model.conv_stride"):
             config.load(None, ['model.arch="cnn"', bad])
+
+
+def test_conv_dropout_takes_one_probability_per_layer():
+    cfg = config.load(None, ['model.arch="cnn"', "model.dropout_conv=[0, 0.4]"])
+    assert cfg.model.dropout_conv == [0.0, 0.4]
+    for bad, message in (("[0.4]", "one probability per convolution layer"), ("[0, 1]", "must be < 1"), ("[-0.1, 0]", "must be >= 0")):
+        with pytest.raises(config.ConfigError, match=message):
+            config.load(None, ['model.arch="cnn"', f"model.dropout_conv={bad}"])

@@ -49,7 +49,7 @@ def builtin_forward(m, params, x, generator=None):
             z = f(F.conv2d(z, params[f"Wc{l}"], params[f"bc{l}"], stride, m.conv_padding))
             if m.pool > 1:
                 z = (F.max_pool2d if m.pool_type == "max" else F.avg_pool2d)(z, m.pool, m.pool_stride)
-            z = drop(z, m.dropout_conv)
+            z = drop(z, m.dropout_conv[l - 1] if m.dropout_conv else 0.0)
         z = z.flatten(1)
     for l in range(1, n_fc):
         z = drop(f(F.linear(z, params[f"W{l}"], params[f"b{l}"])), m.dropout_hidden)
@@ -70,7 +70,7 @@ def losses(m, n=5, seed=0):
     params = {k: p.detach().double() for k, p in models.init_params(m, seed).items()}
     params = {k: p + 0.1 * torch.randn(p.shape, generator=gen) for k, p in params.items()}  # biases off zero too
     v = {k: torch.randn(p.shape, generator=gen) for k, p in params.items()}
-    forward, loss_fn, dropping = models.make_forward(m), models.make_loss(m), bool(m.dropout_input or m.dropout_hidden or m.dropout_conv)
+    forward, loss_fn, dropping = models.make_forward(m), models.make_loss(m), bool(m.dropout_input or m.dropout_hidden or any(m.dropout_conv))
 
     def mask_stream():
         return torch.Generator().manual_seed(123) if dropping else None
@@ -105,7 +105,7 @@ NETWORKS = {
     "cnn, max pooling": dict(arch="cnn", transfer="relu", pool_type="max"),
     "mlp tanh, dropout with a fixed mask": dict(transfer="tanh", hidden=[6, 5], dropout_input=0.2, dropout_hidden=0.5),
     "cnn, strided convolutions, no pooling, dropout on the feature maps": dict(
-        arch="cnn", transfer="tanh", conv_channels=[2, 3], conv_kernel=[3, 4], conv_stride=[2, 2], pool=1, dropout_conv=0.3, hidden=[4]),
+        arch="cnn", transfer="tanh", conv_channels=[2, 3], conv_kernel=[3, 4], conv_stride=[2, 2], pool=1, dropout_conv=[0.3, 0.2], hidden=[4]),
 }
 
 
