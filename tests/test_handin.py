@@ -38,7 +38,7 @@ def built(tmp_path_factory, mnist_root, module_env):
     configs, the XOR check of theory.json, and the report built from them."""
     module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
     log_dir = tmp_path_factory.mktemp("logs")
-    for name, extra in (("softmax", []), ("sigmoid", []), ("cnn", ["train.epochs=0.01", "eval.every=600"]),
+    for name, extra in (("softmax", []), ("sigmoid", []), ("cnn", ["train.epochs=0.01", "eval.every=600", "eval.max_points=2000"]),
                         (SHARP, ["data.train_points=200", "train.batch_size=200", "train.epochs=10", "eval.every=1000", "eval.max_points=500",
                                 "eval.sharpness_iters=5"])):
         cfg = config.load(REPO / "configs" / f"{name}.toml", [*TINY, *extra, f'run.log_dir="{log_dir}"'])
@@ -54,11 +54,33 @@ def built(tmp_path_factory, mnist_root, module_env):
 SHARP = SHARPNESS_CONFIGS[-1]  # the one sharpness config the fixture runs; the others are missing
 
 
+class PageTexts:
+    """Each page's text, extracted when first asked for and kept: pypdf takes a quarter of a second a
+    page, and the code section alone runs to over a hundred pages that only their first lines are read of."""
+
+    def __init__(self, reader):
+        self.reader, self.cache = reader, {}
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self.reader.pages)))]
+        if index not in self.cache:
+            self.cache[index] = self.reader.pages[index].extract_text()
+        return self.cache[index]
+
+
 @pytest.fixture(scope="module")
 def pdf(built):
-    """The built PDF read once: (reader, its outline, each page's text); pypdf takes seconds a page."""
+    """The built PDF read once: (reader, its outline, each page's text, read lazily)."""
     reader = pypdf.PdfReader(built[1] / "REPORT.pdf")
-    return reader, outline(reader), [page.extract_text() for page in reader.pages]
+    return reader, outline(reader), PageTexts(reader)
+
+
+def answer_text(pdf):
+    """The text of every page before the code section, whitespace runs made single spaces."""
+    _, marks, texts = pdf
+    code_page = next(page for title, page in marks if title.startswith("8 Code"))
+    return re.sub(r"\s+", " ", "".join(texts[:code_page]))
 
 
 def outline(reader):
@@ -106,18 +128,22 @@ def test_each_figure_is_embedded(built, pdf):
 def test_code_section_names_every_module(pdf):
     _, marks, texts = pdf
     code_page = next(page for title, page in marks if title.startswith("8 Code"))
-    code_text = "".join(texts[code_page:])
-    for path in sorted((REPO / "nnhw").glob("*.py")):
-        assert f"nnhw/{path.name}" in code_text, path.name
     titles = [title for title, page in marks if page >= code_page]
+    for path in sorted((REPO / "nnhw").glob("*.py")):
+        name = f"nnhw/{path.name}"
+        assert name in titles, name
+        page = next(page for title, page in marks if title == name)
+        first_line = next(line for line in path.read_text().splitlines() if line.strip())
+        # its heading and its first line are printed on the page the outline points to (or the next)
+        printed = re.sub(r"\s+", "", texts[page] + texts[page + 1])
+        assert name in printed and re.sub(r"\s+", "", first_line)[:40] in printed, name
     for path in ("configs/relu.toml", "tools/complexity.py", "nnhw/handin.typ"):
         assert path in titles
 
 
 def test_answers_carry_the_runs_numbers_and_name_missing_runs(built, pdf):
     log_dir, out = built
-    text = "".join(pdf[2])
-    flat = re.sub(r"\s+", " ", text)
+    flat = answer_text(pdf)
     s = json.loads(next((log_dir / "sigmoid").glob("*/summary.json")).read_text())
     assert f"{s['final']['test_error']:.2f}%" in flat and f"{s['lowest_test_error']:.2f}%" in flat
     assert "chosen on the test set as the homework asks" in flat
@@ -134,7 +160,7 @@ def test_answers_carry_the_runs_numbers_and_name_missing_runs(built, pdf):
 
 def test_the_sharpness_section_carries_its_runs_numbers(built, pdf):
     log_dir, out = built
-    flat = re.sub(r"\s+", " ", "".join(pdf[2]))
+    flat = answer_text(pdf)
     s = json.loads(next((log_dir / SHARP).glob("*/summary.json")).read_text())["sharpness"]
     md = (out / "REPORT.md").read_text().split("## 7.4")[1].split("\n## ")[0]
     for text in (flat, md):
