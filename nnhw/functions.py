@@ -610,10 +610,15 @@ class BatchNorm(_Function):
     @staticmethod
     def backward(ctx, g):
         x, gamma = ctx.saved_tensors
-        xh, s = _normalised(x, ctx.eps)
-        dims, m = _stat_dims(xh), x.numel() // x.shape[1]
-        dbeta, dgamma = g.sum(dims), (g * xh).sum(dims)
-        grad_x = _per_feature(gamma, xh) * s * (g - _per_feature(dbeta / m, xh) - xh * _per_feature(dgamma / m, xh))
+        dims, m = _stat_dims(x), x.numel() // x.shape[1]
+        centred = x - x.mean(dims, keepdim=True)  # x - mu
+        s = torch.rsqrt(centred.square().mean(dims) + ctx.eps)
+        dbeta, dgamma = g.sum(dims), s * (g * centred).sum(dims)  # sum g, sum g xh with xh = (x - mu) s
+        # dx = gamma s (g - dbeta / m - xh dgamma / m) = a g + b (x - mu) + c with a, b, c per feature:
+        # two fused passes over x instead of five (on a CPU, each pass with a per-feature factor costs ~3 plain ones)
+        a = gamma * s
+        b, c = -a * s * dgamma / m, -a * dbeta / m
+        grad_x = torch.addcmul(torch.addcmul(_per_feature(c, x), centred, _per_feature(b, x)), g, _per_feature(a, x))
         return grad_x, dgamma, dbeta, None, None, None, None
 
     @staticmethod
@@ -641,8 +646,8 @@ class BatchNormEval(_Function):
     @staticmethod
     def forward(x, gamma, beta, mean, var, eps):
         _check_float("batch_norm input", x)
-        s = torch.rsqrt(_per_feature(var, x) + eps)
-        return _per_feature(gamma, x) * ((x - _per_feature(mean, x)) * s) + _per_feature(beta, x)
+        a = gamma * torch.rsqrt(var + eps)  # y = a x + (beta - a mean), per feature, in one pass over x
+        return torch.addcmul(_per_feature(beta - a * mean, x), x, _per_feature(a, x))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
