@@ -23,6 +23,9 @@ def build_parser():
     p.add_argument("overrides", nargs="*", help="section.key=value overrides in TOML value syntax, e.g. optim.lr=0.05")
     p.add_argument("--seeds", metavar="LIST", help="train once per seed, e.g. --seeds 0,1,2 (each a run of its own, with run.seed "
                    "set), then write the mean, std, min and max of the results to <run.log_dir>/<run.name>/seeds_<time>_<seeds>.json")
+    p.add_argument("--reuse", action="store_true", help="with --seeds: take a seed's newest finished run of the same config "
+                   "(every key equal) from <run.log_dir>/<run.name>/ instead of training it again, when it replays as the same "
+                   "arithmetic with the code at hand (nnhw.replay); a seed set can then be finished over several sittings")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
                    "(overrides of the epochs, learning rate, schedule, evaluation and device apply)")
     return p
@@ -41,6 +44,7 @@ if __name__ == "__main__":
     _signal.signal(_signal.SIGINT, _quit)
     build_parser().parse_intermixed_args()  # --help and usage errors answer at once, before torch loads
 
+import dataclasses
 import json
 import math
 import shutil
@@ -60,6 +64,7 @@ from .config import ConfigError
 from .data import DataError, effective_epochs, passes
 from .command import Interrupt, NnhwError, Stopped, one_line, run_command
 from .optim import is_weight, momentum_at
+from .replay import replay_run
 from .rundir import RunError, RunLock, atomic_write_text, git_commit, make_run_dir
 from .step import Trainer, evaluate, resolve_device, sharpness
 from .summary import aggregate, aggregate_lines, closing_line, summarize
@@ -298,6 +303,22 @@ def train_once(args, command, overrides):
     return code, (run_dir if status == "finished" and world.is_main else None)
 
 
+def finished_run_of(cfg):
+    """The newest finished run in cfg's own log folder whose config.toml is cfg, every key, and which replays
+    as the same arithmetic with the code at hand; None when there is none (--seeds --reuse)."""
+    want = dataclasses.asdict(cfg)
+    for path in sorted((Path(cfg.run.log_dir) / cfg.run.name).glob("*/summary.json"), reverse=True):  # run ids start with their time
+        try:
+            summary = json.loads(path.read_text())
+            if summary.get("status") != "finished" or summary.get("processes", 1) != 1:
+                continue
+            if dataclasses.asdict(config_mod.load(path.parent / "config.toml")) == want and replay_run(path.parent, summary)[0]:
+                return path.parent
+        except (OSError, ValueError, NnhwError):  # unreadable, from an older config, or not replayable here: train it
+            continue
+    return None
+
+
 def train_seeds(args, argv):
     """--seeds: one run per seed, then their aggregate; the exit code."""
     try:
@@ -317,6 +338,11 @@ def train_seeds(args, argv):
     for seed in seeds:
         # each seed's command reproduces that seed's run alone; the config's own seed needs no override
         overrides = [*args.overrides, *([f"run.seed={seed}"] if seed != cfg.run.seed else [])]
+        kept = finished_run_of(config_mod.load(args.config, overrides)) if args.reuse else None
+        if kept:
+            print(f"seed {seed}: {kept} finished and replays as the same arithmetic; taken as it is")
+            runs.append(kept)
+            continue
         code, run_dir = train_once(args, "python -m nnhw.train " + " ".join([args.config, *overrides]), overrides)
         if code not in (0, EXIT_DIVERGED):
             return code  # a config error, or an interrupt: stop here, and write no aggregate of an unfinished set
@@ -348,6 +374,9 @@ def train_command(argv):
     args = build_parser().parse_intermixed_args(argv)
     if args.seeds is not None:
         return train_seeds(args, argv)
+    if args.reuse:
+        print("nnhw.train: error: --reuse takes finished runs into a seed set: use it with --seeds", file=sys.stderr)
+        return EXIT_CONFIG
     return train_once(args, "python -m nnhw.train " + " ".join(argv), args.overrides)[0]
 
 

@@ -119,7 +119,7 @@ def test_divergence_stops_with_lr_and_keeps_checkpoint(tmp_path, mnist_root):
 
 
 @pytest.mark.slow  # more real runs, most in subprocesses
-@pytest.mark.parametrize("name", ["wide", "deep", "mlp_aug", "cnn", "cnn_aug", "fast"])
+@pytest.mark.parametrize("name", ["wide", "deep", "mlp_aug", "mlp_maxnorm", "cnn", "cnn_aug", "cnn_bn", "cnn_bn_aug", "fast"])
 def test_extra_credit_configs_train_a_few_steps(tmp_path, mnist_root, monkeypatch, name):
     """Each extra-credit config, as committed, takes a few real steps (dropout, augmentation, conv, max pooling, Adam) and learns."""
     monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
@@ -169,6 +169,30 @@ def test_seeds_run_one_run_each_and_write_their_aggregate(tmp_path, mnist_root):
     c = agg["committee"]  # the seeds' mean softmax output, from their final checkpoints, on the same 1,000 test images
     assert c["n_images"] == 1000 and [m["test_error"] for m in c["members"]] == pytest.approx(finals, abs=1e-9)
     assert 0 <= c["test_error"] <= 100 and f"the seeds' committee (their mean softmax output): test error {c['test_error']:.2f}%" in res.stdout
+
+
+@pytest.mark.slow  # more real runs, most in subprocesses
+def test_reuse_takes_the_finished_seeds_that_replay_and_trains_the_rest(tmp_path, mnist_root):
+    env = {"NNHW_DATA_ROOT": str(mnist_root)}
+    base = ["configs/relu.toml", *SHORT, f"run.log_dir={tmp_path}"]
+    first = run_cli("nnhw.train", *base, "--seeds", "0,1", env=env)
+    assert first.returncode == 0, first.stderr
+    before = [r["run_dir"] for r in json.loads(Path(first.stdout.strip().splitlines()[-1]).read_text())["runs"]]
+    other = run_cli("nnhw.train", *base, "optim.lr=0.01", "--seeds", "2", env=env)  # seed 2 of another config
+    assert other.returncode == 0, other.stderr
+    # seed 1's run stops replaying: its recorded first loss is no longer what the code computes
+    path = Path(before[1]) / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["fingerprint"]["losses"][0] *= 1.01
+    path.write_text(json.dumps(summary))
+    again = run_cli("nnhw.train", *base, "--seeds", "0,1,2", "--reuse", env=env)
+    assert again.returncode == 0, again.stderr
+    after = [r["run_dir"] for r in json.loads(Path(again.stdout.strip().splitlines()[-1]).read_text())["runs"]]
+    assert after[0] == before[0] and f"seed 0: {before[0]} finished and replays as the same arithmetic" in again.stdout
+    assert after[1] != before[1] and after[2] not in before  # seed 1 parts, seed 2 had only another config's run
+    assert again.stdout.count("replays as the same arithmetic; taken as it is") == 1
+    alone = run_cli("nnhw.train", *base, "--reuse", env=env)
+    assert alone.returncode == 2 and alone.stderr.count("\n") == 1 and "--seeds" in alone.stderr
 
 
 @pytest.mark.slow  # more real runs, most in subprocesses
