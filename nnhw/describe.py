@@ -16,8 +16,11 @@ QUESTIONS = [
     ("4.3", "wide", "Architecture 1: one wide hidden layer, on train+dev"),
     ("4.3", "deep", "Architecture 2: several hidden layers, on train+dev"),
     ("4.3", "mlp_aug", "Being creative: an MLP trained on elastically distorted images, on train+dev"),
+    ("4.3", "mlp_maxnorm", "Beyond the homework: Srivastava et al.'s dropout recipe, with max-norm and a momentum ramp, on train+dev"),
     ("6", "cnn", "The CNN, with average pooling, on train+dev"),
     ("6", "cnn_aug", "The same CNN trained on augmented images"),
+    ("6", "cnn_bn", "Beyond the homework: the published CNN recipe, with batch normalisation and strided convolutions"),
+    ("6", "cnn_bn_aug", "The batch-normalised CNN trained on augmented images"),
     ("6", "fast", "Beyond the homework: a small CNN with max pooling and Adam that reaches 99% test accuracy in seconds"),
 ]
 
