@@ -161,15 +161,17 @@ def schedule_text(o):
         return "constant"
     if o.schedule == "step":
         return f"x{o.gamma:g} after {', '.join(f'{m:g}' for m in o.milestones)} passes"
+    if o.schedule == "exponential":
+        return f"x{o.gamma:g} after each pass"
     return f"{o.schedule} to {o.final_fraction:g} x lr"
 
 
 def model_text(m):
     """The architecture in one line: 784 - 200 - 10, sigmoid hidden, identity outputs; or the CNN's layers."""
     if m.arch == "cnn":
+        pooling = f"{POOLING_NAMES[m.pool_type]} pooling {m.pool}x{m.pool} stride {m.pool_stride} after each" if m.pool > 1 else "no pooling"
         return (f"CNN: conv channels {m.conv_channels}, filters {m.conv_kernel} (padding {m.conv_padding}"
-                + (f", strides {m.conv_stride}" if m.conv_stride else "") + "), "
-                f"{POOLING_NAMES[m.pool_type]} pooling {m.pool}x{m.pool} stride {m.pool_stride} after each; fully connected {m.hidden}; {m.transfer}")
+                + (f", strides {m.conv_stride}" if m.conv_stride else "") + f"), {pooling}; fully connected {m.hidden}; {m.transfer}")
     return " - ".join(str(d) for d in [N_PIXELS, *m.hidden, N_CLASSES]) + (f", {m.transfer} hidden" if m.hidden else "") + f", {m.output_transfer} outputs"
 
 

@@ -143,9 +143,11 @@ def is_plain_run_of(summary, name):
 
 def reproduce_command(summary, name):
     """The command that makes this run again from scratch: its config file and overrides when its
-    summary says them (a resumed run's too), else the command it was started with."""
+    summary says them (a resumed run's too; overrides of where it went, WHERE_KEYS, left out: a path of
+    the machine it ran on is no part of what it computes), else the command it was started with."""
     if isinstance(summary.get("config"), str) and isinstance(summary.get("overrides"), list):
-        return " ".join(["python -m nnhw.train", summary["config"], *map(str, summary["overrides"])])
+        what = [str(o) for o in summary["overrides"] if str(o).partition("=")[0].strip() not in WHERE_KEYS]
+        return " ".join(["python -m nnhw.train", summary["config"], *what])
     return summary.get("command") or run_command_of(name)
 
 

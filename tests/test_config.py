@@ -152,3 +152,15 @@ def test_conv_dropout_takes_one_probability_per_layer():
     for bad, message in (("[0.4]", "one probability per convolution layer"), ("[0, 1]", "must be < 1"), ("[-0.1, 0]", "must be >= 0")):
         with pytest.raises(config.ConfigError, match=message):
             config.load(None, ['model.arch="cnn"', f"model.dropout_conv={bad}"])
+
+
+def test_the_report_says_what_each_cnn_config_pools_and_schedules():
+    from nnhw import describe
+
+    rows = {name: dict(describe.parameter_rows(config.load(REPO / "configs" / f"{name}.toml"))) for name in ("cnn", "cnn_bn", "fast")}
+    assert "average pooling 2x2 stride 2 after each" in rows["cnn"]["model"]
+    assert "no pooling" in rows["cnn_bn"]["model"] and "strides [1, 2, 1, 2]" in rows["cnn_bn"]["model"]
+    assert rows["cnn_bn"]["schedule"] == "cosine to 0 x lr" and "batch normalisation" in rows["cnn_bn"]
+    assert rows["cnn_bn"]["dropout"] == "input 0, hidden 0.4, feature maps 0 0.4 0 0.4"
+    exponential = config.load(REPO / "configs" / "cnn_bn.toml", ['optim.schedule="exponential"', "optim.gamma=0.95"])
+    assert dict(describe.parameter_rows(exponential))["schedule"] == "x0.95 after each pass"

@@ -134,6 +134,7 @@ def test_a_resumed_run_is_what_the_report_shows(tmp_path, monkeypatch, mnist_roo
         text = report.build(logs, tmp_path / "out", pdf=False).read_text()
         assert f"run `{run_dir.name}`" in text
         assert f"| final test error | {summary['final']['test_error']:.2f}% (the last evaluation of the fixed schedule) |" in text
+        assert "| reproduce | `python -m nnhw.train configs/relu.toml` |" in text  # where it went is no part of the command
 
 
 def test_a_run_made_through_the_api_without_a_command_is_no_crash(tmp_path, monkeypatch, mnist_root):
