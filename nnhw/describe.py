@@ -93,6 +93,7 @@ COMMANDS = [
     ("make test-all", "every test, the full trainings, PDF builds and torchrun included (what CI runs)"),
     ("python -m nnhw.train CONFIG [key=value ...]", "train one model; curves in tb_logs/, a checkpoint, summary.json and figures in its run folder"),
     ("python -m nnhw.train CONFIG --seeds 0,1,2", "one run per seed, then the mean +- std of their results in seeds_*.json"),
+    ("python -m nnhw.train CONFIG --seeds 0,1,2 --reuse", "the same, taking each seed's finished run of the same config from tb_logs/ when it replays as the same arithmetic: a seed set over several sittings"),
     ("python -m nnhw.train --resume RUN_DIR", "continue a run from its checkpoint, bit for bit as if never stopped"),
     ("python -m nnhw.committee RUN_DIR ...", "the test error of several finished runs' mean softmax output (--seeds reports its seeds')"),
     ("python -m nnhw.sweep CONFIG", "the learning-rate threshold of 4.1.2 and 4.2.2: short runs over a grid of rates"),
