@@ -204,12 +204,29 @@ def latest_run(dirs, name):
     return newest(found)
 
 
+def is_seed_set_of(command, name):
+    """True for `python -m nnhw.train configs/<name>.toml --seeds LIST`, with --reuse or overrides of where
+    the runs went (WHERE_KEYS) at most: a seed set of the config as committed."""
+    words = command.split()
+    if words[:4] != run_command_of(name).split() or len(words) < 5:
+        return False
+    seeds, rest = 0, words[4:]
+    while rest:
+        word, rest = rest[0], rest[1:]
+        if word == "--seeds" and rest and re.fullmatch(r"[0-9,]+", rest[0]):
+            seeds, rest = seeds + 1, rest[1:]
+        elif re.fullmatch(r"--seeds=[0-9,]+", word):
+            seeds += 1
+        elif word != "--reuse" and word.partition("=")[0] not in WHERE_KEYS:
+            return False
+    return seeds == 1
+
+
 def latest_seeds(dirs, name):
-    """The newest `python -m nnhw.train configs/<name>.toml --seeds ...` set (no other overrides), or None."""
-    want = re.compile(rf"python -m nnhw\.train configs/{re.escape(name)}\.toml --seeds[ =][0-9,]+")
+    """The newest seed set of configs/<name>.toml as committed (is_seed_set_of), or None."""
     remake = f"{run_command_of(name)} --seeds 0,1,2"
     return newest(p for d in dirs for p in (Path(d) / name).glob("seeds_*.json")
-                  if want.fullmatch(read_json(p, {"command": str}, remake)["command"].strip()))
+                  if is_seed_set_of(read_json(p, {"command": str}, remake)["command"].strip(), name))
 
 
 def latest_sweep(dirs, name):

@@ -164,3 +164,14 @@ def test_the_report_says_what_each_cnn_config_pools_and_schedules():
     assert rows["cnn_bn"]["dropout"] == "input 0, hidden 0.4, feature maps 0 0.4 0 0.4"
     exponential = config.load(REPO / "configs" / "cnn_bn.toml", ['optim.schedule="exponential"', "optim.gamma=0.95"])
     assert dict(describe.parameter_rows(exponential))["schedule"] == "x0.95 after each pass"
+
+
+def test_a_seed_set_of_a_committed_config_may_say_where_it_went_and_reuse_runs():
+    from nnhw.inputs import is_seed_set_of
+
+    assert is_seed_set_of("python -m nnhw.train configs/cnn.toml --seeds 0,1,2", "cnn")
+    assert is_seed_set_of("python -m nnhw.train configs/cnn.toml --seeds=0,1,2 --reuse run.log_dir=/x/tb_logs", "cnn")
+    assert not is_seed_set_of("python -m nnhw.train configs/cnn.toml --seeds 0,1,2 optim.lr=0.1", "cnn")  # another config
+    assert not is_seed_set_of("python -m nnhw.train configs/cnn_aug.toml --seeds 0,1,2", "cnn")
+    assert not is_seed_set_of("python -m nnhw.train configs/cnn.toml", "cnn")  # no seed set
+    assert not is_seed_set_of("python -m nnhw.train configs/cnn.toml --seeds 0,1 --seeds 2", "cnn")
