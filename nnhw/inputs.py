@@ -146,8 +146,7 @@ def reproduce_command(summary, name):
     summary says them (a resumed run's too; overrides of where it went, WHERE_KEYS, left out: a path of
     the machine it ran on is no part of what it computes), else the command it was started with."""
     if isinstance(summary.get("config"), str) and isinstance(summary.get("overrides"), list):
-        what = [str(o) for o in summary["overrides"] if str(o).partition("=")[0].strip() not in WHERE_KEYS]
-        return " ".join(["python -m nnhw.train", summary["config"], *what])
+        return without_where(" ".join(["python -m nnhw.train", summary["config"], *map(str, summary["overrides"])]))
     return summary.get("command") or run_command_of(name)
 
 
@@ -220,6 +219,12 @@ def is_seed_set_of(command, name):
         elif word != "--reuse" and word.partition("=")[0] not in WHERE_KEYS:
             return False
     return seeds == 1
+
+
+def without_where(command):
+    """A command with its overrides of where the runs went (WHERE_KEYS) left out: a path of the machine
+    they ran on is no part of what they compute."""
+    return " ".join(w for w in command.split() if w.partition("=")[0] not in WHERE_KEYS)
 
 
 def latest_seeds(dirs, name):

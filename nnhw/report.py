@@ -33,7 +33,7 @@ from . import handin
 from .command import NnhwError, Parser, run_command
 from .describe import (QUESTIONS, SHARPNESS_CONFIGS, mean_std, parameter_rows, pct, sharpness_facts, sharpness_sentences, short_commit,
                        sweep_rates)
-from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, reproduce_command, sha256
+from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, reproduce_command, sha256, without_where
 from .replay import ReplayError, replay
 
 # Published MNIST test errors (%), for the summary table.
@@ -102,7 +102,7 @@ def section(question, name, what, run):
     seeds = run.get("seeds")
     if seeds is not None:
         st = seeds["stats"]
-        lines += [f"**Over seeds {', '.join(map(str, seeds['seeds']))}** (`{seeds['command']}`, at "
+        lines += [f"**Over seeds {', '.join(map(str, seeds['seeds']))}** (`{without_where(seeds['command'])}`, at "
                   f"{', '.join(commit_text(c) for c in seeds['git_commits'])}): final test error {mean_std(st['final_test_error'])}"
                   + (f"; test error at best dev {mean_std(st['test_error_at_best_dev'])}" if st["test_error_at_best_dev"] else "")
                   + f"; lowest test error, chosen on the test set as the homework asks, {mean_std(st['lowest_test_error'])}"

@@ -175,3 +175,7 @@ def test_a_seed_set_of_a_committed_config_may_say_where_it_went_and_reuse_runs()
     assert not is_seed_set_of("python -m nnhw.train configs/cnn_aug.toml --seeds 0,1,2", "cnn")
     assert not is_seed_set_of("python -m nnhw.train configs/cnn.toml", "cnn")  # no seed set
     assert not is_seed_set_of("python -m nnhw.train configs/cnn.toml --seeds 0,1 --seeds 2", "cnn")
+    from nnhw.inputs import without_where
+
+    assert without_where("python -m nnhw.train configs/cnn.toml --seeds 0,1,2 --reuse run.log_dir=/x/tb_logs") == \
+        "python -m nnhw.train configs/cnn.toml --seeds 0,1,2 --reuse"
