@@ -128,14 +128,18 @@ def run_data(name, question, run, root):
     )
     if cfg.model.arch == "cnn":
         m = cfg.model
+        strides = ", ".join(str(x) for x in m.conv_stride) if m.conv_stride else "1"
+        if m.pool == 1:
+            after = "its transfer, with no pooling"
+        elif m.pool_type == "avg":
+            after = f"its transfer, then average pooling over {m.pool}x{m.pool} regions with stride {m.pool_stride}"
+        else:
+            after = (f"max pooling over {m.pool}x{m.pool} regions with stride {m.pool_stride}, then its transfer "
+                     "(the same as the other way round for a nondecreasing transfer)")
         d["cnn"] = dict(
-            channels=", ".join(str(c) for c in m.conv_channels),
-            kernels=", ".join(f"{k}x{k}" for k in m.conv_kernel),
-            padding=str(m.conv_padding),
-            pool=f"{m.pool}x{m.pool}",
-            pooling=POOLING_NAMES[m.pool_type],
-            order="its transfer, then" if m.pool_type == "avg" else "max pooling, then its transfer (the same as the other way round for a nondecreasing transfer)",
-            stride=str(m.pool_stride),
+            layers=(f"convolution layers with {', '.join(str(c) for c in m.conv_channels)} output channels and filters of "
+                    f"{', '.join(f'{k}x{k}' for k in m.conv_kernel)} (stride {strides}, zero padding {m.conv_padding}), each followed by "
+                    + ("batch normalisation, then " if m.batch_norm else "") + after),
             hidden=", ".join(str(h) for h in m.hidden),
         )
     sw = run.get("sweep")
