@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 
 from . import PROJECT_ROOT
-from .describe import COMMANDS, POOLING_NAMES, QUESTIONS, SHARPNESS_CONFIGS, sharpness_facts, sharpness_sentences, parameter_rows, pct, seeds_text, short_commit, show, sweep_rates
+from .describe import COMMANDS, QUESTIONS, SHARPNESS_CONFIGS, sharpness_facts, sharpness_sentences, parameter_rows, pct, seeds_text, short_commit, show, sweep_rates
 from .command import NnhwError
 from .inputs import reproduce_command
 
@@ -139,8 +139,8 @@ def run_data(name, question, run, root):
         d["cnn"] = dict(
             layers=(f"convolution layers with {', '.join(str(c) for c in m.conv_channels)} output channels and filters of "
                     f"{', '.join(f'{k}x{k}' for k in m.conv_kernel)} (stride {strides}, zero padding {m.conv_padding}), each followed by "
-                    + ("batch normalisation, then " if m.batch_norm else "") + after),
-            hidden=", ".join(str(h) for h in m.hidden),
+                    + ("batch normalisation, then " if m.batch_norm else "") + after
+                    + f"; then fully connected hidden layers of {', '.join(str(h) for h in m.hidden)} units and 10 outputs."),
         )
     sw = run.get("sweep")
     if sw is not None:
