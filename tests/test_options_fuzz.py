@@ -56,9 +56,10 @@ COMMANDS = {
     "plot": PATHS.map(lambda p: [p]),
     "report": st.builds(lambda a, b: [*a, *b], option("--log-dir", PATHS), option("--out", TEXT)),
     "theory": option("--out", TEXT),
-    "bench": st.builds(lambda c, d, r, m, t: [*c, *d, *r, *m, *t], option("--configs", st.sampled_from(["relu", "nope", "cnn"])),
+    "bench": st.builds(lambda c, d, r, m, t, x: [*c, *d, *r, *m, *t, *x], option("--configs", st.sampled_from(["relu", "nope", "cnn"])),
                        option("--device", st.sampled_from(["cpu", "cuda", "foo", "cuda:9", ""])), option("--repeats", NUMBERS),
-                       option("--max-seconds", NUMBERS), st.sampled_from([[], ["--time-to-99"]])),
+                       option("--max-seconds", NUMBERS), st.sampled_from([[], ["--time-to-99"]]),
+                       option("--recipe", st.sampled_from(["configs/fast.toml", "configs/cnn.toml", "configs/nope.toml", ""]))),
 }
 MAINS = {"train": train.main, "sweep": sweep.main, "autodiff": autodiff.main, "replay": replay.main, "plot": plot.main,
          "report": report.main, "theory": theory.main, "bench": bench.main}
