@@ -146,7 +146,8 @@ def sweep_rates(sw):
 
 
 def seeds_text(seeds):
-    """One sentence on a --seeds set: mean +- std of the final and lowest test errors, the commits."""
+    """One sentence on a --seeds set: mean +- std of the final and lowest test errors, the committee,
+    each seed's final error and time, the commits."""
     if seeds is None:
         return None
     st = seeds["stats"]
@@ -154,7 +155,29 @@ def seeds_text(seeds):
             f"lowest, chosen on the test set, {mean_std(st['lowest_test_error'])}")
     if st["seconds_to_99"]:
         text += f"; 99% test accuracy after {mean_std(st['seconds_to_99'], ' s')} of training"
+    if committee_text(seeds) != "n/a":
+        text += f"; the seeds' committee {committee_text(seeds)}"
+    timed = " (training + evaluation)" if any(seed_time(r) for r in seeds["runs"]) else ""
+    text += f"; each seed's final error{timed}: " + ", ".join(f"{pct(r['final_test_error'])}{seed_time(r)}" for r in seeds["runs"])
     return text + f" (commit {', '.join(short_commit(c) for c in seeds['git_commits'])})"
+
+
+def minutes(seconds):
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def committee_text(seeds):
+    """The seeds' committee's test error, or 'n/a' for a seed set made before sets had one."""
+    committee = (seeds or {}).get("committee")
+    error = committee.get("test_error") if isinstance(committee, dict) else None
+    return pct(error) if isinstance(error, (int, float)) else "n/a"
+
+
+def seed_time(run):
+    """' (17.3 min + 6.1 min)': one seed's training and evaluation time where its aggregate has them
+    (sets made before aggregates kept them have not), else ''."""
+    train, evaluation = run.get("train_seconds"), run.get("eval_seconds")
+    return f" ({minutes(train)} + {minutes(evaluation)})" if isinstance(train, (int, float)) and isinstance(evaluation, (int, float)) else ""
 
 
 def schedule_text(o):

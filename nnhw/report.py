@@ -31,8 +31,8 @@ from pathlib import Path
 
 from . import handin
 from .command import NnhwError, Parser, run_command
-from .describe import (QUESTIONS, SHARPNESS_CONFIGS, mean_std, parameter_rows, pct, sharpness_facts, sharpness_sentences, short_commit,
-                       sweep_rates)
+from .describe import (QUESTIONS, SHARPNESS_CONFIGS, committee_text, mean_std, minutes, parameter_rows, pct, seed_time, sharpness_facts,
+                       sharpness_sentences, short_commit, sweep_rates)
 from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, reproduce_command, sha256, without_where
 from .replay import ReplayError, replay
 
@@ -73,10 +73,6 @@ def commit_text(commit, flag=""):
     return f"`{short_commit(commit)}`" + (f" (**flagged**: {flag})" if flag else "")
 
 
-def minutes(seconds):
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
-
-
 def time_per_seed(summary, seeds):
     """'3.6 + 1.4 min': the mean training time per seed over the seed set (the run's own without one),
     and the evaluation time (the seeds' mean where the set has it, else the run's)."""
@@ -107,9 +103,9 @@ def section(question, name, what, run):
                   + (f"; test error at best dev {mean_std(st['test_error_at_best_dev'])}" if st["test_error_at_best_dev"] else "")
                   + f"; lowest test error, chosen on the test set as the homework asks, {mean_std(st['lowest_test_error'])}"
                   + (f"; 99% test accuracy after {mean_std(st['seconds_to_99'], ' s')} of training" if st["seconds_to_99"] else "")
-                  + (f"; the seeds' committee (their mean softmax output) {pct(seeds['committee']['test_error'])}"
-                     if isinstance(seeds.get("committee"), dict) and isinstance(seeds["committee"].get("test_error"), (int, float)) else "")
-                  + ". Each seed: " + "; ".join(f"seed {r['seed']} final {pct(r['final_test_error'])}" for r in seeds["runs"]) + ".", ""]
+                  + (f"; the seeds' committee (their mean softmax output) {committee_text(seeds)}" if committee_text(seeds) != "n/a" else "")
+                  + ". Each seed's final test error" + (" (training + evaluation)" if any(seed_time(r) for r in seeds["runs"]) else "") + ": "
+                  + "; ".join(f"seed {r['seed']} {pct(r['final_test_error'])}" + seed_time(r) for r in seeds["runs"]) + ".", ""]
     lines += ["| parameter | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in parameter_rows(cfg)] + [""]
     if sw is not None:
         thr, div = sweep_rates(sw)
@@ -321,22 +317,23 @@ def markdown(runs, extras, out):
         "the homework asks, and flatters the model. Every run is replayed with the code that built this report",
         "(`python -m nnhw.replay`); a number is flagged only when its run no longer replays to the same arithmetic.",
         "",
-        "| model | final test error | test error at best dev | lowest test error (chosen on the test set) | training + evaluation per seed | commit | source |",
-        "|---|---|---|---|---|---|---|",
+        "| model | final test error | the seeds' committee | test error at best dev | lowest test error (chosen on the test set) | training + evaluation per seed | commit | source |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label, name, run in table:
         s, seeds = run["summary"], run.get("seeds")
         if seeds is not None:
             st = seeds["stats"]
-            cells = [mean_std(st["final_test_error"]), mean_std(st["test_error_at_best_dev"]), mean_std(st["lowest_test_error"])]
+            cells = [mean_std(st["final_test_error"]), committee_text(seeds), mean_std(st["test_error_at_best_dev"]), mean_std(st["lowest_test_error"])]
             commits = ", ".join(commit_text(c, run["flag"]) for c in seeds["git_commits"])
         else:
-            cells = [pct(s["final"]["test_error"]) + " (1 seed)", pct(s["test_error_at_best_dev"]), pct(s["lowest_test_error"])]
+            cells = [pct(s["final"]["test_error"]) + " (1 seed)", "n/a", pct(s["test_error_at_best_dev"]), pct(s["lowest_test_error"])]
             commits = commit_text(s["git_commit"], run["flag"])
         head.append(f"| {label} | {' | '.join(cells)} | {time_per_seed(s, seeds)} | {commits} | this report |")
     for label, err, source in PUBLISHED:
-        head.append(f"| {label} | | | {err:.2f}% | | | {source} |")
-    head += ["", "Runs on train+dev have no dev split: n/a at best dev.", ""]
+        head.append(f"| {label} | | | | {err:.2f}% | | | {source} |")
+    head += ["", "Runs on train+dev have no dev split: n/a at best dev. The committee is the test error of the seeds' mean softmax "
+             "output from their final checkpoints; n/a for a seed set made before `--seeds` reported it, or for one run.", ""]
     return "\n".join(head + body + extras_sections(extras, out)).rstrip() + "\n"
 
 

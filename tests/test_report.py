@@ -86,7 +86,7 @@ def test_report_numbers_equal_summaries_and_rebuild_is_identical(tiny_runs, tmp_
     # Every figure the report names exists.
     for ref in re.findall(r"\]\(([^)]+\.png)\)", text):
         assert (out / ref).is_file(), ref
-    assert "| Softmax (logistic) regression, tuned | | | 7.49% |" in text
+    assert "| Softmax (logistic) regression, tuned | | | | 7.49% |" in text
     again = report.build(log_dir, tmp_path / "again").read_text()
     assert again == text
     assert (out / "sigmoid" / "loss.png").read_bytes() == (tmp_path / "again" / "sigmoid" / "loss.png").read_bytes()
@@ -151,8 +151,16 @@ def test_report_reads_the_newest_seed_set_of_the_plain_config(tiny_runs, tmp_pat
     (copy / "sigmoid" / "seeds_20260102-000000_0-1.json").write_text(json.dumps(other))
     text = report.build(copy, tmp_path / "r", pdf=False).read_text()
     st = agg["stats"]["final_test_error"]
-    assert f"| nnhw `sigmoid` (4.1) | {st['mean']:.2f} +- {st['std']:.2f}% (2 seeds) |" in text
+    assert f"| nnhw `sigmoid` (4.1) | {st['mean']:.2f} +- {st['std']:.2f}% (2 seeds) | n/a |" in text  # a set without a committee
     assert f"final test error {st['mean']:.2f} +- {st['std']:.2f}% (2 seeds)" in text
+    s0, s1 = agg["runs"]
+    assert (f"Each seed's final test error (training + evaluation): seed 0 {s0['final_test_error']:.2f}% "
+            f"({report.minutes(s0['train_seconds'])} + {report.minutes(s0['eval_seconds'])}); seed 1 {s1['final_test_error']:.2f}%") in text
+    # with the committee that --seeds now writes: in the summary table and the seed set's sentence
+    (copy / "sigmoid" / "seeds_20260101-000000_0-1.json").write_text(json.dumps(dict(agg, committee=dict(test_error=0.5, members=[], n_images=10000))))
+    text = report.build(copy, tmp_path / "r2", pdf=False).read_text()
+    assert f"| nnhw `sigmoid` (4.1) | {st['mean']:.2f} +- {st['std']:.2f}% (2 seeds) | 0.50% |" in text
+    assert "the seeds' committee (their mean softmax output) 0.50%" in text
 
 
 def test_a_number_is_flagged_only_when_its_run_no_longer_replays(tiny_runs, tmp_path):
