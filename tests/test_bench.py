@@ -71,15 +71,16 @@ def test_products_reference_runs_every_product_of_the_step():
     ])
 
 
-def test_builtin_fast_recipe_makes_the_same_updates_as_nnhw():
-    """The time-to-99% table's built-in twin of configs/fast.toml: the same outputs and the same Adam
-    updates from the same weights, so the comparison is of implementations, not recipes."""
-    cfg = config.load(REPO / "configs" / "fast.toml", ['run.device="cpu"', "model.conv_channels=[4, 6]", "model.hidden=[12]"])
+def twins_after_the_same_steps(overrides, check_start=False):
+    """nnhw's model and its built-in twin (tools/bench.py) on configs/fast.toml with `overrides`, from the
+    same weights, after the same four Adam steps: (params, forward, net, the first batch's inputs)."""
+    cfg = config.load(REPO / "configs" / "fast.toml", ['run.device="cpu"', "model.conv_channels=[4, 6]", "model.hidden=[12]", *overrides])
     gen = torch.Generator().manual_seed(5)
     batches = [(torch.randn(16, 784, generator=gen), torch.randint(0, 10, (16,), generator=gen)) for _ in range(4)]
     params, forward, loss_fn, opt = build(cfg, torch.device("cpu"))
     net, builtin_opt = bench.builtin_fast_net(cfg, {n: p.detach() for n, p in params.items()}, torch.device("cpu"))
-    torch.testing.assert_close(net(batches[0][0]), forward(params, batches[0][0]).detach(), rtol=1e-5, atol=1e-6)
+    if check_start:
+        torch.testing.assert_close(net(batches[0][0]), forward(params, batches[0][0]).detach(), rtol=1e-5, atol=1e-6)
     ours = make_train_step(params, forward, loss_fn, opt)
     for x, y in batches:
         ours(x, y, 0.003)
@@ -87,7 +88,14 @@ def test_builtin_fast_recipe_makes_the_same_updates_as_nnhw():
         builtin_opt.zero_grad()
         torch.nn.functional.cross_entropy(net(x), y).backward()
         builtin_opt.step()
-    torch.testing.assert_close(net(batches[0][0]), forward(params, batches[0][0]).detach(), rtol=1e-4, atol=1e-5)
+    return params, forward, net, batches[0][0]
+
+
+def test_builtin_fast_recipe_makes_the_same_updates_as_nnhw():
+    """The time-to-99% table's built-in twin of configs/fast.toml: the same outputs and the same Adam
+    updates from the same weights, so the comparison is of implementations, not recipes."""
+    params, forward, net, x = twins_after_the_same_steps([], check_start=True)
+    torch.testing.assert_close(net(x), forward(params, x).detach(), rtol=1e-4, atol=1e-5)
 
 
 def test_until_accuracy_times_training_only_and_stops_where_asked():
@@ -122,21 +130,10 @@ def test_builtin_twin_of_a_batch_normalised_strided_cnn_trains_as_nnhw():
     outputs on a batch's own statistics, the same weights and the same running variances after the same
     Adam updates. The biases just before a normalisation are left out: their gradient is 0 but for
     rounding, which Adam scales up to steps of the rate's size, and the batch's mean takes them out."""
-    cfg = config.load(REPO / "configs" / "fast.toml", ['run.device="cpu"', "model.conv_channels=[4, 6]", "model.conv_kernel=[3, 4]",
-                                                        "model.conv_stride=[1, 2]", "model.pool=1", "model.hidden=[12]", "model.batch_norm=true"])
-    gen = torch.Generator().manual_seed(5)
-    batches = [(torch.randn(16, 784, generator=gen), torch.randint(0, 10, (16,), generator=gen)) for _ in range(4)]
-    params, forward, loss_fn, opt = build(cfg, torch.device("cpu"))
-    net, builtin_opt = bench.builtin_fast_net(cfg, {n: p.detach() for n, p in params.items()}, torch.device("cpu"))
-    ours = make_train_step(params, forward, loss_fn, opt)
-    for x, y in batches:
-        ours(x, y, 0.003)
-        builtin_opt.param_groups[0]["lr"] = 0.003
-        builtin_opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        builtin_opt.step()
+    params, forward, net, x = twins_after_the_same_steps(["model.conv_kernel=[3, 4]", "model.conv_stride=[1, 2]", "model.pool=1",
+                                                          "model.batch_norm=true"])
     with torch.no_grad():
-        torch.testing.assert_close(net(batches[0][0]), forward(params, batches[0][0], training=True), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(net(x), forward(params, x, training=True), rtol=1e-4, atol=1e-5)
     layers = dict(zip(["c1", "c2", "1"], [m for m in net if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]))
     for tag, bn in layers.items():
         torch.testing.assert_close(bn.running_var, forward.running[f"var.{tag}"], rtol=1e-4, atol=1e-6)
