@@ -53,7 +53,12 @@ def build(out, tmp_path):
     return report.main(["--log-dir", str(tmp_path / "no-logs"), "--out", str(out)])
 
 
-RELU = "runs/relu/20261202-091031"
+def newest_kept(pattern):
+    """The path, under reports/, of the newest kept folder or file of that pattern: the one the report reads."""
+    return str(max((REPO / "reports").glob(pattern)).relative_to(REPO / "reports"))
+
+
+RELU = newest_kept("runs/relu/2*")
 DAMAGE = {
     "truncated summary": (f"{RELU}/summary.json", lambda p: p.write_bytes(p.read_bytes()[:100])),
     "summary of the wrong shape": (f"{RELU}/summary.json", lambda p: p.write_text("[1, 2]")),
@@ -61,8 +66,8 @@ DAMAGE = {
     "missing config": (f"{RELU}/config.toml", lambda p: p.unlink()),
     "missing read-out": (f"{RELU}/readout.json", lambda p: p.unlink()),
     "missing summary": (f"{RELU}/summary.json", lambda p: p.unlink()),
-    "missing sweep figure": ("runs/relu-sweep/20261202-094843/sweep.png", lambda p: p.unlink()),
-    "corrupt seed set": ("runs/relu/seeds_20261202-091253_0-1-2.json", lambda p: p.write_text("{not json")),
+    "missing sweep figure": (f"{newest_kept('runs/relu-sweep/2*')}/sweep.png", lambda p: p.unlink()),
+    "corrupt seed set": (newest_kept("runs/relu/seeds_*.json"), lambda p: p.write_text("{not json")),
     "broken png": (f"{RELU}/loss.png", lambda p: p.write_bytes(p.read_bytes()[:300])),
     "edited config": (f"{RELU}/config.toml", lambda p: p.write_text(p.read_text().replace("lr = 1.0", "lr = 2.0"))),
 }
@@ -72,8 +77,6 @@ DAMAGE = {
 def test_an_imperfect_kept_run_stops_the_build_with_one_line(base, tmp_path, capsys, case):
     out = copy_of(base, tmp_path)
     where, damage = DAMAGE[case]
-    if not (out / where).exists():  # the seed set's name follows its time
-        (where,) = [str(p.relative_to(out)) for p in (out / "runs" / "relu").glob("seeds_*.json")]
     damage(out / where)
     err = one_line(capsys, build(out, tmp_path))
     assert str(Path(where).parent) in err and "python -m nnhw." in err  # names the file, and the command that remakes it
