@@ -157,8 +157,7 @@ def seeds_text(seeds):
         text += f"; 99% test accuracy after {mean_std(st['seconds_to_99'], ' s')} of training"
     if committee_text(seeds) != "n/a":
         text += f"; the seeds' committee {committee_text(seeds)}"
-    timed = " (training + evaluation)" if any(seed_time(r) for r in seeds["runs"]) else ""
-    text += f"; each seed's final error{timed}: " + ", ".join(f"{pct(r['final_test_error'])}{seed_time(r)}" for r in seeds["runs"])
+    text += f"; each seed's final error{timed_label(seeds)}: " + ", ".join(f"{pct(r['final_test_error'])}{seed_time(r)}" for r in seeds["runs"])
     return text + f" (commit {', '.join(short_commit(c) for c in seeds['git_commits'])})"
 
 
@@ -178,6 +177,11 @@ def seed_time(run):
     (sets made before aggregates kept them have not), else ''."""
     train, evaluation = run.get("train_seconds"), run.get("eval_seconds")
     return f" ({minutes(train)} + {minutes(evaluation)})" if isinstance(train, (int, float)) and isinstance(evaluation, (int, float)) else ""
+
+
+def timed_label(seeds):
+    """' (training + evaluation)' where the set's runs say their times (seed_time), else ''."""
+    return " (training + evaluation)" if any(seed_time(r) for r in seeds["runs"]) else ""
 
 
 def schedule_text(o):

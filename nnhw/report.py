@@ -31,7 +31,7 @@ from pathlib import Path
 
 from . import handin
 from .command import NnhwError, Parser, run_command
-from .describe import (QUESTIONS, SHARPNESS_CONFIGS, committee_text, mean_std, minutes, parameter_rows, pct, seed_time, sharpness_facts,
+from .describe import (QUESTIONS, SHARPNESS_CONFIGS, committee_text, mean_std, minutes, parameter_rows, pct, seed_time, sharpness_facts, timed_label,
                        sharpness_sentences, short_commit, sweep_rates)
 from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, reproduce_command, sha256, without_where
 from .replay import ReplayError, replay
@@ -104,7 +104,7 @@ def section(question, name, what, run):
                   + f"; lowest test error, chosen on the test set as the homework asks, {mean_std(st['lowest_test_error'])}"
                   + (f"; 99% test accuracy after {mean_std(st['seconds_to_99'], ' s')} of training" if st["seconds_to_99"] else "")
                   + (f"; the seeds' committee (their mean softmax output) {committee_text(seeds)}" if committee_text(seeds) != "n/a" else "")
-                  + ". Each seed's final test error" + (" (training + evaluation)" if any(seed_time(r) for r in seeds["runs"]) else "") + ": "
+                  + ". Each seed's final test error" + timed_label(seeds) + ": "
                   + "; ".join(f"seed {r['seed']} {pct(r['final_test_error'])}" + seed_time(r) for r in seeds["runs"]) + ".", ""]
     lines += ["| parameter | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in parameter_rows(cfg)] + [""]
     if sw is not None:
