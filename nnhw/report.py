@@ -17,8 +17,10 @@ only when the whole build has succeeded, so REPORT.md and REPORT.pdf are either 
 old ones or the new ones, never half of each.
 
 Every number names the commit it came from, and every run and sweep is replayed
-with the code at hand (nnhw.replay): a number is flagged only when its run's first
-steps no longer replay to the same arithmetic, or cannot be replayed here. The
+with the code at hand (nnhw.replay) and compared with the config file it was started
+from: a number is flagged only when its run's first steps no longer replay to the
+same arithmetic, or cannot be replayed here, or when configs/<name>.toml no longer
+says what the run trained (it was edited after the run). The
 same runs always give the same files. REPORT.pdf is the hand-in: every question
 in the homework's order, then the code (nnhw/handin.py).
 """
@@ -29,11 +31,12 @@ import sys
 import uuid
 from pathlib import Path
 
+from . import config as config_mod
 from . import handin
 from .command import NnhwError, Parser, run_command
 from .describe import (QUESTIONS, SHARPNESS_CONFIGS, committee_text, mean_std, minutes, parameter_rows, pct, seed_time, sharpness_facts, timed_label,
                        sharpness_sentences, short_commit, sweep_rates)
-from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, reproduce_command, sha256, without_where
+from .inputs import FIGURES, KEPT, WHERE_KEYS, gather, keep, read_extras, replace_folder, reproduce_command, sha256, without_where
 from .replay import ReplayError, replay
 
 # Published MNIST test errors (%), for the summary table.
@@ -66,6 +69,19 @@ def replay_check(folder):
         except ReplayError as e:
             _REPLAYED[key] = f"not replay-checked here: {e}"
     return _REPLAYED[key]
+
+
+def config_check(run, name):
+    """'' when the config file the run was started from (configs/<name>.toml, relative to where the
+    report is built) still gives the run's config, where it went aside (WHERE_KEYS); else the flag."""
+    path = Path(run["summary"].get("config") or f"configs/{name}.toml")
+    try:
+        now = config_mod.flatten(config_mod.load(path))
+    except config_mod.ConfigError as e:
+        return f"not config-checked here: {e}"
+    then = config_mod.flatten(run["cfg"])
+    changed = [key for key in then if key not in WHERE_KEYS and then[key] != now[key]]
+    return f"{path} has changed since this run ({', '.join(changed)}): rerun it" if changed else ""
 
 
 def commit_text(commit, flag=""):
@@ -233,9 +249,10 @@ def build(log_dir="tb_logs", out="reports", pdf=True):
     runs = [(question, name, gather(name, log_dir, out)) for question, name, _ in QUESTIONS]
     extras = read_extras(out)
     extras["sharpness"] = [(name, gather(name, log_dir, out)) for name in SHARPNESS_CONFIGS]
-    for run in [run for _, _, run in runs] + [run for _, run in extras["sharpness"]]:
+    for name, run in [(name, run) for _, name, run in runs] + extras["sharpness"]:
         if run is not None:
-            run["flag"], run["sweep_flag"] = replay_check(run["dir"]), replay_check(run["sweep_dir"])
+            run["flag"] = "; ".join(f for f in (replay_check(run["dir"]), config_check(run, name)) if f)
+            run["sweep_flag"] = replay_check(run["sweep_dir"])
     text = markdown(runs, extras, out)
     out.mkdir(parents=True, exist_ok=True)
     stage = out / f".build-{uuid.uuid4().hex[:8]}"
@@ -315,7 +332,8 @@ def markdown(runs, extras, out):
         "The final test error is the last evaluation of each fixed schedule, as mean +- sample std over the seeds of the",
         "newest `--seeds` set where there is one (else the one run's); the lowest test error is chosen on the test set, as",
         "the homework asks, and flatters the model. Every run is replayed with the code that built this report",
-        "(`python -m nnhw.replay`); a number is flagged only when its run no longer replays to the same arithmetic.",
+        "(`python -m nnhw.replay`) and compared with its config file: a number is flagged only when its run no longer",
+        "replays to the same arithmetic, or its config file has changed since.",
         "",
         "| model | final test error | the seeds' committee | test error at best dev | lowest test error (chosen on the test set) | training + evaluation per seed | commit | source |",
         "|---|---|---|---|---|---|---|---|",

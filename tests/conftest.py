@@ -61,6 +61,15 @@ def module_env():
     mp.undo()
 
 
+def run_as_committed(cfg, name, root):
+    """Train cfg as if `python -m nnhw.train configs/<name>.toml` had started it in root, which holds that
+    file: cfg is written there, and the report (built from root) finds the run's config unchanged."""
+    from nnhw import config, train
+    (root / "configs").mkdir(exist_ok=True)
+    (root / "configs" / f"{name}.toml").write_text(config.to_toml(cfg))
+    return train.run(cfg, command=f"python -m nnhw.train configs/{name}.toml", config_file=f"configs/{name}.toml")
+
+
 def run_cli(*args, env=None, cwd=REPO, timeout=600):
     """`python -m <args>` in a fresh process; returns CompletedProcess with text output."""
     full_env = dict(os.environ, **(env or {}))

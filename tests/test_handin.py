@@ -3,15 +3,16 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pypdf
 import pytest
 import torch
 
-from nnhw import config, handin, readout, report, theory, train
+from nnhw import config, handin, readout, report, theory
 from nnhw.describe import COMMANDS, SHARPNESS_CONFIGS, show
 
-from conftest import REPO
+from conftest import REPO, run_as_committed
 
 pytestmark = pytest.mark.slow  # REPORT.pdf built from tiny real runs
 
@@ -38,11 +39,12 @@ def built(tmp_path_factory, mnist_root, module_env):
     configs, the XOR check of theory.json, and the report built from them."""
     module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
     log_dir = tmp_path_factory.mktemp("logs")
+    module_env.chdir(tmp_path_factory.mktemp("project"))  # where the runs' configs/<name>.toml are
     for name, extra in (("softmax", []), ("sigmoid", []), ("cnn", ["train.epochs=0.01", "eval.every=600", "eval.max_points=2000"]),
                         (SHARP, ["data.train_points=200", "train.batch_size=200", "train.epochs=10", "eval.every=1000", "eval.max_points=500",
                                 "eval.sharpness_iters=5"])):
         cfg = config.load(REPO / "configs" / f"{name}.toml", [*TINY, *extra, f'run.log_dir="{log_dir}"'])
-        _, status, _ = train.run(cfg, command=f"python -m nnhw.train configs/{name}.toml", config_file=f"configs/{name}.toml")
+        _, status, _ = run_as_committed(cfg, name, Path.cwd())
         assert status == "finished"
     out = tmp_path_factory.mktemp("reports")
     (out / "theory").mkdir()

@@ -3,12 +3,13 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
-from nnhw import config, inputs, plot, report, summary, sweep, train
+from nnhw import config, inputs, plot, report, summary, sweep
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_as_committed, run_cli
 
 pytestmark = pytest.mark.slow  # REPORT.md, the figures and the sweep from tiny real runs
 
@@ -17,13 +18,15 @@ TINY = ["train.epochs=0.1", "eval.every=1000", "train.batch_size=50", "optim.sch
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory, mnist_root, module_env):
-    """One tiny finished run of sigmoid and of softmax, filed as if run from the committed configs."""
+    """One tiny finished run of sigmoid and of softmax, filed as if run from configs/<name>.toml in the
+    folder the module's reports are built from."""
     module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
     log_dir = tmp_path_factory.mktemp("logs")
+    module_env.chdir(tmp_path_factory.mktemp("project"))
     runs = {}
     for name in ("sigmoid", "softmax"):
         cfg = config.load(REPO / "configs" / f"{name}.toml", [*TINY, f'run.log_dir="{log_dir}"'])
-        run_dir, status, _ = train.run(cfg, command=f"python -m nnhw.train configs/{name}.toml", config_file=f"configs/{name}.toml")
+        run_dir, status, _ = run_as_committed(cfg, name, Path.cwd())
         assert status == "finished"
         runs[name] = run_dir
     return log_dir, runs
@@ -183,6 +186,27 @@ def test_a_number_is_flagged_only_when_its_run_no_longer_replays(tiny_runs, tmp_
     assert "**Flagged**: not replay-checked here: its summary.json has no fingerprint" in text
     row = next(line for line in text.splitlines() if line.startswith("| nnhw `sigmoid`"))
     assert "(**flagged**: its replay parted at step 2" in row
+
+
+def test_a_run_is_flagged_when_its_config_file_changed_after_it(tiny_runs, tmp_path, monkeypatch):
+    """The runs replay as the same, but configs/sigmoid.toml now says another rate: the sigmoid run is no
+    longer what that file trains, and every number of it says so; softmax's file is gone, so its run
+    cannot be compared. Where it went (run.log_dir) is no part of the comparison."""
+    log_dir, runs = tiny_runs
+    project = tmp_path / "project"
+    shutil.copytree(Path.cwd() / "configs", project / "configs")
+    monkeypatch.chdir(project)
+    moved = Path("configs/sigmoid.toml")
+    moved.write_text(moved.read_text().replace(f'log_dir = "{log_dir}"', 'log_dir = "elsewhere"'))
+    assert "**Flagged**" not in report.build(log_dir, tmp_path / "moved", pdf=False).read_text()
+
+    moved.write_text(moved.read_text().replace("lr = 0.2", "lr = 0.3"))
+    Path("configs/softmax.toml").unlink()
+    text = report.build(log_dir, tmp_path / "edited", pdf=False).read_text()
+    assert "**Flagged**: configs/sigmoid.toml has changed since this run (optim.lr): rerun it." in text
+    assert "**Flagged**: not config-checked here: config file not found: configs/softmax.toml." in text
+    row = next(line for line in text.splitlines() if line.startswith("| nnhw `sigmoid`"))
+    assert "(**flagged**: configs/sigmoid.toml has changed since this run" in row
 
 
 def test_report_rebuilds_from_the_runs_it_kept(tiny_runs, tmp_path):
