@@ -84,6 +84,7 @@ class ModelConfig:
     dropout_hidden: float = opt(0.0, "probability of dropping each fully connected hidden unit in training (0 is off)", min=0.0, lt=1.0)
     dropout_conv: list[float] = opt([], "cnn: for each convolution layer, the probability of dropping each entry of its feature maps (after its pooling and transfer function) in training; [0, 0.4] drops only after the second layer, [] nowhere", min=0.0, lt=1.0)
     batch_norm: bool = opt(False, "batch normalisation after every convolution and every fully connected hidden layer, before its transfer function: the batch's statistics in training, running averages in evaluation; adds gamma and beta per feature (parameters gc1, bnc1, g1, bn1, ...) and the running averages (state, checkpointed)")
+    batch_norm_after_pool: bool = opt(False, "cnn with max pooling: normalise each convolution's pooled maps (convolution, pooling, batch normalisation, transfer function) instead of its whole maps: 1/pool^2 of the values to normalise. Max pooling commutes with each channel's affine map when gamma > 0, so the model differs only in the statistics, taken over the pooled values")
     batch_norm_momentum: float = opt(0.1, "how far each training step moves the running averages towards the batch's statistics (torch's convention)", gt=0.0, le=1.0)
 
 
@@ -285,6 +286,9 @@ def validate(cfg):
                 f"model.conv_kernel: the feature maps shrink to nothing with kernels {m.conv_kernel}, "
                 f"padding {m.conv_padding}, pool {m.pool} stride {m.pool_stride}"
             )
+        if m.batch_norm_after_pool and not (m.batch_norm and m.pool > 1 and m.pool_type == "max"):
+            raise ConfigError("model.batch_norm_after_pool: needs model.batch_norm = true and max pooling (model.pool > 1, "
+                              f"pool_type 'max'), got batch_norm {str(m.batch_norm).lower()}, pool {m.pool}, pool_type '{m.pool_type}'")
         if m.pool > 1 and m.pool_type == "max" and m.transfer == "square":
             raise ConfigError("model.pool_type: 'max' pools before the transfer function, which needs a nondecreasing one; "
                               "'square' is not: use pool_type 'avg' or another transfer")

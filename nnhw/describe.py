@@ -237,7 +237,8 @@ def parameter_rows(cfg):
         maps = ", feature maps " + " ".join(f"{p:g}" for p in m.dropout_conv) if any(m.dropout_conv) else ""
         rows.append(("dropout", f"input {m.dropout_input:g}, hidden {m.dropout_hidden:g}{maps}"))
     if m.batch_norm:
-        rows.append(("batch normalisation", f"after every convolution and hidden layer; running averages' momentum {m.batch_norm_momentum:g}"))
+        where = "every convolution's pooling" if m.batch_norm_after_pool else "every convolution"
+        rows.append(("batch normalisation", f"after {where} and hidden layer; running averages' momentum {m.batch_norm_momentum:g}"))
     if t.augment != "none":
         rows.append(("augmentation", augmentation_text(t)))
     return rows

@@ -95,10 +95,11 @@ def layer_table(cfg_model):
             n = math.prod(shapes[f"Wc{l}"][0]) + c_out
             bn = f" + batch norm ({2 * c_out} running averages)" if m.batch_norm else ""
             n += 2 * c_out if m.batch_norm else 0
-            rows.append((f"conv{l} {k}x{k}{f' stride {s}' if s > 1 else ''}{bn} + {m.transfer}", f"{c_out}x{conv}x{conv}", n, c_out * c * k * k * conv * conv))
+            conv_bn, pool_bn = ("", bn) if m.batch_norm_after_pool else (bn, "")
+            rows.append((f"conv{l} {k}x{k}{f' stride {s}' if s > 1 else ''}{conv_bn} + {m.transfer}", f"{c_out}x{conv}x{conv}", n, c_out * c * k * k * conv * conv))
             c = c_out
             if m.pool > 1:
-                rows.append((f"{m.pool_type}pool{l} {m.pool}x{m.pool} stride {m.pool_stride}", f"{c}x{pooled}x{pooled}", 0, 0))
+                rows.append((f"{m.pool_type}pool{l} {m.pool}x{m.pool} stride {m.pool_stride}{pool_bn}", f"{c}x{pooled}x{pooled}", 0, 0))
     sizes = [shapes["W1"][0][1], *m.hidden, N_CLASSES]
     for l in range(1, len(sizes)):
         transfer = m.transfer if l < len(sizes) - 1 else m.output_transfer
@@ -158,11 +159,15 @@ def make_forward(cfg_model, running=None):
             z = z.view(len(z), 1, S, S)
             for l in range(1, n_conv + 1):
                 z = call(nf.Conv2d, z, params[f"Wc{l}"], params[f"bc{l}"], strides[l - 1], m.conv_padding)  # (N, C_l, H, W)
-                z = normalise(z, params, f"c{l}", training, call)
+                if not m.batch_norm_after_pool:
+                    z = normalise(z, params, f"c{l}", training, call)
                 if m.pool > 1 and m.pool_type == "max":
                     # max then f equals f then max for every nondecreasing f (all but 'square', which the
                     # config check refuses here), and applies f to a quarter of the entries
-                    z = call(transfer, nf.max_pool2d(z, m.pool, m.pool_stride, call))
+                    z = nf.max_pool2d(z, m.pool, m.pool_stride, call)
+                    if m.batch_norm_after_pool:
+                        z = normalise(z, params, f"c{l}", training, call)
+                    z = call(transfer, z)
                 elif m.pool > 1:
                     z = call(nf.AvgPool2d, call(transfer, z), m.pool, m.pool_stride)
                 else:

@@ -42,8 +42,11 @@ def builtin_forward(m, params, running, x, training):
     if m.arch == "cnn":
         z = z.view(len(z), 1, IMAGE_SIDE, IMAGE_SIDE)
         for l in range(1, len(m.conv_channels) + 1):
-            z = bn(F.conv2d(z, params[f"Wc{l}"], params[f"bc{l}"]), f"c{l}")
-            z = (F.max_pool2d if m.pool_type == "max" else F.avg_pool2d)(f(z), m.pool, m.pool_stride)
+            z = F.conv2d(z, params[f"Wc{l}"], params[f"bc{l}"])
+            if m.batch_norm_after_pool:  # convolution, pooling, normalisation, transfer
+                z = f(bn(F.max_pool2d(z, m.pool, m.pool_stride), f"c{l}"))
+            else:
+                z = (F.max_pool2d if m.pool_type == "max" else F.avg_pool2d)(f(bn(z, f"c{l}")), m.pool, m.pool_stride)
         z = z.flatten(1)
     for l in range(1, len(m.hidden) + 1):
         z = f(bn(F.linear(z, params[f"W{l}"], params[f"b{l}"]), str(l)))
@@ -61,8 +64,9 @@ def fresh(m, seed=0):
     return params
 
 
-@pytest.mark.parametrize("net", [dict(), dict(arch="cnn"), dict(arch="cnn", pool_type="max", transfer="relu")],
-                         ids=["mlp", "cnn avg", "cnn max"])
+@pytest.mark.parametrize("net", [dict(), dict(arch="cnn"), dict(arch="cnn", pool_type="max", transfer="relu"),
+                                 dict(arch="cnn", pool_type="max", transfer="relu", batch_norm_after_pool=True)],
+                         ids=["mlp", "cnn avg", "cnn max", "cnn max, normalised after pooling"])
 def test_a_batch_normalised_model_is_the_builtin_network_in_training_and_evaluation(net):
     m = model_cfg(**net)
     params = fresh(m)
@@ -146,6 +150,9 @@ def test_the_model_summary_shows_batch_normalisation_and_its_running_averages():
     lines = runlog.model_summary(cfg.model)
     assert any("conv1 5x5 + batch norm (64 running averages)" in line for line in lines)
     assert any("fc1 + batch norm (512 running averages)" in line for line in lines)
+    after_pool = runlog.model_summary(config.load(REPO / "configs" / "fast.toml", ["model.batch_norm=true", "model.batch_norm_after_pool=true"]).model)
+    assert any(line.startswith("conv1 5x5 + relu ") for line in after_pool)
+    assert any(line.startswith("maxpool1 2x2 stride 2 + batch norm (32 running averages) ") for line in after_pool)
     plain = config.load(REPO / "configs" / "cnn.toml")
     extra = sum(2 * c for c in cfg.model.conv_channels) + 2 * sum(cfg.model.hidden)  # gamma and beta per feature
     total = lambda c: sum(r[2] for r in models.layer_table(c.model))  # noqa: E731

@@ -125,13 +125,16 @@ def test_until_accuracy_runs_to_the_end_and_gives_none_where_never_reached():
     assert r["seconds_99"] is r["passes_99"] is r["seconds_99.5"] is None and r["final_test_error"] == 1.5 and r["passes"] == 0.5
 
 
-def test_builtin_twin_of_a_batch_normalised_strided_cnn_trains_as_nnhw():
-    """The twin of a recipe with stride-2 convolutions, no pooling and batch normalisation: the same
-    outputs on a batch's own statistics, the same weights and the same running variances after the same
-    Adam updates. The biases just before a normalisation are left out: their gradient is 0 but for
+@pytest.mark.parametrize("recipe", [
+    ["model.conv_kernel=[3, 4]", "model.conv_stride=[1, 2]", "model.pool=1", "model.batch_norm=true"],  # strided, no pooling
+    ["model.batch_norm=true", "model.batch_norm_after_pool=true"],  # max pooling, then the normalisation
+])
+def test_builtin_twin_of_a_batch_normalised_cnn_trains_as_nnhw(recipe):
+    """The twin of a recipe with batch normalisation (after stride-2 convolutions, or after max pooling):
+    the same outputs on a batch's own statistics, the same weights and the same running variances after
+    the same Adam updates. The biases just before a normalisation are left out: their gradient is 0 but for
     rounding, which Adam scales up to steps of the rate's size, and the batch's mean takes them out."""
-    params, forward, net, x = twins_after_the_same_steps(["model.conv_kernel=[3, 4]", "model.conv_stride=[1, 2]", "model.pool=1",
-                                                          "model.batch_norm=true"])
+    params, forward, net, x = twins_after_the_same_steps(recipe)
     with torch.no_grad():
         torch.testing.assert_close(net(x), forward(params, x, training=True), rtol=1e-4, atol=1e-5)
     layers = dict(zip(["c1", "c2", "1"], [m for m in net if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]))

@@ -67,6 +67,8 @@ def test_saved_toml_round_trips(tmp_path):
         ('[model]\narch = "cnn"\nconv_kernel = [13, 13]\n', r"model.conv_kernel: the feature maps shrink to nothing"),
         ('[model]\narch = "cnn"\npool_type = "max"\ntransfer = "square"\n', r"model.pool_type: 'max' pools before the transfer function"),
         ('[model]\npool_type = "min"\n', r"model.pool_type: unknown value 'min'"),
+        ('[model]\narch = "cnn"\npool_type = "max"\nbatch_norm_after_pool = true\n', r"model.batch_norm_after_pool: needs model.batch_norm = true"),
+        ('[model]\narch = "cnn"\nbatch_norm = true\nbatch_norm_after_pool = true\n', r"model.batch_norm_after_pool: .*pool_type 'avg'"),
         ('[optim]\noptimizer = "adamw"\n', r"optim.optimizer: unknown value 'adamw'; did you mean 'adam'\?"),
         ("[optim]\nwarmup = 1.0\n", r"optim.warmup: must be < 1.0"),
         ("[optim]\neps = 0\n", r"optim.eps: must be >= 1e-30"),

@@ -425,7 +425,11 @@ def builtin_fast_net(cfg, init, device):
     for l, (c, k, stride) in enumerate(zip(m.conv_channels, m.conv_kernel, conv_strides(m)), 1):
         conv = nn.Conv2d(c_in, c, k, stride=stride, padding=m.conv_padding)
         conv.weight.data, conv.bias.data = init[f"Wc{l}"].clone(), init[f"bc{l}"].clone()
-        layers += normalised(conv, c, f"c{l}", nn.BatchNorm2d) + ([nn.MaxPool2d(m.pool, m.pool_stride)] if m.pool > 1 else []) + [nn.ReLU()]
+        pool = [nn.MaxPool2d(m.pool, m.pool_stride)] if m.pool > 1 else []
+        if m.batch_norm_after_pool:
+            layers += [conv] + normalised(pool[0], c, f"c{l}", nn.BatchNorm2d) + [nn.ReLU()]
+        else:
+            layers += normalised(conv, c, f"c{l}", nn.BatchNorm2d) + pool + [nn.ReLU()]
         c_in = c
     layers.append(nn.Flatten())
     for l in range(1, len(m.hidden) + 2):
