@@ -42,7 +42,7 @@ clean-venv:
 ## theory, autodiff and complexity outputs, then reports/REPORT.md and reports/REPORT.pdf (on a 2-core CPU
 ## with three seeds: about three hours for the homework's configs, and about half an hour a seed more for
 ## each published recipe, mlp_maxnorm, cnn_bn and cnn_bn_aug; SEEDS=0 for one)
-REPORT_CONFIGS ?= softmax sigmoid relu wide deep mlp_aug mlp_maxnorm cnn cnn_aug cnn_bn cnn_bn_aug fast
+REPORT_CONFIGS ?= softmax sigmoid relu wide deep mlp_aug mlp_maxnorm cnn cnn_aug cnn_bn cnn_bn_aug fast fast995
 SWEEP_CONFIGS  ?= softmax sigmoid relu
 SEEDS          ?= 0,1,2
 report: $(STAMP)

@@ -119,7 +119,7 @@ def test_divergence_stops_with_lr_and_keeps_checkpoint(tmp_path, mnist_root):
 
 
 @pytest.mark.slow  # more real runs, most in subprocesses
-@pytest.mark.parametrize("name", ["wide", "deep", "mlp_aug", "mlp_maxnorm", "cnn", "cnn_aug", "cnn_bn", "cnn_bn_aug", "fast"])
+@pytest.mark.parametrize("name", ["wide", "deep", "mlp_aug", "mlp_maxnorm", "cnn", "cnn_aug", "cnn_bn", "cnn_bn_aug", "fast", "fast995"])
 def test_extra_credit_configs_train_a_few_steps(tmp_path, mnist_root, monkeypatch, name):
     """Each extra-credit config, as committed, takes a few real steps (dropout, augmentation, conv, max pooling, Adam) and learns."""
     monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
