@@ -129,16 +129,35 @@ def run_command_of(name):
 WHERE_KEYS = ("run.log_dir", "run.name", "data.root", "data.download", "run.device")  # say where a run goes, not what it is
 
 
-def is_plain_run_of(summary, name):
+def is_plain_run_of(summary, name, committed=None):
     """True for a run of configs/<name>.toml as committed: its own config file, no overrides but of
-    where it goes (WHERE_KEYS), nothing changed on a resume. Summaries that do not say (made before they
-    did) are judged by their command."""
+    where it goes (WHERE_KEYS) or ones that set a key to the value the file gives it (`committed`, the
+    file's config.flatten; run.seed=0 where the file says 0), nothing changed on a resume. Summaries that
+    do not say (made before they did) are judged by their command."""
     if "config" in summary:
         path = Path(summary["config"]) if isinstance(summary["config"], str) else None
         overrides = summary.get("overrides") or []
         return (path is not None and path.name == f"{name}.toml" and path.parent.name == "configs" and isinstance(overrides, list)
-                and all(str(o).partition("=")[0].strip() in WHERE_KEYS for o in overrides) and not summary.get("changes"))
+                and all(leaves_as_committed(str(o), committed) for o in overrides) and not summary.get("changes"))
     return str(summary.get("command") or "").strip() == run_command_of(name)
+
+
+def leaves_as_committed(override, committed):
+    """True for an override of where a run goes, or one that sets a key to its committed value."""
+    try:
+        section, key, value = config_mod.parse_override(override)
+    except ConfigError:
+        return False
+    return f"{section}.{key}" in WHERE_KEYS or (committed is not None and committed.get(f"{section}.{key}", object()) == value)
+
+
+def committed_config(name):
+    """configs/<name>.toml (relative to where the report is built) as config.flatten gives it, or None
+    when it cannot be read."""
+    try:
+        return config_mod.flatten(config_mod.load(Path("configs") / f"{name}.toml"))
+    except ConfigError:
+        return None
 
 
 def reproduce_command(summary, name):
@@ -194,11 +213,11 @@ def check_kept_folders(kept, name):
 
 def latest_run(dirs, name):
     """The newest finished plain run of configs/<name>.toml, or None; every summary on the way is checked."""
-    found = []
+    found, committed = [], committed_config(name)
     for d in dirs:
         for path in (Path(d) / name).glob("*/summary.json"):
             summary = read_json(path, {"status": str}, run_command_of(name))
-            if summary["status"] == "finished" and is_plain_run_of(summary, name):
+            if summary["status"] == "finished" and is_plain_run_of(summary, name, committed):
                 found.append(path.parent)
     return newest(found)
 

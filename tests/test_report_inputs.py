@@ -178,3 +178,15 @@ def test_fuzz_damaged_kept_files_build_as_before_or_stop_with_one_line(base, tmp
     assert code in (0, 2) and "Traceback" not in err, err
     assert code == 0 or err.strip().count("\n") == 0, err
     assert unchanged(out, base)
+
+
+def test_an_override_that_sets_a_key_to_its_committed_value_leaves_a_run_plain():
+    # `--seeds` style runs of seed 0 made one at a time (run.seed=0) are the config as committed
+    committed = config.flatten(config.load(REPO / "configs" / "relu.toml"))
+    summary = lambda *overrides: {"config": "configs/relu.toml", "overrides": list(overrides)}
+    assert inputs.is_plain_run_of(summary(f"run.seed={committed['run.seed']}"), "relu", committed)
+    assert inputs.is_plain_run_of(summary('run.name="x"', f"optim.lr={committed['optim.lr']}"), "relu", committed)
+    assert not inputs.is_plain_run_of(summary(f"run.seed={committed['run.seed'] + 1}"), "relu", committed)
+    assert not inputs.is_plain_run_of(summary(f"optim.lr={committed['optim.lr'] * 2}"), "relu", committed)
+    assert not inputs.is_plain_run_of(summary("run.seed=0"), "relu")  # no committed config to compare with
+    assert not inputs.is_plain_run_of(summary("not an override"), "relu", committed)
