@@ -201,3 +201,17 @@ def test_bad_seeds_are_one_line_errors(tmp_path, seeds):
     res = run_cli("nnhw.train", "configs/relu.toml", f"--seeds={seeds}", f"run.log_dir={tmp_path}")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--seeds" in res.stderr, res.stderr
     assert not any(tmp_path.iterdir())  # nothing started
+
+
+def test_reuse_takes_a_run_copied_in_from_another_log_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "replay_run", lambda run_dir, summary: (True, ""))  # replay is tested with real runs above
+    cfg = short_cfg(tmp_path / "here")
+    run_dir = tmp_path / "here" / cfg.run.name / "20260101-000000"
+    run_dir.mkdir(parents=True)
+    elsewhere = short_cfg(tmp_path / "elsewhere")  # logged first under another folder, then copied here
+    (run_dir / "config.toml").write_text(config.to_toml(elsewhere))
+    (run_dir / "summary.json").write_text(json.dumps({"status": "finished"}))
+    assert train.finished_run_of(cfg) == run_dir
+    assert train.finished_run_of(short_cfg(tmp_path / "here", extra=["optim.lr=0.01"])) is None  # another recipe
+    (run_dir / "summary.json").write_text(json.dumps({"status": "stopped"}))
+    assert train.finished_run_of(cfg) is None
