@@ -338,6 +338,14 @@ def flatten(cfg):
     return {f"{section}.{key}": value for section, body in to_dict(cfg).items() for key, value in body.items()}
 
 
+WHERE_KEYS = ("run.log_dir", "run.name", "data.root", "data.download", "run.device")  # say where a run goes, not what it is
+
+
+def recipe(cfg):
+    """{'section.key': value} less WHERE_KEYS: what makes one run the same arithmetic as another."""
+    return {key: value for key, value in flatten(cfg).items() if key not in WHERE_KEYS}
+
+
 def from_dict(table):
     cfg = Config()
     _apply(cfg, table, "saved config")

@@ -29,7 +29,7 @@ from pathlib import Path
 from . import config as config_mod
 from .checkpoint import CHECKPOINT, HISTORY_KEYS, load_checkpoint
 from .command import NnhwError
-from .config import ConfigError
+from .config import WHERE_KEYS, ConfigError
 from .readout import readout_text
 from .rundir import RunError
 
@@ -124,9 +124,6 @@ def check_png(path, remake):
 
 def run_command_of(name):
     return f"python -m nnhw.train configs/{name}.toml"
-
-
-WHERE_KEYS = ("run.log_dir", "run.name", "data.root", "data.download", "run.device")  # say where a run goes, not what it is
 
 
 def is_plain_run_of(summary, name, committed=None):

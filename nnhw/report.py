@@ -36,7 +36,8 @@ from . import handin
 from .command import NnhwError, Parser, run_command
 from .describe import (QUESTIONS, SHARPNESS_CONFIGS, committee_text, mean_std, minutes, parameter_rows, pct, seed_time, sharpness_facts, timed_label,
                        sharpness_sentences, short_commit, sweep_rates)
-from .inputs import FIGURES, KEPT, WHERE_KEYS, gather, keep, read_extras, replace_folder, reproduce_command, sha256, without_where
+from .config import WHERE_KEYS
+from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, reproduce_command, sha256, without_where
 from .replay import ReplayError, replay
 
 # Published MNIST test errors (%), for the summary table.

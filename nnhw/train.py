@@ -24,7 +24,7 @@ def build_parser():
     p.add_argument("--seeds", metavar="LIST", help="train once per seed, e.g. --seeds 0,1,2 (each a run of its own, with run.seed "
                    "set), then write the mean, std, min and max of the results to <run.log_dir>/<run.name>/seeds_<time>_<seeds>.json")
     p.add_argument("--reuse", action="store_true", help="with --seeds: take a seed's newest finished run of the same config "
-                   "(every key equal but run.log_dir) from <run.log_dir>/<run.name>/ instead of training it again, when it replays as the same "
+                   "(every key equal but those of where it went: run.log_dir, run.name, data.root, data.download, run.device) from <run.log_dir>/<run.name>/ instead of training it again, when it replays as the same "
                    "arithmetic with the code at hand (nnhw.replay); a seed set can then be finished over several sittings")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
                    "(overrides of the epochs, learning rate, schedule, evaluation and device apply)")
@@ -44,7 +44,6 @@ if __name__ == "__main__":
     _signal.signal(_signal.SIGINT, _quit)
     build_parser().parse_intermixed_args()  # --help and usage errors answer at once, before torch loads
 
-import dataclasses
 import json
 import math
 import shutil
@@ -303,22 +302,18 @@ def train_once(args, command, overrides):
     return code, (run_dir if status == "finished" and world.is_main else None)
 
 
-def recipe(cfg):
-    """cfg as a dict, less where its runs are logged: what makes one run the same as another."""
-    return {**dataclasses.asdict(cfg), "run": {**dataclasses.asdict(cfg.run), "log_dir": None}}
-
-
 def finished_run_of(cfg):
-    """The newest finished run in cfg's own log folder whose config.toml is cfg, every key but run.log_dir
-    (a run copied into another log folder, or named by another path to it, is the same run), and which
-    replays as the same arithmetic with the code at hand; None when there is none (--seeds --reuse)."""
-    want = recipe(cfg)
+    """The newest finished run in cfg's own log folder whose config.toml is cfg, every key but those of
+    where it went (config.WHERE_KEYS: a run copied in from another log folder, or trained on another
+    device, is the same run), and which replays as the same arithmetic with the code at hand on this
+    device; None when there is none (--seeds --reuse)."""
+    want = config_mod.recipe(cfg)
     for path in sorted((Path(cfg.run.log_dir) / cfg.run.name).glob("*/summary.json"), reverse=True):  # run ids start with their time
         try:
             summary = json.loads(path.read_text())
             if summary.get("status") != "finished" or summary.get("processes", 1) != 1:
                 continue
-            if recipe(config_mod.load(path.parent / "config.toml")) == want and replay_run(path.parent, summary)[0]:
+            if config_mod.recipe(config_mod.load(path.parent / "config.toml")) == want and replay_run(path.parent, summary)[0]:
                 return path.parent
         except (OSError, ValueError, NnhwError):  # unreadable, from an older config, or not replayable here: train it
             continue

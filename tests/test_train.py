@@ -212,6 +212,9 @@ def test_reuse_takes_a_run_copied_in_from_another_log_folder(tmp_path, monkeypat
     (run_dir / "config.toml").write_text(config.to_toml(elsewhere))
     (run_dir / "summary.json").write_text(json.dumps({"status": "finished"}))
     assert train.finished_run_of(cfg) == run_dir
+    # where it went, not what it is: the device, the data's folder and download switch (replay judges the device)
+    (run_dir / "config.toml").write_text(config.to_toml(short_cfg(tmp_path, extra=['run.device="cuda"', 'data.root="/elsewhere"', "data.download=false"])))
+    assert train.finished_run_of(cfg) == run_dir
     assert train.finished_run_of(short_cfg(tmp_path / "here", extra=["optim.lr=0.01"])) is None  # another recipe
     (run_dir / "summary.json").write_text(json.dumps({"status": "stopped"}))
     assert train.finished_run_of(cfg) is None
