@@ -36,7 +36,6 @@ from . import handin
 from .command import NnhwError, Parser, run_command
 from .describe import (QUESTIONS, SHARPNESS_CONFIGS, committee_text, mean_std, minutes, parameter_rows, pct, seed_time, sharpness_facts, timed_label,
                        sharpness_sentences, short_commit, sweep_rates)
-from .config import WHERE_KEYS
 from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, reproduce_command, sha256, without_where
 from .replay import ReplayError, replay
 
@@ -74,14 +73,14 @@ def replay_check(folder):
 
 def config_check(run, name):
     """'' when the config file the run was started from (configs/<name>.toml, relative to where the
-    report is built) still gives the run's config, where it went aside (WHERE_KEYS); else the flag."""
+    report is built) still gives the run's recipe (its config, where it went aside); else the flag."""
     path = Path(run["summary"].get("config") or f"configs/{name}.toml")
     try:
-        now = config_mod.flatten(config_mod.load(path))
+        now = config_mod.recipe(config_mod.load(path))
     except config_mod.ConfigError as e:
         return f"not config-checked here: {e}"
-    then = config_mod.flatten(run["cfg"])
-    changed = [key for key in then if key not in WHERE_KEYS and then[key] != now[key]]
+    then = config_mod.recipe(run["cfg"])
+    changed = [key for key in then if then[key] != now[key]]
     return f"{path} has changed since this run ({', '.join(changed)}): rerun it" if changed else ""
 
 

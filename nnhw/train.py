@@ -24,7 +24,8 @@ def build_parser():
     p.add_argument("--seeds", metavar="LIST", help="train once per seed, e.g. --seeds 0,1,2 (each a run of its own, with run.seed "
                    "set), then write the mean, std, min and max of the results to <run.log_dir>/<run.name>/seeds_<time>_<seeds>.json")
     p.add_argument("--reuse", action="store_true", help="with --seeds: take a seed's newest finished run of the same config "
-                   "(every key equal but those of where it went: run.log_dir, run.name, data.root, data.download, run.device) from <run.log_dir>/<run.name>/ instead of training it again, when it replays as the same "
+                   "(every key equal but those of where it went: run.log_dir, run.name, data.root, data.download, run.device) "
+                   "from <run.log_dir>/<run.name>/ instead of training it again, when it replays as the same "
                    "arithmetic with the code at hand (nnhw.replay); a seed set can then be finished over several sittings")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
                    "(overrides of the epochs, learning rate, schedule, evaluation and device apply)")
