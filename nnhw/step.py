@@ -76,7 +76,8 @@ def build(cfg, device):
     """(params, forward, loss_fn, opt) for cfg on device."""
     check_memory(cfg, device)
     params = models.init_params(cfg.model, cfg.run.seed, device)
-    return params, models.make_forward(cfg.model), models.make_loss(cfg.model), make_optimizer(cfg.optim, params)
+    forward = models.make_forward(cfg.model, models.init_running(cfg.model, device))  # the running averages live beside the parameters
+    return params, forward, models.make_loss(cfg.model), make_optimizer(cfg.optim, params)
 
 
 # One seed drives everything: the initialisation draws from `seed` itself (models.init_params), the

@@ -49,6 +49,16 @@ def sharpness_of(history):
     return dict(first=at(rows[0]), peak=at(max(rows, key=lambda r: r["sharpness"])), last=at(rows[-1]), measurements=len(rows))
 
 
+def cuda_numerics(device):
+    """On CUDA, the GPU and the settings that decide its arithmetic: deterministic algorithms, and TF32
+    in matrix products and cuDNN's convolutions; None on the CPU."""
+    if device.type != "cuda":
+        return None
+    return dict(gpu=torch.cuda.get_device_name(device), deterministic=torch.are_deterministic_algorithms_enabled(),
+                tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32,
+                cudnn_benchmark=torch.backends.cudnn.benchmark)
+
+
 def summarize(cfg, state, device, status, command, n_train, commit, processes=1):
     hist = state.history
     has_dev = "dev_error" in hist[0]
@@ -74,6 +84,7 @@ def summarize(cfg, state, device, status, command, n_train, commit, processes=1)
         sharpness_seconds=round(state.sharpness_seconds, 3),
         sharpness=sharpness_of(hist),
         device=describe_device(device),
+        cuda=cuda_numerics(device),
         config=state.config_file,  # with overrides and seed: what this is a run of, through resumes too
         overrides=state.overrides,
         seed=cfg.run.seed,

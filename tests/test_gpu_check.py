@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow  # the GPU script end to end on a CPU
 
 
 def gpu_check(tmp_path, **env):
-    full = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", OUT=str(tmp_path / "out"), **env)
+    full = {**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "OUT": str(tmp_path / "out"), **env}
     return subprocess.run(["bash", "tools/gpu_check.sh"], cwd=REPO, env=full, capture_output=True, text=True, timeout=600)
 
 
@@ -26,12 +26,28 @@ def test_gpu_check_runs_every_step_on_the_cpu(tmp_path, mnist_root):
     assert res.returncode == 0, res.stderr
     out = tmp_path / "out"
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["bench-cpu.json", "bench.txt", "device.txt", "summary-cnn.json", "summary-fast.json", "summary-sigmoid.json", "train.log"]
+    assert names == ["bench-cpu.json", "bench.txt", "device.txt", "smoke.log", "summaries.json", "train.log"]  # at most 8 come back
+    configs = sorted(p.stem for p in (REPO / "configs").glob("*.toml"))
+    smoke = (out / "smoke.log").read_text()
+    assert [line.removeprefix("== ") for line in smoke.splitlines() if line.startswith("== ")] == [f"{c}: ok" for c in configs]
     assert [r["config"] for r in json.loads((out / "bench-cpu.json").read_text())["rows"]] == ["sigmoid"]
-    for cfg in ("fast", "sigmoid", "cnn"):
-        summary = json.loads((out / f"summary-{cfg}.json").read_text())
+    summaries = json.loads((out / "summaries.json").read_text())
+    assert sorted(summaries) == ["cnn", "fast", "sigmoid"]
+    for cfg, summary in summaries.items():
         assert summary["status"] == "finished" and summary["passes"] > 0 and "time_to_accuracy" in summary
+        assert summary["cuda"] is None  # the GPU and its TF32 and determinism settings, on CUDA only
         assert f"{cfg}: " in res.stdout
+
+
+def test_gpu_check_stops_at_a_config_that_cannot_run_and_says_why(tmp_path, mnist_root):
+    # a config the device refuses (here: a CUDA device index this machine lacks) fails its smoke run; the
+    # reason lands in $OUT/smoke.log before any long step starts
+    res = gpu_check(tmp_path, NNHW_DATA_ROOT=str(mnist_root), DEVICE="cuda:7", BENCH="0", TIME_TO_99="0")
+    assert res.returncode == 1
+    assert "a config failed its smoke run on cuda:7" in res.stderr
+    smoke = (tmp_path / "out" / "smoke.log").read_text()
+    assert "== relu: FAILED" in smoke and "run.device: 'cuda:7' asked for" in smoke
+    assert not (tmp_path / "out" / "train.log").exists()
 
 
 def test_gpu_check_without_mnist_says_what_to_do(tmp_path):
