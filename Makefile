@@ -48,8 +48,8 @@ SEEDS          ?= 0,1,2
 report: $(STAMP)
 	set -e; for c in $(REPORT_CONFIGS); do $(PY) -m nnhw.train configs/$$c.toml --seeds $(SEEDS); done
 	set -e; for c in $(SWEEP_CONFIGS); do $(PY) -m nnhw.sweep configs/$$c.toml; done
-	$(PY) -m nnhw.theory > reports/theory.txt
-	$(PY) -m nnhw.autodiff --full > reports/autodiff.txt
+	$(PY) -m nnhw.theory --out reports/theory > reports/theory.txt
+	$(PY) -m nnhw.autodiff --full --out reports > reports/autodiff.txt
 	$(PY) tools/complexity.py
 	$(PY) -m nnhw.report
 

@@ -3,8 +3,13 @@
 A checkpoint is data, never code: a dict of tensors and plain values written with
 torch.save and read back with torch.load(weights_only=True), then checked key by key.
 Everything in it besides the tensors and the random generators' states lives in one
-`TrainState`. A resume on the same device ends with the same parameters as an
-uninterrupted run, bit for bit.
+`TrainState`; the tensors and the random streams are the trainer's, which saves and
+restores them (trainer.Trainer.checkpoint and .restore). A resume on the same device ends
+with the same parameters as an uninterrupted run, bit for bit.
+
+A run's identity is fixed when it starts and only added to: the recipe it started with
+(TrainState.start_config), the commit that started it (TrainState.commit), and for every
+resume its commit, the keys it changed and how (TrainState.changes).
 """
 
 import io
@@ -18,7 +23,6 @@ import torch
 from . import config as config_mod
 from .config import ConfigError
 from .rundir import RunError, atomic_write_bytes
-from .step import reseed_noise
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 3  # 3: the optimiser's state under "optimizer" (2 called it "velocity"), and the fingerprint
@@ -48,23 +52,17 @@ class TrainState:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     sharpness_seconds: float = 0.0  # eval.sharpness_every's measurements
-    fingerprint: dict = field(default_factory=dict)  # the first steps' losses, then checksums (step.Trainer)
+    fingerprint: dict = field(default_factory=dict)  # the first steps' losses, then checksums (trainer.Trainer)
+    commit: str = "unknown"  # the code that started the run; each resume's commit goes into its entry of `changes`
+    start_config: dict | None = None  # config.to_dict of the config that made the first steps; None in checkpoints made before
 
-    def to_checkpoint(self, cfg, params, opt, order, noise, running=None):
+    def fields(self):
+        """The bookkeeping as a checkpoint keeps it, beside the trainer's tensors."""
         return dict(
-            format=FORMAT,
-            config=config_mod.to_dict(cfg),
-            params={n: p.detach().cpu() for n, p in params.items()},
-            running={n: t.detach().cpu() for n, t in (running or {}).items()},  # batch normalisation's averages: state
-            optimizer={n: v.cpu() for n, v in opt.state_dict().items()},
-            order_rng=order.get_state(),
-            noise_rng=noise.get_state(),
-            noise_device=noise.device.type,
             perm=torch.zeros(0, dtype=torch.int64) if self.perm is None else self.perm,
             points=self.points, step=self.step, pos=self.pos, history=self.history, changes=self.changes, overrides=self.overrides,
             train_seconds=self.train_seconds, eval_seconds=self.eval_seconds, sharpness_seconds=self.sharpness_seconds,
-            fingerprint=self.fingerprint,
-            config_file=self.config_file,
+            fingerprint=self.fingerprint, config_file=self.config_file, commit=self.commit, start_config=self.start_config,
         )
 
     @classmethod
@@ -78,6 +76,9 @@ class TrainState:
             train_seconds=float(ckpt["train_seconds"]), eval_seconds=float(ckpt["eval_seconds"]), fingerprint=dict(fingerprint),
             sharpness_seconds=float(ckpt["sharpness_seconds"]) if isinstance(ckpt.get("sharpness_seconds"), (int, float)) else 0.0,
             config_file=ckpt.get("config_file") if isinstance(ckpt.get("config_file"), str) else None,
+            commit=ckpt["commit"] if isinstance(ckpt.get("commit"), str) else "unknown",
+            # made before checkpoints kept it: the config it holds, when no resume has changed that since
+            start_config=ckpt["start_config"] if isinstance(ckpt.get("start_config"), dict) else None if ckpt.get("changes") else ckpt["config"],
         )
 
 
@@ -134,35 +135,9 @@ def load_checkpoint(run_dir):
     return ckpt
 
 
-def restore(ckpt, path, params, opt, order, noise, seed, rank, state, running=None):
-    """Load the checkpoint's tensors (parameters, the optimiser's state, batch normalisation's running
-    averages) and random streams into a freshly built run."""
-    running = {} if running is None else running
-    for name, fresh in (("params", params), ("optimizer", opt.state_dict()), ("running", running)):
-        saved = ckpt[name]
-        if set(saved) != set(fresh) or any(saved[n].shape != t.shape for n, t in fresh.items()):
-            raise RunError(f"{path}: its {name} state does not fit the config's model and optimiser (was the checkpoint edited?)")
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(ckpt["params"][n])
-        for n, t in running.items():
-            t.copy_(ckpt["running"][n])
-    opt.load_state_dict(ckpt["optimizer"])
-    try:
-        order.set_state(ckpt["order_rng"])
-    except RuntimeError:
-        raise RunError(f"{path}: its data-order random state is not a CPU generator's") from None
-    try:
-        noise.set_state(ckpt["noise_rng"])
-    except RuntimeError:  # written on another kind of device
-        reseed_noise(noise, seed, rank, state.step)
-        state.changes.append(dict(points=state.points, change=f"dropout/augmentation random stream re-seeded on {noise.device.type} "
-                                                             f"(checkpoint from another device)"))
-
-
 def resume_config(saved, overrides):
-    """(config, what changed) for a resume: the saved config with the overrides that a resume may
-    apply. ConfigError names a key that cannot change, before anything is written."""
+    """(config, {key: (before, after)} of what changed) for a resume: the saved config with the overrides
+    that a resume may apply. ConfigError names a key that cannot change, before anything is written."""
     try:
         old = config_mod.from_dict(saved)
     except ConfigError as e:
@@ -174,4 +149,10 @@ def resume_config(saved, overrides):
         if key.startswith(FROZEN_ON_RESUME):
             raise ConfigError(f"{key}: cannot change on --resume (the checkpoint's tensors, data order or run folder depend on it); "
                               "start a new run with it instead")
-    return new, ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+    return new, changed
+
+
+def resume_entry(points, commit, changed):
+    """A resume as the run's `changes` keep it: where it resumed, the code that resumed it, the keys it
+    changed, and how, in words."""
+    return dict(points=points, commit=commit, keys=sorted(changed), change=", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))

@@ -47,8 +47,7 @@ class Stopped(BaseException):
 def one_line(e):
     """An exception's message on one line: an OSError's reason and file, anything else's text."""
     if isinstance(e, OSError) and e.strerror:
-        where = f" {e.filename}" if e.filename else ""
-        return f"cannot use{where}: {e.strerror.lower()}"
+        return f"cannot use {e.filename}: {e.strerror.lower()}" if e.filename else e.strerror.lower()
     text = " ".join(str(e).split())
     return text or type(e).__name__
 

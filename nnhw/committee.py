@@ -3,9 +3,11 @@
 A committee's output for an image is the mean of its members' softmax outputs, each from its run's
 final checkpoint; its guess is the class where that mean is largest. For a squared-error model the
 softmax of its outputs is taken too: it keeps the model's own guess and puts every member on the
-same scale. Members must have been tested on the same images (the same labels, in the same order)
-and have as many classes; one that is not a finished run, or does not match, stops the command with
-one line. `python -m nnhw.train CONFIG --seeds 0,1,2` reports its seeds' committee the same way.
+same scale. Every member is evaluated here, on the same test images: the first eval.max_points of
+them when a member's config evaluates only those (the fewest of any member), all 10,000 otherwise,
+whatever batch sizes the members evaluated with. A member that is not a finished run, whose
+checkpoint does not fit its config's model, or whose test set differs stops the command with one
+line. `python -m nnhw.train CONFIG --seeds 0,1,2` reports its seeds' committee the same way.
 """
 
 import json
@@ -16,13 +18,13 @@ import torch
 
 from . import config as config_mod
 from . import data as data_mod
-from . import models
+from . import layers, models
 from .checkpoint import load_checkpoint
 from .command import NnhwError, Parser, run_command
-from .step import resolve_device
+from .device import resolve_device
 
 
-class CommitteeError(NnhwError):
+class CommitteeError(NnhwError, ValueError):
     """Runs that cannot vote together; one line."""
 
 
@@ -32,9 +34,8 @@ def committee_error(probabilities, labels):
     return 100.0 * (mean.argmax(1) != labels).double().mean().item()
 
 
-@torch.no_grad()
-def test_probabilities(run_dir, device):
-    """(softmax outputs (N, k) on the run's test split, its labels (N,)), from its final checkpoint."""
+def member(run_dir):
+    """(config, checkpoint) of a finished run, checked: CommitteeError (one line) otherwise."""
     run_dir = Path(run_dir)
     summary = run_dir / "summary.json"
     try:
@@ -46,22 +47,37 @@ def test_probabilities(run_dir, device):
                              f"python -m nnhw.train --resume {run_dir}")
     cfg = config_mod.load(run_dir / "config.toml")
     ckpt = load_checkpoint(run_dir)
+    model = layers.describe(cfg.model)
+    for what, saved, want in (("parameters", ckpt["params"], {p.name: p.shape for p in model.params}),
+                              ("running averages", ckpt["running"], {n: (w,) for n, w in model.running.items()})):
+        if {k: tuple(t.shape) for k, t in saved.items()} != {k: tuple(s) for k, s in want.items()}:
+            raise CommitteeError(f"{run_dir}: its checkpoint's {what} do not fit the model its config.toml describes (was one of them edited?)")
+    return cfg, ckpt, model
+
+
+@torch.no_grad()
+def test_probabilities(cfg, ckpt, model, device, n=None, batch_size=1000):
+    """(softmax outputs (N, k) on the first n test images (all of them when None), their labels (N,)),
+    of a member (cfg, ckpt, model: member's), in batches of batch_size."""
     params = {k: p.to(device) for k, p in ckpt["params"].items()}
     running = {k: t.to(device) for k, t in ckpt["running"].items()}  # batch normalisation's averages, if any
-    if set(running) != set(models.init_running(cfg.model)):
-        raise CommitteeError(f"{run_dir}: its checkpoint's running averages do not fit its config's model (was it edited?)")
     test = data_mod.splits_on_disk(cfg.data, device)["test"]
-    n = min(cfg.eval.max_points, len(test)) if cfg.eval.max_points else len(test)
-    forward, b = models.make_forward(cfg.model, running or None), cfg.eval.batch_size
-    out = torch.cat([torch.softmax(forward(params, test.x[i : i + b].float()).double(), 1) for i in range(0, n, b)])
+    n = len(test) if n is None else min(n, len(test))
+    forward = models.make_forward(model, running, cfg.model.batch_norm_momentum)
+    out = torch.cat([torch.softmax(forward(params, test.x[i : min(i + batch_size, n)].float()).double(), 1) for i in range(0, n, batch_size)])
     return out, test.y[:n]
 
 
 def committee(run_dirs, device):
     """{'test_error', 'members': [{'run_dir', 'test_error'}], 'n_images'} for the runs voting together."""
+    if not run_dirs:
+        raise CommitteeError("a committee needs at least one finished run")
+    checked = [member(d) for d in run_dirs]
+    limits = [cfg.eval.max_points for cfg, _, _ in checked if cfg.eval.max_points]
+    n = min(limits) if limits else None  # the images every member was tested on
     probabilities, members, labels = [], [], None
-    for run_dir in run_dirs:
-        p, y = test_probabilities(run_dir, device)
+    for run_dir, (cfg, ckpt, model) in zip(run_dirs, checked):
+        p, y = test_probabilities(cfg, ckpt, model, device, n)
         if labels is not None and (len(y) != len(labels) or not torch.equal(y, labels)):
             raise CommitteeError(f"{run_dir} was tested on other images than {run_dirs[0]} ({len(y)} against {len(labels)}); "
                                  "a committee needs one test set")

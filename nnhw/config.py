@@ -7,8 +7,11 @@ Anything wrong raises ConfigError with one line that names the key; `nnhw.train`
 turns that into exit code 2.
 """
 
+import copy
 import dataclasses
 import difflib
+import hashlib
+import json
 import math
 import re
 import sys
@@ -17,8 +20,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import layers
+from .command import NnhwError, Parser, run_command
 from .data import IMAGE_SIDE
-from .command import NnhwError
 
 
 class ConfigError(NnhwError, ValueError):
@@ -83,7 +87,7 @@ class ModelConfig:
     dropout_input: float = opt(0.0, "probability of dropping each input pixel in training (0 is off)", min=0.0, lt=1.0)
     dropout_hidden: float = opt(0.0, "probability of dropping each fully connected hidden unit in training (0 is off)", min=0.0, lt=1.0)
     dropout_conv: list[float] = opt([], "cnn: for each convolution layer, the probability of dropping each entry of its feature maps (after its pooling and transfer function) in training; [0, 0.4] drops only after the second layer, [] nowhere", min=0.0, lt=1.0)
-    batch_norm: bool = opt(False, "batch normalisation after every convolution and every fully connected hidden layer, before its transfer function: the batch's statistics in training, running averages in evaluation; adds gamma and beta per feature (parameters gc1, bnc1, g1, bn1, ...) and the running averages (state, checkpointed)")
+    batch_norm: bool = opt(False, "batch normalisation after every convolution and every fully connected hidden layer, before its transfer function: the batch's statistics in training, running averages in evaluation; adds gamma and beta per feature (parameters gc1, bnc1, g1, bn1, ...) and the running averages (state, checkpointed), and takes away the bias of each layer it follows (beta is its bias)")
     batch_norm_after_pool: bool = opt(False, "cnn with max pooling: normalise each convolution's pooled maps (convolution, pooling, batch normalisation, transfer function) instead of its whole maps: 1/pool^2 of the values to normalise. Max pooling commutes with each channel's affine map when gamma > 0, so the model differs only in the statistics, taken over the pooled values")
     batch_norm_momentum: float = opt(0.1, "how far each training step moves the running averages towards the batch's statistics (torch's convention)", gt=0.0, le=1.0)
 
@@ -240,24 +244,6 @@ def apply_overrides(cfg, overrides):
     return validate(cfg)
 
 
-def conv_strides(cfg_model):
-    """The stride of each convolution layer: model.conv_stride, or 1 for every layer when it is empty."""
-    return cfg_model.conv_stride or [1] * len(cfg_model.conv_kernel)
-
-
-def feature_map_sides(cfg_model):
-    """[(side after convolution l, side after its pooling)] for each convolution layer of an MNIST image:
-    the one place the CNN's geometry is computed (config checks, parameters, the model summary, the
-    memory check). Pooling only happens when model.pool > 1, as in the forward pass; a side below 1
-    means nothing is left."""
-    m, side, sides = cfg_model, IMAGE_SIDE, []
-    for k, s in zip(m.conv_kernel, conv_strides(m)):
-        conv = (side + 2 * m.conv_padding - k) // s + 1 if side + 2 * m.conv_padding >= k else 0
-        side = (conv - m.pool) // m.pool_stride + 1 if m.pool > 1 and conv >= m.pool else (conv if m.pool == 1 else 0)
-        sides.append((conv, side))
-    return sides
-
-
 def validate(cfg):
     """Checks that span several keys."""
     if cfg.run.name and not RUN_NAME.fullmatch(cfg.run.name):
@@ -281,7 +267,7 @@ def validate(cfg):
         if m.dropout_conv and len(m.dropout_conv) != len(m.conv_channels):
             raise ConfigError(f"model.dropout_conv: needs one probability per convolution layer (or [] for none), "
                               f"got {m.dropout_conv} for {len(m.conv_channels)} layers")
-        if min(min(pair) for pair in feature_map_sides(m)) < 1:
+        if layers.shrunk(layers.describe(m)) is not None:
             raise ConfigError(
                 f"model.conv_kernel: the feature maps shrink to nothing with kernels {m.conv_kernel}, "
                 f"padding {m.conv_padding}, pool {m.pool} stride {m.pool_stride}"
@@ -292,6 +278,9 @@ def validate(cfg):
         if m.pool > 1 and m.pool_type == "max" and m.transfer == "square":
             raise ConfigError("model.pool_type: 'max' pools before the transfer function, which needs a nondecreasing one; "
                               "'square' is not: use pool_type 'avg' or another transfer")
+    if m.batch_norm and (cfg.train.batch_size < 2 or 0 < cfg.data.train_points < 2):
+        raise ConfigError(f"model.batch_norm: normalises by each batch's variance, and a batch of one has none; "
+                          f"use train.batch_size >= 2 (got {cfg.train.batch_size}) or model.batch_norm = false")
     if cfg.train.compile and cfg.train.engine == "tape":
         raise ConfigError("train.compile: torch.compile needs train.engine = 'autograd' (the tape runs outside torch)")
     if cfg.data.train_split == "train" and cfg.data.train_points > 50000:
@@ -344,6 +333,21 @@ WHERE_KEYS = ("run.log_dir", "run.name", "data.root", "data.download", "run.devi
 def recipe(cfg):
     """{'section.key': value} less WHERE_KEYS: what makes one run the same arithmetic as another."""
     return {key: value for key, value in flatten(cfg).items() if key not in WHERE_KEYS}
+
+
+def digest(recipe):
+    """A short name for a recipe: the first 16 hex digits of the SHA-256 of its keys and values."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def with_recipe(cfg, recipe):
+    """A copy of cfg with every key of `recipe` set to its value, validated: a run's recipe, with where
+    cfg says it goes. ConfigError for a key or value this nnhw does not know."""
+    out = copy.deepcopy(cfg)
+    for key, value in recipe.items():
+        section, _, name = key.partition(".")
+        _set(out, section, name, value)
+    return validate(out)
 
 
 def from_dict(table):
@@ -400,5 +404,17 @@ def markdown():
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":
+def config_command(argv):
+    Parser(prog="python -m nnhw.config", description="Print the config reference (docs/config.md) from the dataclasses.").parse_args(argv)
     sys.stdout.write(markdown())
+    sys.stdout.flush()
+    return 0
+
+
+def main(argv=None):
+    """`python -m nnhw.config`: the exit code (nnhw.command)."""
+    return run_command("nnhw.config", config_command, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

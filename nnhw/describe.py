@@ -5,7 +5,7 @@ printouts and the README's commands table all take their wording from here, so
 a percentage, a mean +- std, a commit or a model reads the same everywhere.
 """
 
-from .data import N_CLASSES, N_PIXELS
+from . import layers
 
 # (homework question, config, what that config's runs answer), in the homework's order: REPORT.md's
 # sections, and in REPORT.pdf the parts of 4.3 and 6.
@@ -25,68 +25,6 @@ QUESTIONS = [
     ("6", "fast995", "Beyond the homework: the fast CNN twice as wide, on shifted images, for 99.5% test accuracy within four passes"),
 ]
 
-# Beyond the homework, after 7.3: full-batch gradient descent at three constant steps, its sharpness measured.
-SHARPNESS_CONFIGS = ["gd_sharpness_lr0.04", "gd_sharpness_lr0.1", "gd_sharpness_lr0.2"]
-
-
-
-def sharpness_facts(name, run):
-    """What one full-batch run's sharpness measurements show (eval.sharpness_every), as plain numbers:
-    the sharpness at the start, at its lowest, at its highest after that (each with its step) and at the
-    end, against 1/lr and 2/lr; how many measurements were at or below 1/lr; the last third's mean as a
-    fraction of 2/lr; and how often the training loss rose between evaluations. None for a run that
-    measured no sharpness."""
-    cfg, history = run["cfg"], run["history"]
-    rows = [r for r in history if "sharpness" in r]
-    if not rows:
-        return None
-    lr, b = cfg.optim.lr, cfg.train.batch_size
-    low = min(range(len(rows)), key=lambda i: rows[i]["sharpness"])
-    high = max(rows[low:], key=lambda r: r["sharpness"])
-    last_third = [r["sharpness"] for r in rows[len(rows) - max(1, len(rows) // 3):]]
-    rises = [r for before, r in zip(history, history[1:]) if r["train_loss"] > before["train_loss"]]
-    threshold = rows[0]["sharpness_threshold"]
-    return dict(name=name, lr=lr, one_over_lr=1 / lr, threshold=threshold, start=rows[0]["sharpness"],
-                low=rows[low]["sharpness"], low_step=round(rows[low]["points"] / b), high=high["sharpness"], high_step=round(high["points"] / b),
-                end=rows[-1]["sharpness"], steps=round(history[-1]["points"] / b), measurements=len(rows),
-                every_steps=round((rows[1]["points"] - rows[0]["points"]) / b) if len(rows) > 1 else 0,
-                below_one_over_lr=sum(r["sharpness"] <= 1 / lr for r in rows),
-                last_third_of_threshold=None if threshold is None else sum(last_third) / len(last_third) / threshold,
-                loss_rises=len(rises), evaluations=len(history), start_loss=history[0]["train_loss"], end_loss=history[-1]["train_loss"],
-                test_error=history[-1]["test_error"])
-
-
-def sharpness_sentences(facts):
-    """A few sentences per run that hold problem 7's step condition lr <= 1/L against the measurements,
-    then what the runs say of that condition together; only what the numbers say."""
-    out = []
-    for f in facts:
-        head = f"At lr = {f['lr']:g} (1/lr = {f['one_over_lr']:.3g}, 2/lr = {f['threshold']:.3g}), the sharpness started at {f['start']:.3g}"
-        if f["below_one_over_lr"] == f["measurements"]:
-            cond = f", and stayed at or below 1/lr at all {f['measurements']} measurements: problem 7's lr <= 1/L held locally throughout"
-        else:
-            where = ("already above 2/lr, where gradient descent on a quadratic diverges" if f["start"] > f["threshold"] else
-                     "above 1/lr" if f["start"] > f["one_over_lr"] else "at or below 1/lr")
-            cond = (f", {where}; lr <= 1/L held at {f['below_one_over_lr']} of {f['measurements']} measurements")
-        if f["high_step"] == f["low_step"]:  # its lowest was its last
-            path = f". It fell to {f['end']:.3g} by the end"
-        else:
-            fell = f" fell to {f['low']:.3g} by step {f['low_step']}, then" if f["low_step"] > 0 else ""
-            path = f". It{fell} rose to {f['high']:.3g} (step {f['high_step']}) and ended at {f['end']:.3g}"
-        edge = (f", {100 * f['last_third_of_threshold']:.0f}% of 2/lr on average over the last third of the run"
-                if f["last_third_of_threshold"] is not None else "")
-        loss = ("falling at every evaluation" if f["loss_rises"] == 0 else
-                f"rising between {f['loss_rises']} of {f['evaluations'] - 1} pairs of consecutive evaluations")
-        out.append(f"{head}{cond}{path}{edge}. The training loss went from {f['start_loss']:.4g} to {f['end_loss']:.4g} in "
-                   f"{f['steps']} steps, {loss}.")
-    never = [f for f in facts if f["below_one_over_lr"] == 0 and f["end_loss"] < f["start_loss"]]
-    if never:
-        rates = " and ".join(format(f["lr"], "g") for f in never)
-        losses = " and ".join(format(f["end_loss"], ".4g") for f in never)
-        out.append(f"lr <= 1/L is sufficient, not necessary: at lr = {rates} it held at no measurement, and the training loss still fell, to {losses}.")
-    return out
-
-
 # (command, what it does): the README's table of commands (a test keeps the two equal) and REPORT.pdf's.
 COMMANDS = [
     ("make train [CONFIG=configs/relu.toml] [ARGS=...]", "set up .venv on first use, then train one config"),
@@ -101,15 +39,14 @@ COMMANDS = [
     ("python -m nnhw.replay RUN_DIR ...", "does the code at hand still compute these runs? replays each run's first steps"),
     ("python -m nnhw.report", "reports/REPORT.md and the hand-in reports/REPORT.pdf from the newest finished runs"),
     ("python -m nnhw.plot RUN_DIR", "redraw a run's loss, error and weight figures"),
-    ("python -m nnhw.theory", "the claims of 2.2, 2.3 and 7, computed"),
-    ("python -m nnhw.autodiff [--full]", "5.1 and 5.2 by hand against autograd, and 5.3's cost of forward against reverse mode"),
+    ("python -m nnhw.theory [--out DIR]", "the claims of 2.2, 2.3 and 7, computed; with --out, their figure and numbers for the report"),
+    ("python -m nnhw.autodiff [--full] [--out DIR]", "5.1 and 5.2 by hand against autograd, and 5.3's cost of forward against reverse mode; with --out, for the report"),
     ("python -m nnhw.config", "the config reference, docs/config.md"),
-    ("python tools/bench.py", "seconds per pass of nnhw beside the same model in built-in layers, measured in the same run; --time-to-99 and --hvp time other things (its docstring)"),
+    ("python tools/bench.py [--configs ...]", "seconds per pass of nnhw beside the same model in built-in layers, measured in the same run"),
+    ("python tools/time_to_99.py", "seconds and passes to 99% and 99.5% test accuracy: configs/fast.toml, its built-in twin and the pytorch/examples recipe, one after the other"),
     ("python examples/minimal.py", "the whole idea in one short script: a two-layer MLP trained for one epoch"),
     ("tensorboard --logdir tb_logs", "the curves, the model summary and one HParams row per run"),
 ]
-
-POOLING_NAMES = {"avg": "average", "max": "max"}  # model.pool_type -> words
 
 
 def pct(x, missing="n/a"):
@@ -195,15 +132,6 @@ def schedule_text(o):
     return f"{o.schedule} to {o.final_fraction:g} x lr"
 
 
-def model_text(m):
-    """The architecture in one line: 784 - 200 - 10, sigmoid hidden, identity outputs; or the CNN's layers."""
-    if m.arch == "cnn":
-        pooling = f"{POOLING_NAMES[m.pool_type]} pooling {m.pool}x{m.pool} stride {m.pool_stride} after each" if m.pool > 1 else "no pooling"
-        return (f"CNN: conv channels {m.conv_channels}, filters {m.conv_kernel} (padding {m.conv_padding}"
-                + (f", strides {m.conv_stride}" if m.conv_stride else "") + f"), {pooling}; fully connected {m.hidden}; {m.transfer}")
-    return " - ".join(str(d) for d in [N_PIXELS, *m.hidden, N_CLASSES]) + (f", {m.transfer} hidden" if m.hidden else "") + f", {m.output_transfer} outputs"
-
-
 def augmentation_text(t):
     affine = f"random shifts up to {t.augment_shift:g} px, rotations up to {t.augment_rotate:g} deg, scale +-{t.augment_scale:g}"
     return {
@@ -218,7 +146,9 @@ def parameter_rows(cfg):
     epochs, optimiser, rate and schedule, momentum, lambda, initialisation, seed, and what else is on."""
     m, o, t = cfg.model, cfg.optim, cfg.train
     rows = [
-        ("model", model_text(m)),
+        ("model", layers.one_line(layers.describe(m)) + (f", {m.transfer} after every convolution and hidden layer" if m.arch == "cnn" else
+                                                         f", {m.transfer} hidden" if m.hidden else "")
+         + ("" if m.output_transfer == "identity" else f", {m.output_transfer} outputs")),
         ("loss", m.loss),
         ("training split", cfg.data.train_split + (" (standardised)" if cfg.data.standardize else "")),
         ("batch size", f"{t.batch_size}"),

@@ -11,8 +11,10 @@ JSON document, which the template reads through `sys.inputs.data`:
   - problem 0 from reports/student.toml, which only the student writes;
   - the code: every file of nnhw/, configs/, tools/ and examples/, and the table of
     commands (nnhw.describe.COMMANDS, which the README's table equals).
-Typst runs with a fixed timestamp and only its bundled fonts, so the same runs
-give a byte-identical PDF.
+Typst runs with a fixed timestamp and only its bundled fonts (and the font files a
+student puts in reports/fonts/ for a name in a script those lack: student.toml is
+checked for characters no font at hand draws), so the same runs give a
+byte-identical PDF.
 """
 
 import datetime
@@ -21,8 +23,8 @@ import json
 import tomllib
 from pathlib import Path
 
-from . import PROJECT_ROOT
-from .describe import COMMANDS, QUESTIONS, SHARPNESS_CONFIGS, sharpness_facts, sharpness_sentences, parameter_rows, pct, seeds_text, short_commit, show, sweep_rates
+from . import PROJECT_ROOT, layers, sharpness
+from .describe import COMMANDS, QUESTIONS, parameter_rows, pct, seeds_text, short_commit, show, sweep_rates
 from .command import NnhwError
 from .inputs import reproduce_command
 
@@ -39,20 +41,26 @@ CODE = [
     ("nnhw/functions.py", "3, 4, 6 (every transfer function, loss and layer, with both hand-written derivatives); 2.2, 2.3"),
     ("nnhw/tape.py", "3, 4.1, 4.2 (reverse mode run by nnhw itself); 5"),
     ("nnhw/data.py", "3, 4, 6 (MNIST, the train/dev/test splits)"),
+    ("nnhw/layers.py", "4, 6 (the model described once: its layers)"),
     ("nnhw/config.py", "3, 4, 6 (the configs and their checks)"),
     ("nnhw/models.py", "3, 4, 6 (the forward passes, initialisation, augmentation)"),
     ("nnhw/optim.py", "3, 4, 6 (momentum SGD, Adam, L2, max-norm, learning-rate schedules)"),
     ("nnhw/hessian.py", "7.4, beyond the homework (Hessian-vector products, the sharpness)"),
     ("nnhw/dist.py", "3, 4, 6 (training over several processes; idle in a plain run)"),
-    ("nnhw/step.py", "3, 4, 6 (assembling a run, one training step, evaluation)"),
+    ("nnhw/device.py", "3, 4, 6 (the device, and whether a model fits)"),
     ("nnhw/rundir.py", "3, 4, 6 (run folders, atomic writes, the lock, the commit)"),
     ("nnhw/checkpoint.py", "3, 4, 6 (checkpoints and resuming)"),
+    ("nnhw/evaluate.py", "3, 4, 6 (evaluation)"),
+    ("nnhw/sharpness.py", "7.4, beyond the homework (the sharpness where training goes)"),
+    ("nnhw/trainer.py", "3, 4, 6 (assembling a run, one training step, the run's state)"),
+    ("nnhw/identity.py", "every number (what a run is a run of)"),
     ("nnhw/summary.py", "3 (d), 4.1.5, 4.2.5, 4.3.5, 6 (a run's results, the seeds' mean +- std)"),
     ("nnhw/runlog.py", "3, 4, 6 (the console, TensorBoard, the HParams row)"),
     ("nnhw/plot.py", "3 (b)-(c), 4.1.3-4.1.6, 4.2.3-4.2.6, 4.3.3-4.3.4, 6 (the figures)"),
     ("nnhw/committee.py", "4.3, 6 and beyond (several runs' softmax outputs averaged: the seeds' committee)"),
     ("nnhw/sweep.py", "4.1.2, 4.2.2 (the learning-rate threshold)"),
     ("nnhw/replay.py", "every number (does the code at hand still compute each run?)"),
+    ("nnhw/seeds.py", "every number (seed sets: mean +- std, the committee)"),
     ("nnhw/train.py", "3, 4, 6 (the training loop and its command line)"),
     ("nnhw/describe.py", "the report (how numbers and configs are written)"),
     ("nnhw/theory.py", "2.2, 2.3, 7 (the live checks)"),
@@ -63,12 +71,16 @@ CODE = [
     ("nnhw/handin.typ", "the report (this PDF's text)"),
     ("nnhw/report.py", "the report (REPORT.md)"),
     *((f"configs/{name}.toml", question) for question, name, _ in QUESTIONS),
-    *((f"configs/{name}.toml", "7.4, beyond the homework") for name in SHARPNESS_CONFIGS),
+    *((f"configs/{name}.toml", "7.4, beyond the homework") for name in sharpness.CONFIGS),
     ("examples/minimal.py", "4 (the whole idea in one short script)"),
     ("tools/complexity.py", "2.1 (the measured costs)"),
     ("tools/fingerprint_at.py", "every number (the fingerprints of runs made before runs recorded one)"),
     ("tools/replay_tolerance.py", "every number (the replay's tolerance, measured)"),
+    ("tools/timing.py", "speed (not a homework question): what the benchmarks share"),
+    ("tools/twin.py", "speed (not a homework question): the model in built-in layers, that nnhw is timed against"),
     ("tools/bench.py", "speed (not a homework question)"),
+    ("tools/time_to_99.py", "speed (not a homework question): seconds to 99% test accuracy"),
+    ("tools/hvp_cost.py", "7.4, beyond the homework (what a Hessian-vector product costs)"),
     ("tools/gpu_check.sh", "speed on a GPU (not a homework question)"),
 ]
 LANGS = {".py": "python", ".toml": "toml", ".sh": "bash", ".typ": "typc"}
@@ -127,21 +139,7 @@ def run_data(name, question, run, root):
         sweep=None,
     )
     if cfg.model.arch == "cnn":
-        m = cfg.model
-        strides = ", ".join(str(x) for x in m.conv_stride) if m.conv_stride else "1"
-        if m.pool == 1:
-            after = "its transfer, with no pooling"
-        elif m.pool_type == "avg":
-            after = f"its transfer, then average pooling over {m.pool}x{m.pool} regions with stride {m.pool_stride}"
-        else:
-            after = (f"max pooling over {m.pool}x{m.pool} regions with stride {m.pool_stride}, then its transfer "
-                     "(the same as the other way round for a nondecreasing transfer)")
-        d["cnn"] = dict(
-            layers=(f"convolution layers with {', '.join(str(c) for c in m.conv_channels)} output channels and filters of "
-                    f"{', '.join(f'{k}x{k}' for k in m.conv_kernel)} (stride {strides}, zero padding {m.conv_padding}), each followed by "
-                    + ("batch normalisation, then " if m.batch_norm else "") + after
-                    + f"; then fully connected hidden layers of {', '.join(str(h) for h in m.hidden)} units and 10 outputs."),
-        )
+        d["cnn"] = dict(layers=cnn_sentence(layers.describe(cfg.model)))
     sw = run.get("sweep")
     if sw is not None:
         threshold, diverging = sweep_rates(sw)
@@ -153,6 +151,15 @@ def run_data(name, question, run, root):
             figure=f"/{name}/sweep.png" if (root / name / "sweep.png").is_file() else None,
         )
     return d
+
+
+def cnn_sentence(model):
+    """The CNN's layers in one sentence, in the forward pass's order (layers.operations)."""
+    convs = [layer for layer in model.layers if layer.kind == "conv"]
+    hidden = [layer.width for layer in model.layers if layer.kind == "fc"][:-1]
+    steps = "; ".join(f"{layer.name}: {' -> '.join(layers.operations(layer))}" for layer in convs)
+    return (f"{len(convs)} convolution layers with {', '.join(str(layer.width) for layer in convs)} output channels ({steps}); then fully "
+            f"connected hidden layers of {', '.join(map(str, hidden)) or 'no'} units and 10 outputs.")
 
 
 def theory_data(t, root):
@@ -172,7 +179,7 @@ def autodiff_data(a, root):
 
     code = dict(reverse=_function_source(autodiff.reverse_mode), forward=_function_source(autodiff.forward_mode))
     if a is None:
-        return dict(code=code, missing="python -m nnhw.autodiff > reports/autodiff.txt")
+        return dict(code=code, missing="python -m nnhw.autodiff --full --out reports > reports/autodiff.txt")
     rows = [dict(d=str(r["d"]), forward=f"{r['forward_s']:.5f}", reverse=f"{r['reverse_s']:.6f}", ratio=f"{r['ratio']:.1f}",
                  per_d=f"{r['ratio'] / r['d']:.3f}") for r in a["cost_table"]]
     return dict(
@@ -221,8 +228,48 @@ class StudentFileError(NnhwError, ValueError):
     """reports/student.toml cannot be read; the message is one line."""
 
 
+FONTS = "fonts"  # <out>/fonts/: font files the student adds for a name in a script the bundled fonts lack
+# What Typst's bundled fonts (Libertinus Serif, New Computer Modern, DejaVu Sans Mono) draw: Latin with its
+# extensions and the phonetic letters, Greek, Cyrillic, punctuation, currency and letter-like symbols,
+# arrows and mathematical operators.
+BUNDLED = [(0x20, 0x7E), (0xA0, 0x24F), (0x250, 0x2FF), (0x370, 0x3FF), (0x400, 0x52F), (0x1E00, 0x1FFF), (0x2000, 0x20CF),
+           (0x2100, 0x214F), (0x2190, 0x22FF)]
+
+
+def covered_by_fonts(folder):
+    """The code points the font files (.ttf, .otf, .ttc) in `folder` draw, read from their character maps."""
+    from fontTools.ttLib import TTCollection, TTFont  # matplotlib's own dependency
+
+    points = set()
+    for path in sorted(Path(folder).glob("*")):
+        if path.suffix.lower() not in (".ttf", ".otf", ".ttc"):
+            continue
+        try:
+            fonts = TTCollection(path).fonts if path.suffix.lower() == ".ttc" else [TTFont(path, lazy=True)]
+            for font in fonts:
+                points |= set(font.getBestCmap() or {})
+        except Exception:  # noqa: BLE001 - fontTools raises many kinds for a file that is no font
+            raise StudentFileError(f"{path} is not a font file that can be read; remove it from {folder}") from None
+    return points
+
+
+def check_glyphs(student, out):
+    """StudentFileError naming the characters of student.toml that neither Typst's bundled fonts nor a
+    font in <out>/fonts/ draw: the PDF would show empty boxes for them."""
+    text = "".join(v for k, v in student.items() if k in STUDENT_KEYS and v)
+    missing = sorted({c for c in text if c.isprintable() and not any(lo <= ord(c) <= hi for lo, hi in BUNDLED)})
+    if missing and (Path(out) / FONTS).is_dir():
+        drawn = covered_by_fonts(Path(out) / FONTS)
+        missing = [c for c in missing if ord(c) not in drawn]
+    if missing:
+        shown = " ".join(f"{c} (U+{ord(c):04X})" for c in missing[:8]) + (" ..." if len(missing) > 8 else "")
+        raise StudentFileError(f"{Path(out) / STUDENT_FILE}: the PDF's fonts have no glyph for {shown}; put a font that has them "
+                               f"(a .ttf or .otf file, such as Noto Sans CJK for Chinese, Japanese or Korean) into {Path(out) / FONTS}/")
+
+
 def student_data(out):
-    """Problem 0 from <out>/student.toml, or marked blanks. Nothing is ever filled in for the student."""
+    """Problem 0 from <out>/student.toml, or marked blanks. Nothing is ever filled in for the student.
+    StudentFileError (one line) for a file that cannot be read, or a character no font at hand draws."""
     path = out / STUDENT_FILE
     if not path.is_file():
         return dict(present=False, file=str(path), **{k: None for k in STUDENT_KEYS})
@@ -239,6 +286,8 @@ def student_data(out):
         if isinstance(v, list):
             v = "; ".join(str(x) for x in v)
         d[key] = None if v is None or str(v).strip() == "" else str(v).strip()
+    check_glyphs(d, out)
+    d["fonts"] = str((Path(out) / FONTS).resolve()) if (Path(out) / FONTS).is_dir() else None
     return d
 
 
@@ -254,13 +303,13 @@ def code_data():
 
 def sharpness_data(sharp, root):
     """7.4: the sharpness runs' table, sentences and figure; the commands of those not run yet."""
-    facts = [(f, run) for name, run in sharp if run is not None and (f := sharpness_facts(name, run)) is not None]
+    facts = [(f, run) for name, run in sharp if run is not None and (f := sharpness.facts(name, run)) is not None]
     return dict(
         missing=[f"python -m nnhw.train configs/{name}.toml" for name, run in sharp if run is None],
         rows=[[f["name"], _g(f["lr"]), _g(f["one_over_lr"], 3), _g(f["threshold"], 3), _g(f["start"], 3), f"{_g(f['low'], 3)} ({f['low_step']})", f"{_g(f['high'], 3)} ({f['high_step']})",
                _g(f["end"], 3), f"{f['below_one_over_lr']} of {f['measurements']}", _g(f["end_loss"]), short_commit(run["summary"]["git_commit"])]
               for f, run in facts],
-        sentences=sharpness_sentences([f for f, _ in facts]),
+        sentences=sharpness.sentences([f for f, _ in facts]),
         steps=facts[0][0]["steps"] if facts else None, every=facts[0][0]["every_steps"] if facts else None,
         figure="/sharpness.png" if (root / "sharpness.png").is_file() else None,
     )
@@ -274,7 +323,7 @@ def document_data(runs, extras, student, root):
         theory=theory_data(extras["theory"], root),
         autodiff=autodiff_data(extras["autodiff"], root),
         complexity=complexity_data(extras["complexity"]),
-        sharpness=sharpness_data(extras.get("sharpness") or [(name, None) for name in SHARPNESS_CONFIGS], root),
+        sharpness=sharpness_data(extras.get("sharpness") or [(name, None) for name in sharpness.CONFIGS], root),
         code=code_data(),
         howto=[list(row) for row in COMMANDS],
         questions=[dict(question=q, name=name, what=what) for q, name, what in QUESTIONS],
@@ -293,7 +342,8 @@ def render_pdf(runs, extras, student, root):
             TEMPLATE.read_bytes(),
             root=str(root),
             sys_inputs={"data": data},
-            ignore_system_fonts=True,  # only typst's bundled fonts: the same PDF on every machine
+            font_paths=[student["fonts"]] if student and student.get("fonts") else [],  # <out>/fonts/, when the student added one
+            ignore_system_fonts=True,  # only typst's bundled fonts (and those): the same PDF on every machine
             timestamp=datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc),
         )
     except typst.TypstError as e:  # the inputs were checked; this is nnhw's template or Typst itself

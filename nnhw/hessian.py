@@ -13,7 +13,7 @@ H v is formed two independent ways, each through nnhw's own derivative rules:
 * reverse over reverse: the gradient of <grad f(w), v>, by differentiating the Functions'
   hand-written `backward` rules a second time (the double backward that gradgradcheck checks).
 
-Either costs a small constant times one gradient (the benchmark, tools/bench.py, times them).
+Either costs a small constant times one gradient (tools/hvp_cost.py times them).
 """
 
 import math
@@ -25,9 +25,22 @@ import torch
 MODES = ("forward-over-reverse", "reverse-over-reverse")
 
 
+def check_params(where, params):
+    """ValueError naming `params` unless it is a non-empty dict of floating-point tensors."""
+    if not isinstance(params, dict) or not params:
+        raise ValueError(f"{where}: params must be a non-empty dict of tensors, got {params!r:.60}")
+    bad = next((k for k, p in params.items() if not (torch.is_tensor(p) and torch.is_floating_point(p))), None)
+    if bad is not None:
+        raise ValueError(f"{where}: params[{bad!r}] is not a floating-point tensor")
+
+
 def hvp(f, params, v, mode="forward-over-reverse"):
-    """H v as a dict like `params`, with H the Hessian of f at params; v is a dict of the same shapes."""
-    if set(v) != set(params) or any(v[k].shape != p.shape for k, p in params.items()):
+    """H v as a dict like `params`, with H the Hessian of f at params; v is a dict of the same shapes.
+    Where f does not depend on a parameter, its part of H v is 0."""
+    check_params("hvp", params)
+    if mode not in MODES:
+        raise ValueError(f"hvp: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not isinstance(v, dict) or set(v) != set(params) or any(not torch.is_tensor(v[k]) or v[k].shape != p.shape for k, p in params.items()):
         raise ValueError("hvp: v must hold a tensor of each parameter's shape, and nothing else")
     w = {k: p.detach() for k, p in params.items()}
     if mode == "forward-over-reverse":
@@ -37,11 +50,15 @@ def hvp(f, params, v, mode="forward-over-reverse"):
     if mode == "reverse-over-reverse":
         with torch.enable_grad():
             w = {k: p.requires_grad_() for k, p in w.items()}
-            grads = torch.autograd.grad(f(w), list(w.values()), create_graph=True, allow_unused=True)
+            value = f(w)
+            if not torch.is_tensor(value) or value.numel() != 1:
+                raise ValueError(f"hvp: f must return a scalar tensor, got {type(value).__name__}")
+            if not value.requires_grad:  # f does not depend on the parameters at all: H = 0
+                return {k: torch.zeros_like(p) for k, p in w.items()}
+            grads = torch.autograd.grad(value, list(w.values()), create_graph=True, allow_unused=True)
             dot = sum((g * v[k]).sum() for k, g in zip(w, grads) if g is not None)  # <grad f(w), v>
             hv = torch.autograd.grad(dot, list(w.values()), allow_unused=True) if torch.is_tensor(dot) and dot.requires_grad else [None] * len(w)
         return {k: torch.zeros_like(p) if h is None else h for (k, p), h in zip(w.items(), hv)}  # None: f is linear there
-    raise ValueError(f"hvp: mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
 @dataclass
@@ -63,6 +80,9 @@ def top_eigenvalue(f, params, iters=20, generator=None, mode="forward-over-rever
     diagonal, beta beside it) are built; T_j's largest eigenvalue is the estimate, and
     beta_j |s_j|, with s the matching eigenvector of T_j, is its residual. Full reorthogonalisation
     keeps the basis orthogonal in floating point, so no ghost copies of an eigenvalue appear."""
+    check_params("top_eigenvalue", params)
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"top_eigenvalue: iters must be a whole number >= 1 (Hessian-vector products), got {iters!r}")
     names = list(params)
     shapes = [params[k].shape for k in names]
     sizes = [math.prod(s) for s in shapes]

@@ -1,9 +1,10 @@
 """What a report is built from, found and checked before anything is written, and kept beside it.
 
-For each committed config the report takes the newest finished plain run of it (the
-config file as it is, no overrides, no changes on resume: what its summary.json says
-it is a run of), the newest `--seeds` set, and the newest learning-rate sweep, from
-the log folder or from the runs kept under <out>/runs/. Every file it will read is
+For each committed config the report takes the newest finished run of its recipe as
+committed (nnhw.identity: the recipe the run started with, no resume altering it; for a
+run made before summaries kept their recipe, the overrides its summary names), the
+newest `--seeds` set of that same recipe, and the newest learning-rate sweep, from the
+log folder or from the runs kept under <out>/runs/. Every file it will read is
 read here first and checked for the shape the report needs: summaries, histories,
 configs, figures (decoded), the weights' read-outs, the seed sets, the sweeps, and
 the theory, autodiff, complexity and speed outputs. A file that does not pass stops
@@ -27,6 +28,7 @@ import uuid
 from pathlib import Path
 
 from . import config as config_mod
+from . import identity
 from .checkpoint import CHECKPOINT, HISTORY_KEYS, load_checkpoint
 from .command import NnhwError
 from .config import WHERE_KEYS, ConfigError
@@ -209,14 +211,30 @@ def check_kept_folders(kept, name):
 
 
 def latest_run(dirs, name):
-    """The newest finished plain run of configs/<name>.toml, or None; every summary on the way is checked."""
+    """The newest finished run of configs/<name>.toml's recipe as committed, or None; every summary on the
+    way is checked. A run that started with another recipe, or that a resume altered, is no run of it."""
     found, committed = [], committed_config(name)
     for d in dirs:
         for path in (Path(d) / name).glob("*/summary.json"):
             summary = read_json(path, {"status": str}, run_command_of(name))
-            if summary["status"] == "finished" and is_plain_run_of(summary, name, committed):
+            if summary["status"] == "finished" and is_run_of_committed(summary, path.parent, name, committed):
                 found.append(path.parent)
     return newest(found)
+
+
+def is_run_of_committed(summary, run_dir, name, committed):
+    """True for a run of configs/<name>.toml as committed (`committed`, its config.flatten): one that
+    started with its recipe, judged by the summary's recipe, or for a summary made before summaries kept
+    one, by its config file and overrides (is_plain_run_of)."""
+    if committed is None:
+        return False
+    if not isinstance(summary.get("recipe"), dict):
+        return is_plain_run_of(summary, name, committed)
+    try:
+        cfg = config_mod.load(run_dir / "config.toml")
+    except ConfigError:
+        return False
+    return identity.is_run_of(summary, cfg, {k: v for k, v in committed.items() if k not in WHERE_KEYS})
 
 
 def is_seed_set_of(command, name):
@@ -243,11 +261,21 @@ def without_where(command):
     return " ".join(w for w in command.split() if w.partition("=")[0] not in WHERE_KEYS)
 
 
-def latest_seeds(dirs, name):
-    """The newest seed set of configs/<name>.toml as committed (is_seed_set_of), or None."""
+def latest_seeds(dirs, name, run_dir, recipe):
+    """The newest seed set of the run in run_dir, whose recipe is `recipe`: one whose own recipe is that
+    one, run.seed aside, or for a set made before sets kept their recipe, one of configs/<name>.toml as
+    committed (is_seed_set_of) that holds the run itself. None when there is none."""
     remake = f"{run_command_of(name)} --seeds 0,1,2"
-    return newest(p for d in dirs for p in (Path(d) / name).glob("seeds_*.json")
-                  if is_seed_set_of(read_json(p, {"command": str}, remake)["command"].strip(), name))
+
+    def of_this_run(path):
+        agg = read_json(path, {"command": str}, remake)
+        if isinstance(agg.get("recipe"), dict):
+            return agg["recipe"] == {k: v for k, v in recipe.items() if k != "run.seed"}
+        runs = agg.get("runs") if isinstance(agg.get("runs"), list) else []
+        return (is_seed_set_of(agg["command"].strip(), name)
+                and any(isinstance(r, dict) and Path(str(r.get("run_dir"))).name == run_dir.name for r in runs))
+
+    return newest(p for d in dirs for p in (Path(d) / name).glob("seeds_*.json") if of_this_run(p))
 
 
 def latest_sweep(dirs, name):
@@ -293,7 +321,8 @@ def gather(name, log_dir, out):
     if run_dir is None:
         return None
     run = read_run(run_dir, name)
-    seeds_path, sweep_dir = latest_seeds(dirs, name), latest_sweep(dirs, name)
+    seeds_path = latest_seeds(dirs, name, run_dir, identity.start_recipe(run["summary"], run["cfg"]))
+    sweep_dir = latest_sweep(dirs, name)
     run["seeds_path"], run["sweep_dir"] = seeds_path, sweep_dir
     run["seeds"] = None if seeds_path is None else read_json(seeds_path, SEEDS, f"{run_command_of(name)} --seeds 0,1,2")
     run["sweep"] = None
@@ -312,7 +341,7 @@ def read_extras(out):
     theory, autodiff = out / "theory", out / "autodiff.json"
     extras = dict(theory=None, theory_txt=None, autodiff=None, autodiff_txt=None, complexity=None, bench=[])
     if (theory / "theory.json").is_file():
-        remake = "python -m nnhw.theory > reports/theory.txt"
+        remake = "python -m nnhw.theory --out reports/theory > reports/theory.txt"
         extras["theory"] = read_json(theory / "theory.json", dict, remake)
         why = next((w for k, c in extras["theory"].items() if (w := shape_error(c, THEORY_CLAIM, f"theory.json[{k!r}]"))), None)
         if why:
@@ -320,7 +349,7 @@ def read_extras(out):
         if (theory / "gd_rates.png").exists():
             check_png(theory / "gd_rates.png", remake)
     if autodiff.is_file():
-        remake = "python -m nnhw.autodiff --full > reports/autodiff.txt"
+        remake = "python -m nnhw.autodiff --full --out reports > reports/autodiff.txt"
         extras["autodiff"] = read_json(autodiff, AUTODIFF, remake)
         if (out / "autodiff_cost.png").exists():
             check_png(out / "autodiff_cost.png", remake)

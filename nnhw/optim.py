@@ -63,16 +63,6 @@ def momentum_at(cfg_optim, done):
     return o.momentum_start + (o.momentum - o.momentum_start) * done / o.momentum_ramp
 
 
-def stability_threshold(cfg_optim, lr, momentum=None):
-    """The largest sharpness (top eigenvalue of the loss's Hessian) at which gradient descent at rate lr
-    does not blow up on a quadratic: 2/lr, and (2 + 2 mu)/lr with heavy-ball momentum mu (Cohen et al.
-    2021), with the momentum at hand (the config's unless given). None for Adam, whose step is rescaled
-    per coordinate, and for a rate of 0 (warm-up's start)."""
-    if cfg_optim.optimizer != "sgd" or lr <= 0:
-        return None
-    return (2 + 2 * (cfg_optim.momentum if momentum is None else momentum)) / lr
-
-
 @torch.no_grad()
 def max_norm_(weights, c):
     """Project each row w_j of every weight tensor onto ||w_j|| <= c, in place (see the module docstring)."""

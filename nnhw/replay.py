@@ -2,9 +2,10 @@
 
 A result holds at a commit when that commit computes the run's arithmetic again,
 not when its files happen to be unchanged. Every run records a fingerprint in its
-summary.json (step.Trainer): the loss of each of its first 20 steps and two
-checksums of the parameters after them. Replay builds the run again from its own
-config.toml, takes the same steps with the code at hand, and compares:
+summary.json (trainer.Trainer): the loss of each of its first 20 steps and two
+checksums of the parameters after them. Replay builds the run again under the
+recipe that made those steps (its summary's; a run made before summaries kept it,
+its config.toml's), takes the same steps with the code at hand, and compares:
 
   same arithmetic  both checksums, and the losses of the first LOSS_STEPS steps,
                    agree within REL_TOL;
@@ -39,10 +40,11 @@ from . import PROJECT_ROOT
 from . import config as config_mod
 from . import data as data_mod
 from .checkpoint import TrainState
+from .command import NnhwError, Parser, run_command
 from .config import ConfigError
 from .data import DataError
-from .command import NnhwError, Parser, run_command
-from .step import Trainer, evaluate
+from .evaluate import evaluate
+from .trainer import Trainer
 
 REL_TOL = 1e-4  # how far a replayed number may lie from the recorded one, relative to the larger
 LOSS_STEPS = 10  # the losses compared: the first steps, before rounding differences grow (see above)
@@ -58,22 +60,51 @@ def rel_diff(a, b):
 
 def device_of(summary_device):
     """The device kind a run used ('cpu (2 threads)' -> cpu); ReplayError when this machine has none."""
+    if summary_device is not None and not isinstance(summary_device, str):
+        raise ReplayError(f"its device is {summary_device!r}, not what nnhw writes (such as 'cpu (2 threads)')")
     kind = summary_device.split()[0] if summary_device else "cpu"
+    if kind not in ("cpu", "cuda"):
+        raise ReplayError(f"its device is {summary_device!r}, not what nnhw writes (such as 'cpu (2 threads)')")
     if kind == "cuda" and not torch.cuda.is_available():
         raise ReplayError("it ran on CUDA, and this machine has none: its random streams live there")
     return torch.device(kind)
 
 
 def read_json(path):
+    """The JSON table at path; ReplayError when it cannot be read or is not a table."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise ReplayError(f"cannot read {path}: {e}") from None
+    if not isinstance(value, dict):
+        raise ReplayError(f"{path} holds a {type(value).__name__}, not the table nnhw writes")
+    return value
 
 
-def run_config(run_dir, device):
+def is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_fingerprint(fp):
+    """ReplayError unless fp is a fingerprint as nnhw.train records it: steps, that many losses (numbers,
+    or None for a step without points) and the two checksums."""
+    if not isinstance(fp, dict):
+        raise ReplayError(f"its summary.json's fingerprint is {fp!r:.40}, not the table nnhw.train writes")
+    steps, losses, sums = fp.get("steps"), fp.get("losses"), fp.get("checksums")
+    if (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1 or not isinstance(losses, list) or len(losses) != steps
+            or not all(x is None or is_number(x) for x in losses)):
+        raise ReplayError("its summary.json's fingerprint has no 'steps' and as many 'losses' (numbers), as nnhw.train writes")
+    if not isinstance(sums, dict) or set(sums) != {"abs_sum", "sq_sum"} or not all(map(is_number, sums.values())):
+        raise ReplayError("its summary.json's fingerprint has no 'checksums' (abs_sum and sq_sum, numbers), as nnhw.train writes")
+
+
+def run_config(run_dir, device, recipe=None):
+    """The config that made the run's first steps: its config.toml with `recipe` (its summary's) in
+    place, on `device`."""
     try:
         cfg = config_mod.load(Path(run_dir) / "config.toml")
+        if recipe is not None:
+            cfg = config_mod.with_recipe(cfg, recipe)
     except ConfigError as e:
         raise ReplayError(str(e)) from None
     cfg.run.device = device.type
@@ -113,8 +144,12 @@ def replay_run(run_dir, summary):
     if not fp:
         raise ReplayError("its summary.json has no fingerprint (a run made before runs recorded one): "
                           "record it with the code of its commit, python tools/fingerprint_at.py RUN_DIR")
+    check_fingerprint(fp)
     device = device_of(summary.get("device"))
-    now = first_steps(run_config(run_dir, device), device, fp["steps"])
+    recipe = summary.get("recipe")
+    if recipe is not None and not isinstance(recipe, dict):
+        raise ReplayError(f"its summary.json's recipe is a {type(recipe).__name__}, not the table nnhw.train writes")
+    now = first_steps(run_config(run_dir, device, recipe if isinstance(recipe, dict) else None), device, fp["steps"])
     parted = compare_fingerprint(fp, dict(steps=fp["steps"], losses=now["losses"], checksums=now["checksums"]))
     return not parted, parted or f"same arithmetic: the parameters after its first {fp['steps']} steps, and their losses"
 
@@ -124,6 +159,10 @@ def replay_sweep(sweep_dir):
     from .sweep import build_parser, loss_after_budget
 
     sw = read_json(Path(sweep_dir) / "sweep.json")
+    rows = sw.get("rows")
+    if (not isinstance(sw.get("command"), str) or not is_number(sw.get("start_loss")) or not is_number(sw.get("budget_epochs"))
+            or not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and is_number(r.get("lr")) and is_number(r.get("loss")) for r in rows)):
+        raise ReplayError("its sweep.json has no command, start_loss, budget_epochs and rows of lr and loss, as nnhw.sweep writes")
     try:
         args = build_parser().parse_intermixed_args(shlex.split(sw["command"])[3:])
         path = Path(sweep_dir) / "config.toml"
@@ -134,7 +173,8 @@ def replay_sweep(sweep_dir):
     cfg.run.device = device.type
     splits = data_mod.splits_on_disk(cfg.data, device)
     trainer = Trainer.start(cfg, device, splits["train"])
-    start = evaluate(trainer.params, trainer.forward, trainer.loss_fn, splits["train"], cfg.eval.batch_size)[0]
+    net = trainer.net
+    start = evaluate(net.params, net.forward, net.loss_fn, splits["train"], cfg.eval.batch_size)[0]
     if rel_diff(start, sw["start_loss"]) > REL_TOL:
         return False, f"parted at initialisation: training loss {sw['start_loss']:.8g} recorded, {start:.8g} now"
     row = next((r for r in sw["rows"] if r["lr"] == sw["threshold_lr"]), sw["rows"][0])
@@ -152,6 +192,9 @@ def replay(folder):
         if (folder / "sweep.json").is_file():
             return replay_sweep(folder)
         if not (folder / "summary.json").is_file():
+            if (folder / "checkpoint.pt").is_file():
+                raise ReplayError(f"a run that has not finished (a checkpoint, no summary.json yet); finish it with "
+                                  f"python -m nnhw.train --resume {folder}, then replay it")
             raise ReplayError("not a run folder (no summary.json) and not a sweep folder (no sweep.json)")
         summary = read_json(folder / "summary.json")
         if summary.get("processes", 1) != 1:

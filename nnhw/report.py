@@ -1,9 +1,9 @@
 """`python -m nnhw.report`: reports/REPORT.md and reports/REPORT.pdf, built from finished runs.
 
 For each homework question it takes the newest finished run of the committed
-config (a run started as `python -m nnhw.train configs/<name>.toml`, with no
-overrides) from the log folder, the newest set of seeds of it (`--seeds`, its
-seeds_*.json), and the newest learning-rate sweep, copies their PNGs beside the
+config's recipe (a run that started with what configs/<name>.toml says, no resume
+altering it: nnhw.identity) from the log folder, the newest set of seeds of that
+recipe (`--seeds`, its seeds_*.json), and the newest learning-rate sweep, copies their PNGs beside the
 report, and writes every number from their summary.json, seeds_*.json and
 sweep.json. It keeps what it read of those runs under reports/runs/ (summaries,
 histories, figures, and the sentences read from the weights, not the checkpoints),
@@ -17,10 +17,10 @@ only when the whole build has succeeded, so REPORT.md and REPORT.pdf are either 
 old ones or the new ones, never half of each.
 
 Every number names the commit it came from, and every run and sweep is replayed
-with the code at hand (nnhw.replay) and compared with the config file it was started
-from: a number is flagged only when its run's first steps no longer replay to the
-same arithmetic, or cannot be replayed here, or when configs/<name>.toml no longer
-says what the run trained (it was edited after the run). The
+with the code at hand (nnhw.replay): a number is flagged only when its run's first
+steps no longer replay to the same arithmetic, or cannot be replayed here. A run of a
+recipe that configs/<name>.toml no longer gives (the file was edited after the run)
+is no run of it: the report names the command that makes one. The
 same runs always give the same files. REPORT.pdf is the hand-in: every question
 in the homework's order, then the code (nnhw/handin.py).
 """
@@ -31,11 +31,10 @@ import sys
 import uuid
 from pathlib import Path
 
-from . import config as config_mod
-from . import handin
+from . import handin, sharpness
 from .command import NnhwError, Parser, run_command
-from .describe import (QUESTIONS, SHARPNESS_CONFIGS, committee_text, mean_std, minutes, parameter_rows, pct, seed_time, sharpness_facts, timed_label,
-                       sharpness_sentences, short_commit, sweep_rates)
+from .describe import (QUESTIONS, committee_text, mean_std, minutes, parameter_rows, pct, seed_time, timed_label,
+                       short_commit, sweep_rates)
 from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, reproduce_command, sha256, without_where
 from .replay import ReplayError, replay
 
@@ -69,19 +68,6 @@ def replay_check(folder):
         except ReplayError as e:
             _REPLAYED[key] = f"not replay-checked here: {e}"
     return _REPLAYED[key]
-
-
-def config_check(run, name):
-    """'' when the config file the run was started from (configs/<name>.toml, relative to where the
-    report is built) still gives the run's recipe (its config, where it went aside); else the flag."""
-    path = Path(run["summary"].get("config") or f"configs/{name}.toml")
-    try:
-        now = config_mod.recipe(config_mod.load(path))
-    except config_mod.ConfigError as e:
-        return f"not config-checked here: {e}"
-    then = config_mod.recipe(run["cfg"])
-    changed = [key for key in then if then[key] != now[key]]
-    return f"{path} has changed since this run ({', '.join(changed)}): rerun it" if changed else ""
 
 
 def commit_text(commit, flag=""):
@@ -164,7 +150,7 @@ def section(question, name, what, run):
 
 def sharpness_section(sharp):
     """7.4, beyond the homework: the sharpness that full-batch gradient descent meets, from the runs of
-    SHARPNESS_CONFIGS ([(name, run or None)])."""
+    sharpness.CONFIGS ([(name, run or None)])."""
     lines = ["## 7.4, beyond the homework: how smooth is the loss that gradient descent meets?", "",
              "Problem 7 takes an L-smooth loss and a step lr <= 1/L. These runs measure L where training goes: the sharpness, the "
              "largest eigenvalue of the training loss's Hessian, by Lanczos over Hessian-vector products through nnhw's own "
@@ -172,7 +158,7 @@ def sharpness_section(sharp):
              "Cohen et al. (2021) report that gradient descent drives the sharpness up to 2/lr and holds it there, the edge of stability.", ""]
     done = [(name, run) for name, run in sharp if run is not None]
     lines += [f"No finished run of `configs/{name}.toml` yet: `python -m nnhw.train configs/{name}.toml`." for name, run in sharp if run is None]
-    facts = [f for name, run in done if (f := sharpness_facts(name, run)) is not None]
+    facts = [f for name, run in done if (f := sharpness.facts(name, run)) is not None]
     if not facts:
         return lines + [""]
     lines += ["![sharpness against step](sharpness.png)", "",
@@ -184,7 +170,7 @@ def sharpness_section(sharp):
                      f"{f['end']:.3g} | {f['below_one_over_lr']} of {f['measurements']} | {f['end_loss']:.4g} | {pct(f['test_error'])} | "
                      f"{commit_text(run['summary']['git_commit'])}{flag} |")
     lines += ["", f"Each run: `python -m nnhw.train configs/<config>.toml`, {facts[0]['steps']} steps, the sharpness every "
-              f"{facts[0]['every_steps']} steps. " + " ".join(sharpness_sentences(facts)), ""]
+              f"{facts[0]['every_steps']} steps. " + " ".join(sharpness.sentences(facts)), ""]
     return lines
 
 
@@ -248,10 +234,10 @@ def build(log_dir="tb_logs", out="reports", pdf=True):
     student = handin.student_data(out) if pdf else None  # a bad student.toml stops the build before anything is written
     runs = [(question, name, gather(name, log_dir, out)) for question, name, _ in QUESTIONS]
     extras = read_extras(out)
-    extras["sharpness"] = [(name, gather(name, log_dir, out)) for name in SHARPNESS_CONFIGS]
+    extras["sharpness"] = [(name, gather(name, log_dir, out)) for name in sharpness.CONFIGS]
     for name, run in [(name, run) for _, name, run in runs] + extras["sharpness"]:
         if run is not None:
-            run["flag"] = "; ".join(f for f in (replay_check(run["dir"]), config_check(run, name)) if f)
+            run["flag"] = replay_check(run["dir"])
             run["sweep_flag"] = replay_check(run["sweep_dir"])
     text = markdown(runs, extras, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -323,17 +309,19 @@ def markdown(runs, extras, out):
     head = [
         "# nnhw report: homework 4 on MNIST",
         "",
-        "Built by `python -m nnhw.report` from the newest finished run of each committed config; every number",
-        "below is copied from that run's `summary.json` (and the sweep's `sweep.json`). Regenerate everything",
-        "with `make report` (trains each config, runs the sweeps, then builds this file).",
+        "Built by `python -m nnhw.report` from the newest finished run of each committed config's recipe, its newest seed",
+        "set and learning-rate sweep, and the theory, autodiff, complexity and benchmark outputs; every number below is",
+        "copied from the file it comes from (a run's `summary.json`, a seed set's `seeds_*.json`, a sweep's `sweep.json`, the",
+        "outputs' JSON). `make report` makes the runs, seed sets, sweeps, theory, autodiff and complexity outputs again,",
+        "then builds this file; the sharpness runs of 7.4 and the speed tables have commands of their own, given beside them.",
         "",
         "## Summary beside published MNIST test errors",
         "",
         "The final test error is the last evaluation of each fixed schedule, as mean +- sample std over the seeds of the",
         "newest `--seeds` set where there is one (else the one run's); the lowest test error is chosen on the test set, as",
         "the homework asks, and flatters the model. Every run is replayed with the code that built this report",
-        "(`python -m nnhw.replay`) and compared with its config file: a number is flagged only when its run no longer",
-        "replays to the same arithmetic, or its config file has changed since.",
+        "(`python -m nnhw.replay`): a number is flagged only when its run no longer replays to the same arithmetic. A run",
+        "counts only when it started with the recipe its committed config gives, and a seed set only when it shares it.",
         "",
         "| model | final test error | the seeds' committee | test error at best dev | lowest test error (chosen on the test set) | training + evaluation per seed | commit | source |",
         "|---|---|---|---|---|---|---|---|",

@@ -13,7 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import models
+from . import config as config_mod
+from . import layers
 from .data import IMAGE_SIDE
 
 HPARAMS_FILE = "events.out.tfevents.hparams"  # sorts after the run's timestamped event files
@@ -70,35 +71,22 @@ def eval_line(row, splits):
         f"{s} loss {row[f'{s}_loss']:7.4f} err {row[f'{s}_error']:6.2f}%" for s in splits)
 
 
-def sharpness_line(row):
-    """One sharpness measurement, under its evaluation's line."""
-    threshold = "" if row["sharpness_threshold"] is None else f" (stability threshold {row['sharpness_threshold']:.4g})"
-    layers = "  ".join(f"{k} {v:.4g}" for k, v in row["sharpness_layers"].items())
-    return f"{'':16}sharpness {row['sharpness']:.4g}{threshold}, residual {row['sharpness_residual']:.2g}; per weight: {layers}"
-
-
-def sharpness_charts(weights):
-    """The Custom Scalars layout of a run that measures sharpness: the top eigenvalue of the Hessian,
-    then each weight's block's, each with the stability threshold on the same chart."""
-    charts = {"whole Hessian": ["Multiline", ["sharpness/lambda_max", "sharpness/threshold"]]}
-    charts.update({f"{w} block": ["Multiline", [f"sharpness/{w}", "sharpness/threshold"]] for w in weights})
-    return {"sharpness": charts}
-
-
-def model_summary(cfg_model):
-    """The model summary as text lines: each layer, then the totals."""
-    rows = models.layer_table(cfg_model)
+def model_summary(model):
+    """The model summary as text lines: each layer (layers.summary_rows), then the totals."""
+    rows = layers.summary_rows(model)
     total_params, total_macs = sum(r[2] for r in rows), sum(r[3] for r in rows)
     w = max(len(r[0]) for r in rows) + 2
     lines = [f"{'layer':<{w}}{'output':>12}{'parameters':>14}{'multiply-adds':>16}  (per 1x{IMAGE_SIDE}x{IMAGE_SIDE} image)"]
     lines += [f"{name:<{w}}{shape:>12}{n:>14,}{macs:>16,}" for name, shape, n, macs in rows]
-    lines.append(f"{'total':<{w}}{'':>12}{total_params:>14,}{total_macs:>16,}")
+    running = sum(model.running.values())
+    lines.append(f"{'total':<{w}}{'':>12}{total_params:>14,}{total_macs:>16,}" + (f"  (and {running:,} running averages)" if running else ""))
     return lines
 
 
 def run_slug(overrides):
     """A run id's suffix that says which overrides ran: 'model.transfer=tanh optim.lr=0.05' ->
-    'transfer-tanh_lr-0.05' (letters, digits, '.', '_', '-' only; at most 60 characters)."""
+    'transfer-tanh_lr-0.05' (letters, digits, '.', '_', '-' only; the whole overrides that fit in 60
+    characters, none cut in the middle)."""
     parts = []
     for text in overrides:
         key, _, value = text.partition("=")
@@ -107,21 +95,20 @@ def run_slug(overrides):
             continue  # where the run goes, not what it is
         value = "".join(c if c.isalnum() or c in "._-" else "-" for c in value.strip().strip("\"'"))
         parts.append(f"{key}-{re.sub('-+', '-', value).strip('-')}")
-    return "_".join(parts)[:60].strip("_-.")
+    slug = ""
+    for part in parts:  # whole key-value parts only, as many as fit in 60 characters
+        if len(slug) + len(part) + bool(slug) > 60:
+            break
+        slug += ("_" if slug else "") + part
+    return (slug or (parts[0][:60] if parts else "")).strip("_-.")  # one override longer than all: its start
 
 
 def hparams_of(cfg, overrides=""):
-    """The config keys that vary between runs, as HParams values (numbers, strings, booleans)."""
-    m, o, t = cfg.model, cfg.optim, cfg.train
-    hp = dict(
-        config=cfg.run.name, overrides=overrides or "none", seed=cfg.run.seed, lr=o.lr, hidden="x".join(map(str, m.hidden)) or "none",
-        transfer=m.transfer, arch=m.arch, output_transfer=m.output_transfer, loss=m.loss, init=m.init,
-        momentum=o.momentum, l2=o.l2, max_norm=o.max_norm, schedule=o.schedule, batch_size=t.batch_size, epochs=t.epochs,
-        engine=t.engine, augment=t.augment, dropout_input=m.dropout_input,
-        dropout_hidden=m.dropout_hidden, dropout_conv=",".join(f"{p:g}" for p in m.dropout_conv) or "none", batch_norm=m.batch_norm, train_split=cfg.data.train_split,
-    )
-    if m.arch == "cnn":
-        hp["conv"] = "x".join(map(str, m.conv_channels)) + f" k{'x'.join(map(str, m.conv_kernel))} pool{m.pool}"
+    """The run's HParams row: every key of its recipe (config.recipe: what makes it the run it is; lists
+    as text), its config's name, its overrides and the model in one line (layers.one_line)."""
+    hp = dict(config=cfg.run.name, overrides=overrides or "none", model=layers.one_line(layers.describe(cfg.model)))
+    for key, value in config_mod.recipe(cfg).items():
+        hp[key] = (",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "none") if isinstance(value, list) else value
     return hp
 
 

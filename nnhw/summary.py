@@ -1,8 +1,10 @@
 """What a run and a set of seeds come to: summary.json, the closing line, the seeds' aggregate.
 
 A run's summary holds its final, best-dev and lowest errors, the time it took to
-reach each test accuracy in ACCURACY_MARKS, its device, seed and commit, and the
-fingerprint of its first steps (nnhw.replay checks it). `--seeds` sums several
+reach each test accuracy in ACCURACY_MARKS, its device, its identity (the recipe it
+started with and that recipe's digest, the commit that started it, every resume's
+commit and changes: nnhw.identity), and the fingerprint of its first steps
+(nnhw.replay checks it). `--seeds` sums several
 runs up in one aggregate: each seed's numbers, then mean, sample std, min and max.
 """
 
@@ -10,8 +12,10 @@ import statistics
 
 import torch
 
+from . import config as config_mod
+from . import identity, sharpness
 from .data import effective_epochs, passes
-from .step import describe_device
+from .device import cuda_numerics, describe_device
 
 ACCURACY_MARKS = (98.0, 99.0, 99.5)  # test accuracies (%) whose first arrival every summary times
 
@@ -36,35 +40,14 @@ def fingerprint_of(state):
     return dict(steps=len(fp["losses"]), losses=fp["losses"], checksums=fp["checksums"])
 
 
-def sharpness_of(history):
-    """The sharpness measured over a run (eval.sharpness_every): its first, its peak and its last
-    measurement (epoch, step's points, value, stability threshold), or None when none was made."""
-    rows = [r for r in history if "sharpness" in r]
-    if not rows:
-        return None
-
-    def at(r):
-        return dict(epoch=r["epoch"], points=r["points"], value=r["sharpness"], threshold=r["sharpness_threshold"])
-
-    return dict(first=at(rows[0]), peak=at(max(rows, key=lambda r: r["sharpness"])), last=at(rows[-1]), measurements=len(rows))
-
-
-def cuda_numerics(device):
-    """On CUDA, the GPU and the settings that decide its arithmetic: deterministic algorithms, and TF32
-    in matrix products and cuDNN's convolutions; None on the CPU."""
-    if device.type != "cuda":
-        return None
-    return dict(gpu=torch.cuda.get_device_name(device), deterministic=torch.are_deterministic_algorithms_enabled(),
-                tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32,
-                cudnn_benchmark=torch.backends.cudnn.benchmark)
-
-
-def summarize(cfg, state, device, status, command, n_train, commit, processes=1):
+def summarize(cfg, state, device, status, command, n_train, processes=1):
+    """summary.json of a run that ended (cfg: its config now; the state keeps the one it started with)."""
     hist = state.history
     has_dev = "dev_error" in hist[0]
     best = min(hist, key=lambda r: r["dev_error"]) if has_dev else None
     lowest = min(hist, key=lambda r: r["test_error"])
     last = hist[-1]
+    start = cfg if state.start_config is None else config_mod.from_dict(state.start_config)
     return dict(
         name=cfg.run.name,
         status=status,
@@ -82,13 +65,13 @@ def summarize(cfg, state, device, status, command, n_train, commit, processes=1)
         train_seconds=round(state.train_seconds, 3),
         eval_seconds=round(state.eval_seconds, 3),
         sharpness_seconds=round(state.sharpness_seconds, 3),
-        sharpness=sharpness_of(hist),
+        sharpness=sharpness.of_history(hist),
         device=describe_device(device),
         cuda=cuda_numerics(device),
         config=state.config_file,  # with overrides and seed: what this is a run of, through resumes too
         overrides=state.overrides,
         seed=cfg.run.seed,
-        git_commit=commit,
+        **identity.of(start, state.commit),  # recipe, recipe_digest, git_commit: the run's start
         torch=torch.__version__,
         processes=processes,
         changes=state.changes,
@@ -124,10 +107,11 @@ SEED_METRICS = {
 }
 
 
-def aggregate(summaries, command, run_dirs, diverged=()):
-    """Several seeds' summaries as one record: each seed's numbers, and per number the mean, the sample
-    standard deviation, min and max over the seeds that have it (n counts them; a number a seed lacks,
-    such as the time to 99% of a seed that never got there, is left out of its statistics)."""
+def aggregate(summaries, command, run_dirs, diverged=(), recipe=None):
+    """Several seeds' summaries as one record: the recipe they share (run.seed aside) and its digest, each
+    seed's numbers, and per number the mean, the sample standard deviation, min and max over the seeds
+    that have it (n counts them; a number a seed lacks, such as the time to 99% of a seed that never got
+    there, is left out of its statistics)."""
 
     per_seed = [dict(seed=s["seed"], run_dir=d, git_commit=s["git_commit"], **{k: get(s) for k, get in SEED_METRICS.items()})
                 for s, d in zip(summaries, run_dirs)]
@@ -137,7 +121,9 @@ def aggregate(summaries, command, run_dirs, diverged=()):
         stats[key] = None if not values else dict(
             mean=statistics.fmean(values), std=statistics.stdev(values) if len(values) > 1 else 0.0,
             min=min(values), max=max(values), n=len(values))
+    shared = None if recipe is None else {k: v for k, v in recipe.items() if k != "run.seed"}
     return dict(name=summaries[0]["name"], command=command, seeds=[r["seed"] for r in per_seed], diverged_seeds=list(diverged),
+                recipe=shared, recipe_digest=None if shared is None else config_mod.digest(shared),
                 git_commits=sorted({r["git_commit"] for r in per_seed}), runs=per_seed, stats=stats)
 
 
@@ -158,8 +144,10 @@ def aggregate_lines(agg):
     lines.append(f"  final test error {stat('final_test_error', '%', 2)}")
     lines.append(f"  lowest test error, chosen on the test set: {stat('lowest_test_error', '%', 2)}")
     lines.append(f"  training seconds to 99% test accuracy {stat('seconds_to_99', ' s', 2)}")
-    if agg.get("committee"):
-        c = agg["committee"]
+    c = agg.get("committee")
+    if c and "error" in c:
+        lines.append(f"  no committee of the seeds: {c['error']}")
+    elif c:
         lines.append(f"  the seeds' committee (their mean softmax output): test error {c['test_error']:.2f}% on {c['n_images']:,} images")
     if agg["diverged_seeds"]:
         lines.append(f"  diverged, left out: seeds {', '.join(map(str, agg['diverged_seeds']))}")

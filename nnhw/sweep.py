@@ -35,7 +35,9 @@ from .checkpoint import TrainState  # noqa: E402
 from .command import Parser, run_command  # noqa: E402
 from .config import ConfigError  # noqa: E402
 from .rundir import atomic_write_text, make_run_dir  # noqa: E402
-from .step import Batches, build, evaluate, make_train_step, random_streams, resolve_device  # noqa: E402
+from .device import resolve_device  # noqa: E402
+from .evaluate import evaluate  # noqa: E402
+from .trainer import Batches, build, make_train_step, random_streams  # noqa: E402
 
 DECREASE = 0.10  # "non-trivial": at least 10% below the starting loss
 
@@ -49,15 +51,15 @@ def loss_after_budget(cfg, splits, lr, budget_points, device):
     """Average training loss after `budget_points` at the constant rate lr from the config's init,
     one batch after another in the run's data order, pass after pass (no dropout or augmentation)."""
     train = splits["train"]
-    params, forward, loss_fn, opt = build(cfg, device)
-    step = make_train_step(params, forward, loss_fn, opt, engine=cfg.train.engine)
+    net = build(cfg, device)
+    step = make_train_step(net, engine=cfg.train.engine)
     order, _ = random_streams(cfg.run.seed, device)
     batches, state = Batches(train, order, device), TrainState()
     while state.points < budget_points:
         x, y = batches.next(state, cfg.train.batch_size, budget_points)
         step(x, y, lr)
         state.pos, state.points = state.pos + len(y), state.points + len(y)
-    return evaluate(params, forward, loss_fn, train, cfg.eval.batch_size)[0]
+    return evaluate(net.params, net.forward, net.loss_fn, train, cfg.eval.batch_size)[0]
 
 
 def classify(start, end):
@@ -72,8 +74,8 @@ def sweep(cfg, lrs, budget_epochs=0.25):
     splits = data_mod.load_splits(root, cfg.data.download, cfg.data.train_split, cfg.data.standardize, device,
                                   cfg.data.train_points)
     budget = max(1, round(budget_epochs * data_mod.N_TRAIN))
-    params, forward, loss_fn, _ = build(cfg, device)
-    start = evaluate(params, forward, loss_fn, splits["train"], cfg.eval.batch_size)[0]
+    net = build(cfg, device)
+    start = evaluate(net.params, net.forward, net.loss_fn, splits["train"], cfg.eval.batch_size)[0]
     def trial(lr):
         t0 = time.perf_counter()
         end = loss_after_budget(cfg, splits, lr, budget, device)
@@ -132,7 +134,7 @@ def sweep_figure(result):
 def write_rows(out, cfg, result):
     """One TensorBoard HParams row per learning rate: <out>/lr_<rate>/, with the loss after the budget."""
     for r in result["rows"]:
-        hparams = dict(runlog.hparams_of(cfg, "sweep"), lr=r["lr"], epochs=result["budget_epochs"], schedule="constant")
+        hparams = {**runlog.hparams_of(cfg, "sweep"), "optim.lr": r["lr"], "train.epochs": result["budget_epochs"], "optim.schedule": "constant"}
         metrics = {"hparams/loss_after_budget": r["loss"]} if math.isfinite(r["loss"]) else {}
         row_dir = out / f"lr_{r['lr']:g}"
         row_dir.mkdir(exist_ok=True)

@@ -1,6 +1,6 @@
 """`python -m nnhw.train CONFIG [section.key=value ...]`: train one model, log it, checkpoint it.
 
-`run` reads top to bottom: the device, the data, the model (step.Trainer), a checkpoint when
+`run` reads top to bottom: the device, the data, the model (trainer.Trainer), a checkpoint when
 resuming, the loop, the summary. The loop (`train_loop`) is flat: take a step; every `eval.every`
 training points evaluate train, dev and test, log them and write a checkpoint; stop at the end of the
 schedule or on a signal. `--resume RUN_DIR` continues a run from its checkpoint and, on the same
@@ -11,6 +11,7 @@ effective epochs (points / 50,000, the homework's x-axis) and passes (what train
 import sys
 
 from .command import EXIT_BAD_INPUT as EXIT_CONFIG
+from .command import EXIT_DIVERGED
 from .command import Parser
 
 
@@ -57,19 +58,19 @@ import torch
 from . import config as config_mod
 from . import data as data_mod
 from . import dist as dist_mod
-from . import runlog
-from .committee import committee
-from .checkpoint import CHECKPOINT, TrainState, load_checkpoint, restore, resume_config, save_checkpoint
+from . import identity, runlog, sharpness
+from .checkpoint import CHECKPOINT, TrainState, load_checkpoint, resume_config, resume_entry, save_checkpoint
+from .command import Interrupt, Stopped, one_line, run_command
 from .config import ConfigError
-from .data import DataError, effective_epochs, passes
-from .command import Interrupt, NnhwError, Stopped, one_line, run_command
-from .optim import is_weight, momentum_at
-from .replay import replay_run
+from .data import DataError, effective_epochs
+from .device import resolve_device
+from .evaluate import evaluate
+from .optim import is_weight
 from .rundir import RunError, RunLock, atomic_write_text, git_commit, make_run_dir
-from .step import Trainer, evaluate, resolve_device, sharpness
-from .summary import aggregate, aggregate_lines, closing_line, summarize
+from .seeds import train_seeds
+from .summary import closing_line, summarize
+from .trainer import Trainer, checksums
 
-EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143, SIGHUP 129
 DIVERGENCE_FACTOR = 10.0  # a training loss above this many times its initial value is divergence
 
@@ -84,8 +85,9 @@ def evaluate_and_log(state, lr, trainer, splits, log):
     t0 = time.perf_counter()
     e = trainer.cfg.eval
     row = dict(points=state.points, epoch=effective_epochs(state.points), lr=lr, train_seconds=round(state.train_seconds, 3))
+    net = trainer.net
     for name, split in splits.items():
-        loss, err = evaluate(trainer.params, trainer.forward, trainer.loss_fn, split, e.batch_size, trainer.world, e.max_points)
+        loss, err = evaluate(net.params, net.forward, net.loss_fn, split, e.batch_size, trainer.world, e.max_points)
         row[f"{name}_loss"], row[f"{name}_error"] = loss, err
         log.scalar(name, "loss", loss, state.points)
         log.scalar(name, "error", err, state.points)
@@ -99,21 +101,7 @@ def evaluate_and_log(state, lr, trainer, splits, log):
         raise Diverged(f"the training loss {why} {row['train_loss']:.4g} by step {state.step} (epoch {row['epoch']:.3f}) "
                        f"at learning rate {lr:.6g}; lower optim.lr")
     if e.sharpness_every and (len(state.history) - 1) % e.sharpness_every == 0:
-        measure_sharpness(state, row, lr, trainer, log)
-
-
-def measure_sharpness(state, row, lr, trainer, log):
-    """The sharpness at this evaluation (step.sharpness) into its history row, TensorBoard and the
-    console; its time is counted apart from training and evaluation."""
-    t0 = time.perf_counter()
-    momentum = momentum_at(trainer.cfg.optim, passes(state.points, trainer.n_train))  # on a ramp, where it stands
-    row.update(sharpness(trainer.params, trainer.forward, trainer.loss_fn, trainer.cfg, trainer.sharpness_points, lr, state.step, momentum))
-    state.sharpness_seconds += time.perf_counter() - t0
-    for tag, value in (("lambda_max", row["sharpness"]), ("residual", row["sharpness_residual"]),
-                       ("threshold", row["sharpness_threshold"]), *row["sharpness_layers"].items()):
-        if value is not None:
-            log.scalar("run", f"sharpness/{tag}", value, state.points)
-    log.say(runlog.sharpness_line(row))
+        sharpness.measure(state, row, lr, trainer, log)
 
 
 def train_loop(trainer, state, splits, log, interrupt, checkpoint, device):
@@ -146,10 +134,12 @@ def train_loop(trainer, state, splits, log, interrupt, checkpoint, device):
     return "finished"
 
 
-def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), config_file=None):
+def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), config_file=None, changed=None):
     """Train per `cfg`; returns (run_dir, status, signal number or None). `resume` is the loaded
-    checkpoint of run_dir; `config_file` and `overrides` (the command line's) say what a new run is a
-    run of (its summary keeps them), and the overrides name its folder and HParams row.
+    checkpoint of run_dir, and `changed` what the resume changes (checkpoint.resume_config); `config_file`
+    and `overrides` (the command line's) say what a new run is a run of (its summary keeps them), and the
+    overrides name its folder and HParams row. A new run's identity (its config and the commit that
+    starts it) is written into its state at once; a resume adds its commit and changes to them.
     Raises ConfigError, DataError, RunError, Diverged. Under torchrun (`world` with several
     processes) only rank 0 writes anything."""
     world = world or dist_mod.World()
@@ -163,15 +153,20 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), 
     d = cfg.data
     splits = data_mod.load_splits(data_mod.resolve_root(d.root), d.download, d.train_split, d.standardize, device, d.train_points)
     trainer = Trainer.start(cfg, device, splits["train"], world)
-    state = TrainState(overrides=list(overrides), config_file=config_file) if resume is None else TrainState.from_checkpoint(resume)
-    if resume is not None:
-        restore(resume, Path(run_dir) / CHECKPOINT, trainer.params, trainer.opt, trainer.order, trainer.noise, cfg.run.seed, world.rank, state,
-                trainer.forward.running)
+    if resume is None:
+        state = TrainState(overrides=list(overrides), config_file=config_file, commit=commit, start_config=config_mod.to_dict(cfg))
+    else:
+        state = TrainState.from_checkpoint(resume)
+        before = len(state.changes)
+        state.changes.append(resume_entry(state.points, commit, changed or {}))
+        trainer.restore(resume, Path(run_dir) / CHECKPOINT, state)
+        if identity.altering(state.changes[before:]) and "checksums" not in state.fingerprint:
+            state.fingerprint["checksums"] = checksums(trainer.params)  # the fingerprint ends with the steps its recipe made
     on_disk = [state.points] if resume is not None else []  # the points of the checkpoint in the run folder
 
     def checkpoint():
         if world.is_main:
-            save_checkpoint(run_dir, state.to_checkpoint(cfg, trainer.params, trainer.opt, trainer.order, trainer.noise, trainer.forward.running))
+            save_checkpoint(run_dir, trainer.checkpoint(state))
             on_disk[:] = [state.points]
 
     new_folder = run_dir is None and world.is_main
@@ -182,13 +177,13 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), 
             if world.is_main:
                 atomic_write_text(run_dir / "config.toml", config_mod.to_toml(cfg))
             log = runlog.Log(run_dir, splits, None if resume is None else state.points, trainer.total_points, world.is_main)
-            summary = runlog.model_summary(cfg.model)
+            summary = runlog.model_summary(trainer.net.model)
             for line in summary:
                 log.say(line)
             if resume is None:
                 log.text("model", "```\n" + "\n".join(summary) + "\n```")
             if cfg.eval.sharpness_every:  # each eigenvalue on a chart of its own, its threshold beside it
-                log.charts(runlog.sharpness_charts([k for k in trainer.params if is_weight(k)]))
+                log.charts(sharpness.charts([k for k in trainer.params if is_weight(k)]))
             status = train_loop(trainer, state, splits, log, interrupt, checkpoint, device)
     except Diverged as e:
         status = "diverged"
@@ -203,7 +198,7 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), 
     finally:
         try:
             if status in ("finished", "diverged", "interrupted") and world.is_main and state.history:
-                finish(cfg, run_dir, trainer, state, device, status, log.writers["run"], command, commit)
+                finish(cfg, run_dir, trainer, state, device, status, log.writers["run"], command)
         except BaseException as e:  # a signal while the figures are drawn: no summary yet, the checkpoint stands
             e.run_dir = run_dir
             raise
@@ -213,12 +208,12 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), 
     return run_dir, status, interrupt.signum
 
 
-def finish(cfg, run_dir, trainer, state, device, status, writer, command, commit):
+def finish(cfg, run_dir, trainer, state, device, status, writer, command):
     """The run's HParams row; for a run that ended, history.json, for a finished run the figures (as
     PNGs and in TensorBoard), then summary.json: a summary that says "finished" has its figures."""
     from .plot import save_figures, weight_images
 
-    summary = summarize(cfg, state, device, status, command, trainer.n_train, commit, trainer.world.size)
+    summary = summarize(cfg, state, device, status, command, trainer.n_train, trainer.world.size)
     runlog.write_hparams(run_dir, runlog.hparams_of(cfg, " ".join(state.overrides)), runlog.metrics_of(summary), status, state.points)
     if status == "interrupted":
         return  # no summary for a run that has not ended
@@ -230,45 +225,13 @@ def finish(cfg, run_dir, trainer, state, device, status, writer, command, commit
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
-# --------------------------------------------------------------------------- #
-# Command line                                                                #
-# --------------------------------------------------------------------------- #
-
-
-def parse_seeds(text):
-    """'0,1,2' -> [0, 1, 2]; ConfigError for anything else. The config check of run.seed bounds each seed."""
+def start(cfg, command, overrides=(), config_file=None, run_dir=None, saved=None, changed=None):
+    """One run of the resolved `cfg` (a new one, or the resume of run_dir's checkpoint `saved`): (exit
+    code, the run folder when it finished). Every way it can end is one line on stderr and its code."""
+    world, status, signum = dist_mod.World(), None, None
     try:
-        seeds = [int(part) for part in text.split(",")]
-    except ValueError:
-        seeds = []
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds: expected distinct whole numbers separated by commas, like 0,1,2; got {text!r}")
-    return seeds
-
-
-def seeds_label(seeds):
-    """'0-1-2' for a short list; '0-to-99_100-seeds' where the whole list would not fit a file name."""
-    label = "-".join(map(str, seeds))
-    return label if len(label) <= 40 else f"{seeds[0]}-to-{seeds[-1]}_{len(seeds)}-seeds"
-
-
-def train_once(args, command, overrides):
-    """One run from the command line (a new one, or --resume): (exit code, run folder or None)."""
-    world, status, signum, run_dir = dist_mod.World(), None, None, None
-    try:
-        if args.resume:
-            run_dir = Path(args.resume)
-            saved = load_checkpoint(run_dir)
-            cfg, change = resume_config(saved["config"], ([args.config] if args.config else []) + overrides)
-            if change:  # the history of changes travels in the checkpoint
-                saved["changes"] = [*saved.get("changes", []), dict(points=saved["points"], change=change)]
-        else:
-            if not args.config:
-                raise ConfigError("no config given: python -m nnhw.train CONFIG [section.key=value ...]")
-            cfg = config_mod.load(args.config, overrides)
-            run_dir, saved = None, None
         world = dist_mod.init(cfg.run.device, cfg.run.dist_timeout)
-        run_dir, status, signum = run(cfg, run_dir, saved, command, world, [] if args.resume else overrides, args.config)
+        run_dir, status, signum = run(cfg, run_dir, saved, command, world, overrides, config_file, changed)
     except (ConfigError, DataError, RunError) as e:
         print(f"nnhw.train: error: {one_line(e)}", file=sys.stderr)
         return EXIT_CONFIG, None
@@ -292,7 +255,6 @@ def train_once(args, command, overrides):
         return 1, None
     finally:
         world.close()
-    code = 128 + signum if status == "interrupted" else 0
     if world.is_main:
         if status == "interrupted":
             name = signal.Signals(signum).name
@@ -300,86 +262,32 @@ def train_once(args, command, overrides):
         else:
             print(closing_line(json.loads((run_dir / "summary.json").read_text())))
         print(run_dir)
+    code = 128 + signum if status == "interrupted" else 0
     return code, (run_dir if status == "finished" and world.is_main else None)
-
-
-def finished_run_of(cfg):
-    """The newest finished run in cfg's own log folder whose config.toml is cfg, every key but those of
-    where it went (config.WHERE_KEYS: a run copied in from another log folder, or trained on another
-    device, is the same run), and which replays as the same arithmetic with the code at hand on this
-    device; None when there is none (--seeds --reuse)."""
-    want = config_mod.recipe(cfg)
-    for path in sorted((Path(cfg.run.log_dir) / cfg.run.name).glob("*/summary.json"), reverse=True):  # run ids start with their time
-        try:
-            summary = json.loads(path.read_text())
-            if summary.get("status") != "finished" or summary.get("processes", 1) != 1:
-                continue
-            if config_mod.recipe(config_mod.load(path.parent / "config.toml")) == want and replay_run(path.parent, summary)[0]:
-                return path.parent
-        except (OSError, ValueError, NnhwError):  # unreadable, from an older config, or not replayable here: train it
-            continue
-    return None
-
-
-def train_seeds(args, argv):
-    """--seeds: one run per seed, then their aggregate; the exit code."""
-    try:
-        seeds = parse_seeds(args.seeds)
-        if args.resume or not args.config:
-            raise ConfigError("--seeds needs a CONFIG and starts new runs; resume each seed's run on its own with --resume RUN_DIR")
-        cfg = config_mod.load(args.config, args.overrides)  # a bad config stops here, before any seed runs
-        for seed in seeds:  # and so does a seed that run.seed's own check refuses
-            try:
-                config_mod.apply_overrides(config_mod.load(args.config, args.overrides), [f"run.seed={seed}"])
-            except ConfigError as e:
-                raise ConfigError(f"--seeds: {e}") from None
-    except ConfigError as e:
-        print(f"nnhw.train: error: {one_line(e)}", file=sys.stderr)
-        return EXIT_CONFIG
-    runs, worst = [], 0
-    for seed in seeds:
-        # each seed's command reproduces that seed's run alone; the config's own seed needs no override
-        overrides = [*args.overrides, *([f"run.seed={seed}"] if seed != cfg.run.seed else [])]
-        kept = finished_run_of(config_mod.load(args.config, overrides)) if args.reuse else None
-        if kept:
-            print(f"seed {seed}: {kept} finished and replays as the same arithmetic; taken as it is")
-            runs.append(kept)
-            continue
-        code, run_dir = train_once(args, "python -m nnhw.train " + " ".join([args.config, *overrides]), overrides)
-        if code not in (0, EXIT_DIVERGED):
-            return code  # a config error, or an interrupt: stop here, and write no aggregate of an unfinished set
-        worst = max(worst, code)
-        runs.append(run_dir)  # None: that seed diverged
-    summaries = [json.loads((d / "summary.json").read_text()) for d in runs if d is not None]
-    if not summaries:
-        return worst
-    diverged = [seed for seed, d in zip(seeds, runs) if d is None]
-    agg = aggregate(summaries, "python -m nnhw.train " + " ".join(argv), [str(d) for d in runs if d is not None], diverged)
-    try:
-        agg["committee"] = committee([d for d in runs if d is not None], resolve_device(cfg.run.device))
-    except NnhwError as e:  # the seeds' own results still go into the aggregate
-        print(f"nnhw.train: no committee of the seeds: {one_line(e)}", file=sys.stderr)
-    path = Path(cfg.run.log_dir) / cfg.run.name / f"seeds_{time.strftime('%Y%m%d-%H%M%S')}_{seeds_label(seeds)}.json"
-    try:
-        atomic_write_text(path, json.dumps(agg, indent=2) + "\n")
-    except RunError as e:
-        print(f"nnhw.train: error: {one_line(e)}", file=sys.stderr)
-        return EXIT_CONFIG
-    for line in aggregate_lines(agg):
-        print(line)
-    print(path)
-    return worst
 
 
 def train_command(argv):
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_intermixed_args(argv)
-    if args.seeds is not None:
-        return train_seeds(args, argv)
-    if args.reuse:
-        print("nnhw.train: error: --reuse takes finished runs into a seed set: use it with --seeds", file=sys.stderr)
+    command = "python -m nnhw.train " + " ".join(argv)
+    try:
+        if args.seeds is not None:
+            return train_seeds(args, argv, start)
+        if args.reuse:
+            raise ConfigError("--reuse takes finished runs into a seed set: use it with --seeds")
+        if args.resume:
+            if args.config and "=" not in args.config:
+                raise ConfigError(f"--resume continues {args.resume} with the config it was started with; leave out {args.config!r} "
+                                  "and give only section.key=value overrides")
+            saved = load_checkpoint(args.resume)
+            cfg, changed = resume_config(saved["config"], ([args.config] if args.config else []) + args.overrides)
+            return start(cfg, command, run_dir=Path(args.resume), saved=saved, changed=changed)[0]
+        if not args.config:
+            raise ConfigError("no config given: python -m nnhw.train CONFIG [section.key=value ...]")
+        return start(config_mod.load(args.config, args.overrides), command, args.overrides, args.config)[0]
+    except (ConfigError, DataError, RunError) as e:
+        print(f"nnhw.train: error: {one_line(e)}", file=sys.stderr)
         return EXIT_CONFIG
-    return train_once(args, "python -m nnhw.train " + " ".join(argv), args.overrides)[0]
 
 
 def main(argv=None):

@@ -113,3 +113,16 @@ def killed_after_checkpoint(monkeypatch, n, start):
     with pytest.raises(Killed):
         start()
     monkeypatch.setattr(train, "save_checkpoint", real)
+
+
+def a_checkpoint(cfg, **state):
+    """A whole checkpoint of cfg's freshly built run, as the training loop writes it, with `state`
+    (checkpoint.TrainState's fields) in it."""
+    import torch
+
+    from nnhw import checkpoint
+    from nnhw.data import Split
+    from nnhw.trainer import Trainer
+
+    split = Split(torch.zeros(10, 784), torch.zeros(10, dtype=torch.int64))
+    return Trainer.start(cfg, torch.device("cpu"), split).checkpoint(checkpoint.TrainState(**state))

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnhw import checkpoint, config, hessian, models, optim, runlog, train
+from nnhw import checkpoint, config, hessian, layers, models, optim, runlog, train
 from nnhw.data import IMAGE_SIDE, N_CLASSES, N_PIXELS
 from nnhw.tape import Tape
 
@@ -31,7 +31,8 @@ def model_cfg(**kw):
 
 
 def builtin_forward(m, params, running, x, training):
-    """The same network with F.batch_norm, moving `running` ({'mean.<tag>', 'var.<tag>'}) in training."""
+    """The same network with F.batch_norm, moving `running` ({'mean.<tag>', 'var.<tag>'}) in training; the
+    layers that batch normalisation follows have no bias (beta is theirs)."""
     f = torch.relu if m.transfer == "relu" else torch.tanh
 
     def bn(z, tag):
@@ -42,20 +43,26 @@ def builtin_forward(m, params, running, x, training):
     if m.arch == "cnn":
         z = z.view(len(z), 1, IMAGE_SIDE, IMAGE_SIDE)
         for l in range(1, len(m.conv_channels) + 1):
-            z = F.conv2d(z, params[f"Wc{l}"], params[f"bc{l}"])
+            z = F.conv2d(z, params[f"Wc{l}"], params.get(f"bc{l}"))
             if m.batch_norm_after_pool:  # convolution, pooling, normalisation, transfer
                 z = f(bn(F.max_pool2d(z, m.pool, m.pool_stride), f"c{l}"))
             else:
                 z = (F.max_pool2d if m.pool_type == "max" else F.avg_pool2d)(f(bn(z, f"c{l}")), m.pool, m.pool_stride)
         z = z.flatten(1)
     for l in range(1, len(m.hidden) + 1):
-        z = f(bn(F.linear(z, params[f"W{l}"], params[f"b{l}"]), str(l)))
+        z = f(bn(F.linear(z, params[f"W{l}"], params.get(f"b{l}")), str(l)))
     n = len(m.hidden) + 1
     return F.linear(z, params[f"W{n}"], params[f"b{n}"])
 
 
+def forward_of(m, running=None):
+    """nnhw's forward pass of the model config m, with `running` (fresh ones when not given)."""
+    model = layers.describe(m)
+    return models.make_forward(model, models.init_running(model, "cpu") if running is None else running, m.batch_norm_momentum)
+
+
 def fresh(m, seed=0):
-    params = {k: p.detach().double().requires_grad_() for k, p in models.init_params(m, seed).items()}
+    params = {k: p.detach().double().requires_grad_() for k, p in models.init_params(layers.describe(m), m, seed).items()}
     with torch.no_grad():  # gamma and beta off their identity start, so that both matter
         gen = torch.Generator().manual_seed(seed)
         for k, p in params.items():
@@ -70,9 +77,9 @@ def fresh(m, seed=0):
 def test_a_batch_normalised_model_is_the_builtin_network_in_training_and_evaluation(net):
     m = model_cfg(**net)
     params = fresh(m)
-    ours_running = {k: t.double() for k, t in models.init_running(m).items()}
+    ours_running = {k: t.double() for k, t in models.init_running(layers.describe(m), "cpu").items()}
     ref_running = {k: t.clone() for k, t in ours_running.items()}
-    forward = models.make_forward(m, ours_running)
+    forward = forward_of(m, ours_running)
     gen = torch.Generator().manual_seed(1)
     for _ in range(3):  # three training batches: outputs, gradients and running averages agree
         x, y = torch.rand(6, N_PIXELS, generator=gen), torch.randint(0, N_CLASSES, (6,), generator=gen)
@@ -88,7 +95,6 @@ def test_a_batch_normalised_model_is_the_builtin_network_in_training_and_evaluat
     x = torch.rand(5, N_PIXELS, generator=gen)
     torch.testing.assert_close(forward(params, x), builtin_forward(m, params, ref_running, x, training=False), rtol=1e-10, atol=1e-12)
     assert all(torch.equal(before[k], ours_running[k]) for k in before)  # evaluation moves nothing
-    assert forward.running is ours_running
 
 
 def test_the_tape_engine_gives_autograds_gradients_through_batch_normalisation():
@@ -96,9 +102,9 @@ def test_the_tape_engine_gives_autograds_gradients_through_batch_normalisation()
     params = fresh(m)
     x, y = torch.rand(4, N_PIXELS, generator=torch.Generator().manual_seed(2)), torch.tensor([1, 2, 3, 4])
     loss_fn = models.make_loss(m)
-    auto = torch.autograd.grad(loss_fn(models.make_forward(m)(params, x, training=True), y), list(params.values()))
+    auto = torch.autograd.grad(loss_fn(forward_of(m)(params, x, training=True), y), list(params.values()))
     tape = Tape(list(params.values()))
-    loss = loss_fn(models.make_forward(m)(params, x, call=tape.apply, training=True), y, tape.apply)
+    loss = loss_fn(forward_of(m)(params, x, call=tape.apply, training=True), y, tape.apply)
     for a, b in zip(auto, tape.gradients(loss, list(params.values()))):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
@@ -112,11 +118,11 @@ def test_hessian_vector_products_through_batch_normalisation_agree_in_both_modes
     params = fresh(m)
     gen = torch.Generator().manual_seed(3)
     x, y = torch.rand(6, N_PIXELS, generator=gen), torch.randint(0, N_CLASSES, (6,), generator=gen)
-    forward, loss_fn = models.make_forward(m, {k: t.double() + 0.5 for k, t in models.init_running(m).items()}), models.make_loss(m)
+    forward, loss_fn = forward_of(m, {k: t.double() + 0.5 for k, t in models.init_running(layers.describe(m), "cpu").items()}), models.make_loss(m)
 
     def batch_statistics(p):
-        z = nf.tanh(nf.BatchNorm.apply(nf.affine(x, p["W1"], p["b1"]), p["g1"], p["bn1"], 1e-5))
-        z = nf.tanh(nf.BatchNorm.apply(nf.affine(z, p["W2"], p["b2"]), p["g2"], p["bn2"], 1e-5))
+        z = nf.tanh(nf.BatchNorm.apply(nf.affine(x, p["W1"]), p["g1"], p["bn1"], 1e-5))
+        z = nf.tanh(nf.BatchNorm.apply(nf.affine(z, p["W2"]), p["g2"], p["bn2"], 1e-5))
         return loss_fn(nf.affine(z, p["W3"], p["b3"]), y)
 
     v = {k: torch.randn(p.shape, generator=gen) for k, p in params.items()}
@@ -129,7 +135,7 @@ def test_hessian_vector_products_through_batch_normalisation_agree_in_both_modes
 
 def test_gamma_beta_and_the_running_averages_are_left_out_of_l2_and_max_norm():
     m = model_cfg()
-    params = {k: p.detach() for k, p in models.init_params(m, 0).items()}
+    params = {k: p.detach() for k, p in models.init_params(layers.describe(m), m, 0).items()}
     assert {k for k in params if k.startswith(("g", "bn"))} == {"g1", "bn1", "g2", "bn2"}
     assert all(torch.equal(params[f"g{l}"], torch.ones(w)) and torch.equal(params[f"bn{l}"], torch.zeros(w)) for l, w in ((1, 7), (2, 6)))
     with torch.no_grad():
@@ -142,22 +148,23 @@ def test_gamma_beta_and_the_running_averages_are_left_out_of_l2_and_max_norm():
                 assert not torch.equal(p, before[k]), k  # decayed and constrained
             else:
                 assert torch.equal(p, before[k]), k  # biases, gamma and beta: untouched
-    assert set(models.init_running(m)) == {"mean.1", "var.1", "mean.2", "var.2"}  # state, not among the parameters
+    assert set(layers.describe(m).running) == {"mean.1", "var.1", "mean.2", "var.2"}  # state, not among the parameters
 
 
 def test_the_model_summary_shows_batch_normalisation_and_its_running_averages():
     cfg = config.load(REPO / "configs" / "cnn.toml", ["model.batch_norm=true"])
-    lines = runlog.model_summary(cfg.model)
-    assert any("conv1 5x5 + batch norm (64 running averages)" in line for line in lines)
-    assert any("fc1 + batch norm (512 running averages)" in line for line in lines)
-    after_pool = runlog.model_summary(config.load(REPO / "configs" / "fast.toml", ["model.batch_norm=true", "model.batch_norm_after_pool=true"]).model)
-    assert any(line.startswith("conv1 5x5 + relu ") for line in after_pool)
-    assert any(line.startswith("maxpool1 2x2 stride 2 + batch norm (32 running averages) ") for line in after_pool)
+    lines = runlog.model_summary(layers.describe(cfg.model))
+    assert any(line.startswith("conv1: conv 5x5 -> batch norm -> relu -> avgpool 2x2 stride 2 ") for line in lines)
+    assert any(line.startswith("fc1: W z + b -> batch norm -> relu -> dropout 0.5 ") for line in lines)
+    assert lines[-1].endswith(f"(and {2 * (32 + 64 + 256):,} running averages)")
+    after_pool = runlog.model_summary(layers.describe(config.load(REPO / "configs" / "fast.toml").model))
+    assert any(line.startswith("conv1: conv 5x5 -> maxpool 2x2 stride 2 -> batch norm -> relu ") for line in after_pool)
     plain = config.load(REPO / "configs" / "cnn.toml")
-    extra = sum(2 * c for c in cfg.model.conv_channels) + 2 * sum(cfg.model.hidden)  # gamma and beta per feature
-    total = lambda c: sum(r[2] for r in models.layer_table(c.model))  # noqa: E731
+    extra = sum(cfg.model.conv_channels) + sum(cfg.model.hidden)  # gamma and beta per feature, in place of the bias
+    assert not {"bc1", "bc2", "b1"} & {p.name for p in layers.describe(cfg.model).params}  # beta is their bias
+    total = lambda c: sum(r[2] for r in layers.summary_rows(layers.describe(c.model)))  # noqa: E731
     assert total(cfg) == total(plain) + extra
-    assert sum(p.numel() for p in models.init_params(cfg.model, 0).values()) == total(cfg)
+    assert sum(p.numel() for p in models.init_params(layers.describe(cfg.model), cfg.model, 0).values()) == total(cfg)
 
 
 def test_a_resumed_batch_normalised_run_ends_as_an_uninterrupted_one(tmp_path, monkeypatch, mnist_root):

@@ -1,19 +1,25 @@
 """The benchmark's references must compute what they claim, or their timings mean nothing."""
 
 import importlib.util
-import re
 
 import pytest
 import torch
 
-from nnhw import config, models
-from nnhw.step import build, make_train_step
+from nnhw import config, layers
+from nnhw.trainer import build, make_train_step
 
 from conftest import REPO
 
-spec = importlib.util.spec_from_file_location("bench", REPO / "tools" / "bench.py")
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+
+def tool(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench, twin, time_to_99, hvp_cost = tool("bench"), tool("twin"), tool("time_to_99"), tool("hvp_cost")
+CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.toml"))
 
 
 @pytest.mark.parametrize(
@@ -29,15 +35,16 @@ def test_fused_reference_makes_the_same_updates_as_nnhw(overrides):
     cfg = config.load(REPO / "configs" / "sigmoid.toml", ['run.device="cpu"', "model.dropout_input=0.0", "model.dropout_hidden=0.0", *overrides])
     gen = torch.Generator().manual_seed(3)
     batches = [(torch.randn(16, 784, generator=gen), torch.randint(0, 10, (16,), generator=gen)) for _ in range(5)]
-    params, forward, loss_fn, opt = build(cfg, torch.device("cpu"))
+    net = build(cfg, torch.device("cpu"))
+    params, start = net.params, {n: p.detach().clone() for n, p in net.params.items()}
     fused = bench.fused_step_fn(cfg, params)
-    ours = make_train_step(params, forward, loss_fn, opt, engine="tape")
+    ours = make_train_step(net, engine="tape")
     for x, y in batches:
         ours(x, y, cfg.optim.lr)
         fused(x, y)
     assert set(fused.params) == set(params)
     for name, p in params.items():
-        assert not torch.equal(p.detach(), models.init_params(cfg.model, 0)[name])  # the steps moved it
+        assert not torch.equal(p.detach(), start[name])  # the steps moved it
         torch.testing.assert_close(fused.params[name], p.detach(), rtol=1e-5, atol=1e-6)
 
 
@@ -45,7 +52,7 @@ def test_fused_reference_makes_the_same_updates_as_nnhw(overrides):
 def test_fused_reference_declines_what_it_does_not_implement(name):
     # relu: squared error; deep: dropout; cnn: convolutions
     cfg = config.load(REPO / "configs" / f"{name}.toml", ['run.device="cpu"'])
-    assert bench.fused_step_fn(cfg, models.init_params(cfg.model, 0)) is None
+    assert bench.fused_step_fn(cfg, build(cfg, torch.device("cpu")).params) is None
 
 
 def test_products_reference_runs_every_product_of_the_step():
@@ -72,31 +79,106 @@ def test_products_reference_runs_every_product_of_the_step():
 
 
 def twins_after_the_same_steps(overrides, check_start=False):
-    """nnhw's model and its built-in twin (tools/bench.py) on configs/fast.toml with `overrides`, from the
-    same weights, after the same four Adam steps: (params, forward, net, the first batch's inputs)."""
+    """nnhw's model and its built-in twin (tools/twin.py) on configs/fast.toml with `overrides`, from the
+    same weights, after the same four Adam steps: (nnhw's Net, the twin, the first batch's inputs)."""
     cfg = config.load(REPO / "configs" / "fast.toml", ['run.device="cpu"', "model.conv_channels=[4, 6]", "model.hidden=[12]", *overrides])
     gen = torch.Generator().manual_seed(5)
     batches = [(torch.randn(16, 784, generator=gen), torch.randint(0, 10, (16,), generator=gen)) for _ in range(4)]
-    params, forward, loss_fn, opt = build(cfg, torch.device("cpu"))
-    net, builtin_opt = bench.builtin_fast_net(cfg, {n: p.detach() for n, p in params.items()}, torch.device("cpu"))
+    net = build(cfg, torch.device("cpu"))
+    builtin, builtin_opt = twin.twin(cfg, net.params, torch.device("cpu"))
     if check_start:
-        torch.testing.assert_close(net(batches[0][0]), forward(params, batches[0][0]).detach(), rtol=1e-5, atol=1e-6)
-    ours = make_train_step(params, forward, loss_fn, opt)
+        torch.testing.assert_close(builtin(batches[0][0]), net.forward(net.params, batches[0][0]).detach(), rtol=1e-5, atol=1e-6)
+    ours = make_train_step(net)
     for x, y in batches:
         ours(x, y, 0.003)
-        builtin_opt.param_groups[0]["lr"] = 0.003
+        for group in builtin_opt.param_groups:
+            group["lr"] = 0.003
         builtin_opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
+        torch.nn.functional.cross_entropy(builtin(x), y).backward()
         builtin_opt.step()
-    return params, forward, net, batches[0][0]
+    return net, builtin, batches[0][0]
 
 
 def test_builtin_twin_of_an_unnormalised_cnn_makes_the_same_updates_as_nnhw():
-    """The time-to-99% table's built-in twin of configs/fast.toml's net without batch normalisation: the
-    same outputs and the same Adam updates from the same weights, so the comparison is of
-    implementations, not recipes."""
-    params, forward, net, x = twins_after_the_same_steps(["model.batch_norm=false", "model.batch_norm_after_pool=false"], check_start=True)
-    torch.testing.assert_close(net(x), forward(params, x).detach(), rtol=1e-4, atol=1e-5)
+    """The built-in twin of configs/fast.toml's net without batch normalisation: the same outputs and the
+    same Adam updates from the same weights, so the comparison is of implementations, not recipes."""
+    net, builtin, x = twins_after_the_same_steps(["model.batch_norm=false", "model.batch_norm_after_pool=false"], check_start=True)
+    torch.testing.assert_close(builtin(x), net.forward(net.params, x).detach(), rtol=1e-4, atol=1e-5)
+
+
+def small(name):
+    """configs/<name>.toml with narrower layers, so that a float64 comparison takes a moment."""
+    cfg = config.load(REPO / "configs" / f"{name}.toml", ['run.device="cpu"'])
+    narrow = ([f"model.hidden={[min(h, 24) for h in cfg.model.hidden]}"] +
+              ([f"model.conv_channels={[min(c, 6) for c in cfg.model.conv_channels]}"] if cfg.model.arch == "cnn" else []))
+    return config.apply_overrides(cfg, narrow)
+
+
+def twinned(name):
+    """(nnhw's Net, its built-in twin, the twin's optimiser) of configs/<name>.toml, small, in float64."""
+    cfg = small(name)
+    net = build(cfg, torch.device("cpu"))
+    with torch.no_grad():
+        for t in [*net.params.values(), *net.running.values()]:
+            t.data = t.data.double()
+    builtin, opt = twin.twin(cfg, net.params, torch.device("cpu"))
+    return cfg, net, builtin.double(), opt
+
+
+TWINNED = [c for c in CONFIGS if c != "mlp_maxnorm"]  # max-norm has no built-in twin (refused below)
+
+
+@pytest.mark.parametrize("name", TWINNED)
+def test_the_twin_has_nnhws_layers_in_the_forward_passs_order(name):
+    """The twin is built layer by layer from the description nnhw's forward pass loops over: its modules
+    follow each layer's operations (nnhw.layers.operations), one for one."""
+    cfg = small(name)
+    kinds = {"W z + b": "Linear", "conv": "Conv2d", "batch norm": "BatchNorm", "maxpool": "MaxPool2d", "avgpool": "AvgPool2d",
+             "dropout": "Dropout", "relu": "ReLU", "sigmoid": "Sigmoid", "tanh": "Tanh", "identity": "Identity"}
+    for layer in layers.describe(cfg.model).layers:
+        mine = [type(module).__name__ for module, of in twin.modules(cfg, build(cfg, torch.device("cpu")).params) if of == layer]
+        mine = [k for k in mine if k not in ("Unflatten", "Flatten")]
+        want = [kinds[next(k for k in kinds if op.startswith(k))] for op in layers.operations(layer)]
+        assert [k.removesuffix("1d").removesuffix("2d") if k.startswith("BatchNorm") else k for k in mine] == want, layer.name
+
+
+@pytest.mark.parametrize("name", TWINNED)
+def test_the_twin_computes_what_nnhw_computes_for_every_committed_config(name):
+    """For every committed config but the refused one: the same outputs from the same weights in float64,
+    in evaluation (running averages) and in training (the batch's statistics, dropout off on both sides),
+    and the same gradients."""
+    cfg, net, builtin, _ = twinned(name)
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(12, 784, generator=gen, dtype=torch.float64), torch.randint(0, 10, (12,), generator=gen)
+    builtin.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(builtin(x), net.forward(net.params, x))
+    builtin.train()
+    for module in builtin:
+        if isinstance(module, torch.nn.Dropout):
+            module.eval()
+    ours = net.loss_fn(net.forward(net.params, x, training=True), y)
+    theirs = twin.loss_fn(cfg)(builtin(x), y)
+    torch.testing.assert_close(theirs, ours)
+    grads = dict(zip(net.params, torch.autograd.grad(ours, list(net.params.values()))))
+    theirs.backward()
+    weights = [m for m in builtin if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    names = [layer.weight.name for layer in layers.describe(cfg.model).layers]
+    for name_, module in zip(names, weights):
+        torch.testing.assert_close(module.weight.grad, grads[name_].view(module.weight.shape))
+
+
+@pytest.mark.parametrize("overrides, what", [(["optim.max_norm=3.0"], "max-norm"), (['model.transfer="square"'], "'square'"),
+                                             (["optim.momentum_ramp=5.0"], "momentum ramp")])
+def test_a_model_without_a_builtin_twin_is_refused_in_one_line(overrides, what):
+    with pytest.raises(twin.TwinError, match=what):
+        twin.check(config.load(REPO / "configs" / "relu.toml", overrides))
+
+
+def test_bench_refuses_a_config_without_a_twin_before_timing_anything(capsys):
+    code = bench.main(["--configs", "relu", "mlp_maxnorm", "--device", "cpu", "--repeats", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == "tools/bench.py: error: --configs mlp_maxnorm: the built-in twin: torch.optim has no max-norm projection (optim.max_norm)"
 
 
 def test_until_accuracy_times_training_only_and_stops_where_asked():
@@ -114,7 +196,7 @@ def test_until_accuracy_times_training_only_and_stops_where_asked():
         time.sleep(0.05)  # evaluation time must not count
         return next(errors)
 
-    r = bench.until_accuracy(steps(), test_error, torch.device("cpu"), 50000, max_seconds=60, stop_at=0.5)
+    r = time_to_99.until_accuracy(steps(), test_error, torch.device("cpu"), 50000, max_seconds=60, stop_at=0.5)
     assert len(taken) == 16 and r["passes_99"] == 20000 / 50000 and r["passes_99.5"] == 40000 / 50000 and r["final_test_error"] == 0.5
     assert r["seconds_99"] <= r["seconds_99.5"] == r["train_seconds"] < 0.05 and r["passes"] == 40000 / 50000
     assert r["seconds_per_pass"] == r["train_seconds"] / r["passes"]
@@ -122,7 +204,7 @@ def test_until_accuracy_times_training_only_and_stops_where_asked():
 
 def test_until_accuracy_runs_to_the_end_and_gives_none_where_never_reached():
     steps = iter([10000] * 3)
-    r = bench.until_accuracy(steps, lambda: 1.5, torch.device("cpu"), 60000, max_seconds=60)
+    r = time_to_99.until_accuracy(steps, lambda: 1.5, torch.device("cpu"), 60000, max_seconds=60)
     assert r["seconds_99"] is r["passes_99"] is r["seconds_99.5"] is None and r["final_test_error"] == 1.5 and r["passes"] == 0.5
 
 
@@ -135,28 +217,27 @@ def test_builtin_twin_of_a_batch_normalised_cnn_trains_as_nnhw(recipe):
     the same outputs on a batch's own statistics, the same weights and the same running variances after
     the same Adam updates. The biases just before a normalisation are left out: their gradient is 0 but for
     rounding, which Adam scales up to steps of the rate's size, and the batch's mean takes them out."""
-    params, forward, net, x = twins_after_the_same_steps(recipe)
+    net, builtin, x = twins_after_the_same_steps(recipe)
+    params = net.params
     with torch.no_grad():
-        torch.testing.assert_close(net(x), forward(params, x, training=True), rtol=1e-4, atol=1e-5)
-    layers = dict(zip(["c1", "c2", "1"], [m for m in net if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]))
-    for tag, bn in layers.items():
-        torch.testing.assert_close(bn.running_var, forward.running[f"var.{tag}"], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(builtin(x), net.forward(params, x, training=True), rtol=1e-4, atol=1e-5)
+    norms = dict(zip(["c1", "c2", "1"], [m for m in builtin if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]))
+    for tag, bn in norms.items():
+        torch.testing.assert_close(bn.running_var, net.running[f"var.{tag}"], rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(bn.weight.detach(), params[f"g{tag}"].detach(), rtol=1e-4, atol=1e-6)
-    weights = [m.weight for m in net if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    weights = [m.weight for m in builtin if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     for name, w in zip(["Wc1", "Wc2", "W1", "W2"], weights):
         torch.testing.assert_close(w.detach(), params[name].detach().view(w.shape), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("base, override", [("fast", "model.dropout_hidden=0.5"), ("fast", "optim.optimizer=\"sgd\""),
-                                              ("cnn", "model.pool_type=\"avg\""), ("fast", "train.augment=\"shift\"")])
-def test_time_to_99_refuses_a_recipe_without_a_builtin_twin_in_one_line(base, override, tmp_path, capsys):
-    text = (REPO / "configs" / f"{base}.toml").read_text()
+@pytest.mark.parametrize("override", ["optim.max_norm=3.0", "optim.momentum_ramp=4.0"])
+def test_time_to_99_refuses_a_recipe_without_a_builtin_twin_in_one_line(override, tmp_path, capsys):
+    text = (REPO / "configs" / "cnn.toml").read_text()
     key, value = override.split("=", 1)
     section, name = key.split(".")
     recipe = tmp_path / "recipe.toml"
-    recipe.write_text(re.sub(rf"(?m)^{name} = .*$", f"{name} = {value}", text) if re.search(rf"(?m)^{name} = ", text)
-                      else text.replace(f"[{section}]", f"[{section}]\n{name} = {value}"))
-    code = bench.main(["--time-to-99", "--recipe", str(recipe), "--out", str(tmp_path / "t.json")])
+    recipe.write_text(text.replace(f"[{section}]", f"[{section}]\n{name} = {value}"))
+    code = time_to_99.main(["--recipe", str(recipe), "--device", "cpu", "--out", str(tmp_path / "t.json")])
     err = capsys.readouterr().err
     assert code == 2 and "--recipe: the built-in twin" in err and len(err.strip().splitlines()) == 1
 
@@ -166,7 +247,7 @@ def test_time_to_99_refuses_a_recipe_without_a_builtin_twin_in_one_line(base, ov
 def test_multiply_adds_are_the_model_summarys(overrides):
     """One count of a forward pass's multiply-adds, the model summary's, whatever the pooling."""
     cfg = config.load(REPO / "configs" / "cnn.toml", overrides)
-    assert bench.multiply_adds(cfg) == sum(row[3] for row in models.layer_table(cfg.model))
+    assert bench.multiply_adds(cfg) == sum(row[3] for row in layers.summary_rows(layers.describe(cfg.model)))
     if overrides[:1] == ["model.pool=1"]:  # no pooling, whatever its stride: 28 -> 24 -> 20
         assert bench.multiply_adds(cfg) == 32 * 25 * 24**2 + 64 * 32 * 25 * 20**2 + 64 * 20**2 * 256 + 256 * 10
 
@@ -176,7 +257,7 @@ def test_hvp_rows_time_a_gradient_and_both_modes_on_the_same_points():
 
     gen = torch.Generator().manual_seed(0)
     train = Split(torch.rand(40, 784, generator=gen), torch.randint(0, 10, (40,), generator=gen))
-    rows = bench.hvp_rows(train, torch.device("cpu"), repeats=1, n=30)
+    rows = hvp_cost.hvp_rows(train, torch.device("cpu"), repeats=1, n=30)
     assert [r["config"] for r in rows] == ["relu", "cnn"] and all(r["points"] == 30 for r in rows)
     for r in rows:
         for mode in ("forward-over-reverse", "reverse-over-reverse"):

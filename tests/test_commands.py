@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nnhw import autodiff, checkpoint, config, rundir, step, sweep, train
+from nnhw import autodiff, checkpoint, config, rundir, seeds, sweep, train, trainer
 from nnhw.config import ConfigError
 
 from conftest import REPO, run_cli, wait_for_checkpoint
@@ -111,7 +111,7 @@ def test_the_divergence_message_names_the_checkpoint_on_disk(tmp_path, monkeypat
     """Stopped mid-interval (a checkpoint at 750 points, between the evaluations at 500 and 1000), then
     resumed at a rate that diverges: the message names 750 points' epoch, 0.015."""
     monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
-    real_step = step.Trainer.step
+    real_step = trainer.Trainer.step
 
     def step_then_signal(self, state):
         out = real_step(self, state)
@@ -119,9 +119,9 @@ def test_the_divergence_message_names_the_checkpoint_on_disk(tmp_path, monkeypat
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does; the loop checkpoints after this step
         return out
 
-    monkeypatch.setattr(step.Trainer, "step", step_then_signal)
+    monkeypatch.setattr(trainer.Trainer, "step", step_then_signal)
     assert train.main(["configs/relu.toml", *SHORT, f"run.log_dir={tmp_path}"]) == 130
-    monkeypatch.setattr(step.Trainer, "step", real_step)
+    monkeypatch.setattr(trainer.Trainer, "step", real_step)
     (run_dir,) = (tmp_path / "relu").iterdir()
     assert checkpoint.load_checkpoint(run_dir)["points"] == 750
     capsys.readouterr()
@@ -131,8 +131,8 @@ def test_the_divergence_message_names_the_checkpoint_on_disk(tmp_path, monkeypat
 
 def test_a_long_seed_list_keeps_its_aggregate_name_short():
     long = [10**17 + i for i in range(11)]
-    assert train.seeds_label([0, 1, 2]) == "0-1-2"
-    assert train.seeds_label(long) == f"{long[0]}-to-{long[-1]}_11-seeds" and len(train.seeds_label(list(range(72)))) < 40
+    assert seeds.seeds_label([0, 1, 2]) == "0-1-2"
+    assert seeds.seeds_label(long) == f"{long[0]}-to-{long[-1]}_11-seeds" and len(seeds.seeds_label(list(range(72)))) < 40
 
 
 def test_a_file_name_too_long_is_one_line_and_leaves_nothing(tmp_path):

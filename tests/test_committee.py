@@ -41,14 +41,24 @@ def test_a_committee_of_one_run_or_of_a_run_and_its_copy_is_that_run(tiny, tmp_p
     assert two["test_error"] == pytest.approx(final, abs=1e-9) and [m["test_error"] for m in two["members"]] == [one["test_error"]] * 2
 
 
-def test_runs_tested_on_other_images_or_unfinished_are_one_line(tiny, tmp_path, capsys):
+def test_members_with_other_evaluation_settings_vote_on_the_images_they_share(tiny, tmp_path):
+    """One member evaluated the first 900 test images in batches of 400 (900 is no multiple of 400), the
+    other the first 1,000 in batches of 1,000: the committee takes the first 900 for both."""
     other = tmp_path / "other"
     shutil.copytree(tiny, other)
-    text = (other / "config.toml").read_text().replace("max_points = 1000", "max_points = 900")
+    text = (other / "config.toml").read_text().replace("max_points = 1000", "max_points = 900").replace("batch_size = 1000", "batch_size = 400")
     (other / "config.toml").write_text(text)
+    both = committee.committee([tiny, other], torch.device("cpu"))
+    assert both["n_images"] == 900 and both["members"][0]["test_error"] == both["members"][1]["test_error"] == both["test_error"]
+
+
+def test_runs_that_cannot_vote_are_one_line(tiny, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(tiny, other)
+    (other / "config.toml").write_text(config.to_toml(config.load(other / "config.toml", ['model.arch="cnn"'])))  # not its checkpoint's model
     assert committee.main([str(tiny), str(other)]) == 2
     err = capsys.readouterr().err
-    assert "tested on other images" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert "its checkpoint's parameters do not fit the model its config.toml describes" in err and err.count("\n") == 1 and "Traceback" not in err
     (other / "summary.json").unlink()
     assert committee.main([str(tiny), str(other)]) == 2
     err = capsys.readouterr().err

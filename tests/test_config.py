@@ -1,6 +1,6 @@
 import pytest
 
-from nnhw import config
+from nnhw import config, layers
 from nnhw.config import ConfigError
 
 from conftest import REPO, run_cli
@@ -141,8 +141,9 @@ def test_docs_config_md_is_the_generated_reference():
 def test_conv_strides_shape_the_feature_maps_and_are_checked():
     cfg = config.load(None, ['model.arch="cnn"', "model.conv_channels=[32, 32, 64]", "model.conv_kernel=[3, 5, 3]",
                              "model.conv_stride=[1, 2, 1]", "model.pool=1"])
-    assert config.feature_map_sides(cfg.model) == [(26, 26), (11, 11), (9, 9)]  # 28-3+1; (26-5)//2+1; 11-3+1
-    assert config.feature_map_sides(config.load(None, ['model.arch="cnn"']).model) == [(24, 12), (8, 4)]  # [] is stride 1
+    sides = lambda cfg: [(ly.conv_shape[1], ly.out_shape[1]) for ly in layers.describe(cfg.model).layers if ly.kind == "conv"]  # noqa: E731
+    assert sides(cfg) == [(26, 26), (11, 11), (9, 9)]  # 28-3+1; (26-5)//2+1; 11-3+1
+    assert sides(config.load(None, ['model.arch="cnn"'])) == [(24, 12), (8, 4)]  # [] is stride 1
     for bad in ("model.conv_stride=[2]", "model.conv_stride=[1, 0]", "model.conv_stride=[1, 29]"):
         with pytest.raises(config.ConfigError, match="model.conv_stride"):
             config.load(None, ['model.arch="cnn"', bad])
@@ -161,7 +162,7 @@ def test_the_report_says_what_each_cnn_config_pools_and_schedules():
 
     rows = {name: dict(describe.parameter_rows(config.load(REPO / "configs" / f"{name}.toml"))) for name in ("cnn", "cnn_bn", "fast")}
     assert "average pooling 2x2 stride 2 after each" in rows["cnn"]["model"]
-    assert "no pooling" in rows["cnn_bn"]["model"] and "strides [1, 2, 1, 2]" in rows["cnn_bn"]["model"]
+    assert "no pooling" in rows["cnn_bn"]["model"] and "conv 32 3x3, conv 32 4x4 stride 2, conv 64 3x3, conv 64 4x4 stride 2" in rows["cnn_bn"]["model"]
     assert rows["cnn_bn"]["schedule"] == "cosine to 0 x lr" and "batch normalisation" in rows["cnn_bn"]
     assert rows["cnn_bn"]["dropout"] == "input 0, hidden 0.4, feature maps 0 0.4 0 0.4"
     exponential = config.load(REPO / "configs" / "cnn_bn.toml", ['optim.schedule="exponential"', "optim.gamma=0.95"])

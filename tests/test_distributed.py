@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from nnhw import checkpoint, train
+from nnhw import checkpoint
 from nnhw.dist import World
 
 from conftest import REPO

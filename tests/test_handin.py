@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from nnhw import config, handin, readout, report, theory
-from nnhw.describe import COMMANDS, SHARPNESS_CONFIGS, show
+from nnhw.describe import COMMANDS, show
+from nnhw.sharpness import CONFIGS as SHARPNESS_CONFIGS
 
 from conftest import REPO, run_as_committed
 

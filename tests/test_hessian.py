@@ -1,7 +1,7 @@
 """Hessian-vector products through nnhw's own rules, and the top eigenvalue, against exact Hessians.
 
 Everything runs in float64. Each network is written twice: through nnhw's Functions
-(models.make_forward) and in built-in ops, whose Hessian-vector products torch.autograd
+(nnhw.models' forward pass) and in built-in ops, whose Hessian-vector products torch.autograd
 computes from its own derivatives; the two must agree to 1e-10.
 """
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnhw import config, functions as nf, hessian, models, optim
+from nnhw import config, functions as nf, hessian, layers, models, sharpness
 from nnhw.data import IMAGE_SIDE, N_CLASSES, N_PIXELS
 
 BUILTIN_TRANSFER = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "identity": lambda a: a, "square": lambda a: a * a}
@@ -67,10 +67,12 @@ def losses(m, n=5, seed=0):
     with dropout, each call draws the same masks (a fixed mask)."""
     gen = torch.Generator().manual_seed(seed)
     x, y = torch.rand(n, N_PIXELS, generator=gen), torch.randint(0, N_CLASSES, (n,), generator=gen)
-    params = {k: p.detach().double() for k, p in models.init_params(m, seed).items()}
+    model = layers.describe(m)
+    params = {k: p.detach().double() for k, p in models.init_params(model, m, seed).items()}
     params = {k: p + 0.1 * torch.randn(p.shape, generator=gen) for k, p in params.items()}  # biases off zero too
     v = {k: torch.randn(p.shape, generator=gen) for k, p in params.items()}
-    forward, loss_fn, dropping = models.make_forward(m), models.make_loss(m), bool(m.dropout_input or m.dropout_hidden or any(m.dropout_conv))
+    forward = models.make_forward(model, models.init_running(model, "cpu"), m.batch_norm_momentum)
+    loss_fn, dropping = models.make_loss(m), bool(m.dropout_input or m.dropout_hidden or any(m.dropout_conv))
 
     def mask_stream():
         return torch.Generator().manual_seed(123) if dropping else None
@@ -215,10 +217,10 @@ def test_a_zero_hessian_has_top_eigenvalue_zero():
 
 def test_the_stability_threshold_is_two_over_eta_and_grows_with_momentum():
     o = config.OptimConfig(optimizer="sgd", momentum=0.0)
-    assert optim.stability_threshold(o, 0.01) == pytest.approx(200.0)
-    assert optim.stability_threshold(dataclasses.replace(o, momentum=0.9), 0.01) == pytest.approx(380.0)  # (2 + 2 beta)/eta
-    assert optim.stability_threshold(dataclasses.replace(o, optimizer="adam"), 0.01) is None
-    assert optim.stability_threshold(o, 0.0) is None
+    assert sharpness.stability_threshold(o, 0.01) == pytest.approx(200.0)
+    assert sharpness.stability_threshold(dataclasses.replace(o, momentum=0.9), 0.01) == pytest.approx(380.0)  # (2 + 2 beta)/eta
+    assert sharpness.stability_threshold(dataclasses.replace(o, optimizer="adam"), 0.01) is None
+    assert sharpness.stability_threshold(o, 0.0) is None
 
 
 # --------------------------------------------------------------------------- #
@@ -254,8 +256,8 @@ def test_a_run_logs_sharpness_and_a_resume_keeps_it(tmp_path, monkeypatch, mnist
     assert status == "finished"
     rows = sharpness_rows(whole_dir)
     assert [p for p, *_ in rows] == [0, 200, 400]  # 500 points in steps of 100: evaluations 0, 2 and 4 of 0..5
-    for _, value, threshold, layers, lr in rows:
-        assert value > 0 and set(layers) == {"W1", "W2"}
+    for _, value, threshold, blocks, lr in rows:
+        assert value > 0 and set(blocks) == {"W1", "W2"}
         assert threshold == pytest.approx((2 + 2 * 0.5) / lr)  # momentum 0.5, at that evaluation's rate
     for tag in ("lambda_max", "threshold", "residual", "W1", "W2"):
         assert [s for s, _ in scalars(whole_dir, f"sharpness/{tag}")] == [0, 200, 400], tag
@@ -297,7 +299,7 @@ def test_train_points_keeps_the_first_points_of_the_training_split(mnist_root):
 
 
 def test_sharpness_facts_and_sentences_say_what_the_history_shows():
-    from nnhw.describe import sharpness_facts, sharpness_sentences
+    from nnhw.sharpness import facts as sharpness_facts, sentences as sharpness_sentences
 
     cfg = config.load(None, ["data.train_points=100", "train.batch_size=100", "optim.lr=0.1", "optim.momentum=0", "eval.sharpness_every=1"])
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from nnhw import config, optim
+from nnhw import config, optim, sharpness
 from nnhw.optim import Adam, MomentumSGD, lr_at
 
 
@@ -137,14 +137,14 @@ def test_the_momentum_ramp_climbs_linearly_then_stays():
     o = config.load(None, ["optim.momentum=0.99", "optim.momentum_start=0.5", "optim.momentum_ramp=4"]).optim
     assert [optim.momentum_at(o, d) for d in (0, 1, 2, 4, 9)] == pytest.approx([0.5, 0.6225, 0.745, 0.99, 0.99])
     assert optim.momentum_at(config.load(None, ["optim.momentum=0.9"]).optim, 0) == 0.9  # no ramp: the momentum itself
-    assert optim.stability_threshold(o, 0.1, momentum=0.5) == pytest.approx(30.0)  # (2 + 2 * 0.5) / 0.1
+    assert sharpness.stability_threshold(o, 0.1, momentum=0.5) == pytest.approx(30.0)  # (2 + 2 * 0.5) / 0.1
     with pytest.raises(config.ConfigError, match="optim.momentum_ramp: ramps the heavy-ball momentum of 'sgd'"):
         config.load(None, ['optim.optimizer="adam"', "optim.momentum_ramp=2"])
 
 
 def test_each_step_takes_the_momentum_of_its_point_on_the_ramp():
     from nnhw.data import Split
-    from nnhw.step import Trainer
+    from nnhw.trainer import Trainer
     from nnhw.checkpoint import TrainState
 
     cfg = config.load(None, ["model.hidden=[4]", "train.batch_size=25", "train.epochs=2", "optim.momentum=0.9",
@@ -152,13 +152,13 @@ def test_each_step_takes_the_momentum_of_its_point_on_the_ramp():
     gen = torch.Generator().manual_seed(0)
     trainer = Trainer.start(cfg, torch.device("cpu"), Split(torch.rand(100, 784, generator=gen), torch.randint(0, 10, (100,), generator=gen)))
     state, seen = TrainState(), []
-    real_step = trainer.opt.step
+    real_step = trainer.net.opt.step
 
     def record(grads, lr):
-        seen.append(trainer.opt.momentum)
+        seen.append(trainer.net.opt.momentum)
         real_step(grads, lr)
 
-    trainer.opt.step = record
+    trainer.net.opt.step = record
     for _ in range(6):
         trainer.step(state)
     assert seen == pytest.approx([0.1, 0.3, 0.5, 0.7, 0.9, 0.9])  # 25 points a step: a quarter of the ramp each

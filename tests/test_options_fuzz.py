@@ -12,15 +12,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nnhw import autodiff, config, plot, replay, report, sweep, theory, train
+from nnhw import autodiff, committee, config, plot, replay, report, sweep, theory, train
 
 from conftest import REPO
 
 pytestmark = pytest.mark.slow  # hundreds of command lines
 
-spec = importlib.util.spec_from_file_location("bench", REPO / "tools" / "bench.py")
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+
+def tool(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench, time_to_99, hvp_cost = tool("bench"), tool("time_to_99"), tool("hvp_cost")
 
 
 class Started(BaseException):
@@ -56,13 +62,19 @@ COMMANDS = {
     "plot": PATHS.map(lambda p: [p]),
     "report": st.builds(lambda a, b: [*a, *b], option("--log-dir", PATHS), option("--out", TEXT)),
     "theory": option("--out", TEXT),
-    "bench": st.builds(lambda c, d, r, m, t, x: [*c, *d, *r, *m, *t, *x], option("--configs", st.sampled_from(["relu", "nope", "cnn"])),
-                       option("--device", st.sampled_from(["cpu", "cuda", "foo", "cuda:9", ""])), option("--repeats", NUMBERS),
-                       option("--max-seconds", NUMBERS), st.sampled_from([[], ["--time-to-99"]]),
-                       option("--recipe", st.sampled_from(["configs/fast.toml", "configs/cnn.toml", "configs/nope.toml", ""]))),
+    "bench": st.builds(lambda c, d, r: [*c, *d, *r], option("--configs", st.sampled_from(["relu", "nope", "cnn", "mlp_maxnorm"])),
+                       option("--device", st.sampled_from(["cpu", "cuda", "foo", "cuda:9", ""])), option("--repeats", NUMBERS)),
+    "time_to_99": st.builds(lambda d, m, r: [*d, *m, *r], option("--device", st.sampled_from(["cpu", "cuda", "foo", "cuda:9", ""])),
+                            option("--max-seconds", NUMBERS),
+                            option("--recipe", st.sampled_from(["configs/fast.toml", "configs/cnn.toml", "configs/mlp_maxnorm.toml",
+                                                                "configs/nope.toml", ""]))),
+    "hvp_cost": st.builds(lambda d, r: [*d, *r], option("--device", st.sampled_from(["cpu", "cuda", "foo", ""])), option("--repeats", NUMBERS)),
+    "committee": st.builds(lambda p, d: [*p, *d], st.lists(PATHS, min_size=1, max_size=2), option("--device", st.sampled_from(["cpu", "cuda", "x"]))),
+    "config": st.lists(TEXT, max_size=2),
 }
 MAINS = {"train": train.main, "sweep": sweep.main, "autodiff": autodiff.main, "replay": replay.main, "plot": plot.main,
-         "report": report.main, "theory": theory.main, "bench": bench.main}
+         "report": report.main, "theory": theory.main, "bench": bench.main, "time_to_99": time_to_99.main, "hvp_cost": hvp_cost.main,
+         "committee": committee.main, "config": config.main}
 
 
 @pytest.fixture
@@ -71,7 +83,7 @@ def stand_ins(monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)
     for module, name in [(train, "run"), (sweep, "sweep"), (autodiff, "mode_cost_table"), (replay, "first_steps"),
                          (replay, "replay_sweep"), (plot, "save_figures"), (report, "build"), (bench, "bench_config"),
-                         (bench, "time_to_99_rows"), (bench, "matmul_gflops")]:
+                         (time_to_99, "time_to_99_rows"), (bench, "matmul_gflops"), (hvp_cost, "hvp_rows"), (hvp_cost.data_mod, "load_splits")]:
         monkeypatch.setattr(module, name, started)
     monkeypatch.setattr(theory, "CLAIMS", [])
     monkeypatch.setattr(sweep, "make_run_dir", lambda *a, **k: tmp_path)  # no folders in the log directory

@@ -12,10 +12,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nnhw import checkpoint, config, data, rundir, step, train
+from nnhw import checkpoint, config, data, rundir, train
 from nnhw.config import ConfigError
 
-from conftest import REPO, wait_for_checkpoint
+from conftest import REPO, a_checkpoint, wait_for_checkpoint
 
 pytestmark = pytest.mark.slow  # killed, interrupted and concurrent runs in subprocesses
 
@@ -87,9 +87,7 @@ class Crash(Exception):
 
 def _checkpoint(points):
     """A whole checkpoint of softmax regression, as the training loop writes it, at `points`."""
-    cfg = config.load(REPO / "configs" / "softmax.toml")
-    params, _, _, opt = step.build(cfg, torch.device("cpu"))
-    return checkpoint.TrainState(points=points).to_checkpoint(cfg, params, opt, torch.Generator(), torch.Generator())
+    return a_checkpoint(config.load(REPO / "configs" / "softmax.toml"), points=points)
 
 
 @pytest.mark.parametrize("where", ["mid-write", "before-fsync", "before-rename"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nnhw import config, functions as nf, replay, sweep, train
-from nnhw.step import FINGERPRINT_STEPS
+from nnhw.trainer import FINGERPRINT_STEPS
 
 from conftest import REPO, run_cli
 
@@ -27,16 +27,20 @@ def short_run(tmp_path_factory, mnist_root, module_env):
     return run_dir
 
 
-def copy_of(run_dir, tmp_path, edit_config=None, drop_fingerprint=False):
+def copy_of(run_dir, tmp_path, edit_config=None, drop_fingerprint=False, edit_recipe=True):
+    """A copy of the run whose config.toml, and with edit_recipe its summary's recipe (what replay
+    replays), take the overrides edit_config."""
     dest = tmp_path / run_dir.name
     shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("*.pt", "events.*", "train", "dev", "test"))
+    s = json.loads((dest / "summary.json").read_text())
     if edit_config:
         cfg = config.load(dest / "config.toml", edit_config)
         (dest / "config.toml").write_text(config.to_toml(cfg))
+        if edit_recipe:
+            s["recipe"] = config.recipe(cfg)
     if drop_fingerprint:
-        s = json.loads((dest / "summary.json").read_text())
         s["fingerprint"] = None
-        (dest / "summary.json").write_text(json.dumps(s))
+    (dest / "summary.json").write_text(json.dumps(s))
     return dest
 
 
@@ -57,6 +61,13 @@ def test_a_run_replays_as_the_same(short_run):
 def test_a_changed_config_parts(short_run, tmp_path, change):
     same, what = replay.replay(copy_of(short_run, tmp_path, change))
     assert not same and what.startswith("parted at step"), what
+
+
+def test_replay_takes_the_recipe_that_made_the_first_steps_not_an_edited_config_toml(short_run, tmp_path):
+    """The summary keeps the recipe the run started with; config.toml (the config at the end, which a
+    resume may change and a hand may edit) does not decide what the first steps were."""
+    same, what = replay.replay(copy_of(short_run, tmp_path, ["optim.lr=1.1"], edit_recipe=False))
+    assert same, what
 
 
 def test_a_changed_function_parts(short_run, monkeypatch):
@@ -161,6 +172,6 @@ def test_kept_runs_carry_fingerprints():
 def test_checksums_see_every_parameter():
     a = {"W": torch.ones(2, 3), "b": torch.zeros(2)}
     b = {"W": torch.ones(2, 3), "b": torch.tensor([0.0, 1e-3])}
-    from nnhw.step import checksums
+    from nnhw.trainer import checksums
 
     assert checksums(a) == dict(abs_sum=6.0, sq_sum=6.0) and checksums(b)["abs_sum"] == pytest.approx(6.001)

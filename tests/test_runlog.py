@@ -9,7 +9,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from nnhw import config, models, runlog, step, summary, sweep, train
+import torch
+
+from nnhw import config, layers, runlog, summary, sweep, train
+from nnhw.trainer import build
 
 from conftest import REPO, killed_after_checkpoint
 
@@ -47,9 +50,13 @@ def short_run(tmp_path_factory, mnist_root, module_env):
 def test_each_run_is_one_hparams_row_with_its_config_and_results(short_run):
     (session,) = sessions(short_run)
     hp = {k: value(v) for k, v in session.hparams.items()}
-    assert hp["lr"] == 1.0 and hp["transfer"] == "tanh" and hp["hidden"] == "200" and hp["loss"] == "squared_error"
-    assert hp["batch_size"] == 50 and hp["seed"] == 0 and hp["status"] == "finished"
+    assert hp["optim.lr"] == 1.0 and hp["model.transfer"] == "tanh" and hp["model.hidden"] == "200" and hp["model.loss"] == "squared_error"
+    assert hp["train.batch_size"] == 50 and hp["run.seed"] == 0 and hp["status"] == "finished" and hp["model"] == "784 - 200 - 10"
     assert "model.transfer=tanh" in hp["overrides"]
+    # every key of the recipe is on the row, so that runs that differ in any one of them (Adam or SGD, a
+    # warm-up, strides, augmentation) differ on it; where a run went is not
+    cfg = config.load(short_run / "config.toml")
+    assert {k for k in hp if "." in k} == set(config.recipe(cfg))
     summary = json.loads((short_run / "summary.json").read_text())
     acc = EventAccumulator(str(short_run))
     acc.Reload()
@@ -82,15 +89,19 @@ def test_a_resumed_run_updates_its_row(tmp_path, monkeypatch, mnist_root):
 @pytest.mark.parametrize("name,params", [("relu", 159_010), ("deep", 2_913_290), ("cnn", 317_066)])
 def test_model_summary_totals(name, params):
     cfg = config.load(REPO / "configs" / f"{name}.toml")
-    lines = runlog.model_summary(cfg.model)
+    lines = runlog.model_summary(layers.describe(cfg.model))
     assert lines[-1].split()[:2] == ["total", f"{params:,}"]
-    assert params == sum(p.numel() for p in models.init_params(cfg.model, 0).values())
+    assert params == sum(p.numel() for p in build(cfg, torch.device("cpu")).params.values())
 
 
-def test_cnn_summary_shows_the_feature_maps():
-    lines = runlog.model_summary(config.load(REPO / "configs" / "cnn.toml").model)
-    assert lines[1].split()[:4] == ["conv1", "5x5", "+", "relu"] and "32x24x24" in lines[1]
-    assert "64x4x4" in lines[4]
+def test_cnn_summary_shows_each_layers_operations_in_the_forward_passs_order():
+    lines = runlog.model_summary(layers.describe(config.load(REPO / "configs" / "cnn.toml").model))
+    assert lines[1].split()[:8] == ["conv1:", "conv", "5x5", "->", "relu", "->", "avgpool", "2x2"] and "32x12x12" in lines[1]
+    assert "64x4x4" in lines[2]
+    fast = runlog.model_summary(layers.describe(config.load(REPO / "configs" / "fast.toml").model))
+    # max pooling comes before the normalisation and the transfer, as the forward pass takes them
+    assert fast[1].split()[:12] == ["conv1:", "conv", "5x5", "->", "maxpool", "2x2", "stride", "2", "->", "batch", "norm", "->"]
+    assert fast[-1].endswith("(and 352 running averages)")  # 2 x (16 + 32 + 128)
 
 
 def test_eval_lines_keep_their_columns():
@@ -129,17 +140,16 @@ def test_sweep_writes_one_row_per_rate(tmp_path):
     assert rows == ["lr_0.01", "lr_1", "lr_100"]
     for name, r in zip(rows, result["rows"]):
         (session,) = sessions(tmp_path / name)
-        assert value(session.hparams["lr"]) == r["lr"] and value(session.hparams["status"]) == r["verdict"]
+        assert value(session.hparams["optim.lr"]) == r["lr"] and value(session.hparams["status"]) == r["verdict"]
 
 
 @pytest.mark.parametrize("overrides", [[], ["model.pool=1"], ["model.pool=3", "model.pool_stride=3", "model.conv_padding=2"]])
 def test_cnn_geometry_has_one_source(overrides):
     """Config checks, parameters, forward pass and summary agree on the feature maps (model.pool=1 is no
     pooling at all, whatever model.pool_stride says)."""
-    import torch
-
     cfg = config.load(REPO / "configs" / "cnn.toml", overrides)
-    params, forward, _, _ = step.build(cfg, torch.device("cpu"))
-    assert forward(params, torch.zeros(3, 784)).shape == (3, 10)
-    total = int(runlog.model_summary(cfg.model)[-1].split()[1].replace(",", ""))
+    net = build(cfg, torch.device("cpu"))
+    params = net.params
+    assert net.forward(params, torch.zeros(3, 784)).shape == (3, 10)
+    total = int(runlog.model_summary(net.model)[-1].split()[1].replace(",", ""))
     assert total == sum(p.numel() for p in params.values())

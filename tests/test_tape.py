@@ -3,17 +3,17 @@
 import pytest
 import torch
 
-from nnhw import config, models
+from nnhw import config
 from nnhw.tape import Tape
-from nnhw.step import build, make_train_step
+from nnhw.trainer import build, make_train_step
 
 from conftest import REPO
 
 
 def grads_both_ways(cfg, x, y, seed=0):
-    params = models.init_params(cfg.model, seed)
+    net = build(config.apply_overrides(cfg, [f"run.seed={seed}"]), torch.device("cpu"))
+    params, forward, loss_fn = net.params, net.forward, net.loss_fn
     tensors = list(params.values())
-    forward, loss_fn = models.make_forward(cfg.model), models.make_loss(cfg.model)
     gen = torch.Generator().manual_seed(7)
     loss_a = loss_fn(forward(params, x, gen), y)
     ga = torch.autograd.grad(loss_a, tensors)
@@ -61,8 +61,8 @@ def test_training_steps_match_between_engines():
     x, y = torch.rand(50, 784, generator=gen), torch.randint(0, 10, (50,), generator=gen)
     finals = []
     for engine in ("autograd", "tape"):
-        params, forward, loss_fn, opt = build(config.apply_overrides(cfg, ["optim.momentum=0.5", "optim.l2=1e-3"]), torch.device("cpu"))
-        step = make_train_step(params, forward, loss_fn, opt, engine=engine)
+        net = build(config.apply_overrides(cfg, ["optim.momentum=0.5", "optim.l2=1e-3"]), torch.device("cpu"))
+        params, step = net.params, make_train_step(net, engine=engine)
         for i in range(50):
             step(x[i : i + 1], y[i : i + 1], 0.05)
         finals.append(params)
@@ -78,8 +78,8 @@ def test_compiled_step_matches_eager():
     x, y = torch.rand(20, 784, generator=gen), torch.randint(0, 10, (20,), generator=gen)
     finals = []
     for compile in (False, True):
-        params, forward, loss_fn, opt = build(config.apply_overrides(cfg, ["optim.momentum=0.9", "optim.l2=0"]), torch.device("cpu"))
-        step = make_train_step(params, forward, loss_fn, opt, compile=compile)
+        net = build(config.apply_overrides(cfg, ["optim.momentum=0.9", "optim.l2=0"]), torch.device("cpu"))
+        params, step = net.params, make_train_step(net, compile=compile)
         for i in range(0, 20, 10):
             step(x[i : i + 10], y[i : i + 10], 0.1)
         finals.append(params)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nnhw import checkpoint, config, summary, train
+from nnhw import checkpoint, config, seeds, summary, train
 from nnhw.checkpoint import load_checkpoint
 
 from conftest import REPO, killed_after_checkpoint, run_cli
@@ -138,12 +138,12 @@ def test_summary_times_the_first_evaluation_at_each_accuracy():
     hist = [dict(points=p, epoch=p / 50000, lr=0.1, train_seconds=t, train_loss=0.1, train_error=e, test_loss=0.1, test_error=e)
             for p, t, e in [(0, 0.0, 90.0), (6000, 2.5, 1.2), (12000, 5.0, 0.99), (18000, 7.5, 1.01), (24000, 10.0, 0.8)]]
     state = checkpoint.TrainState(points=24000, step=100, train_seconds=10.0, eval_seconds=1.0, history=hist)
-    first = summary.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000, "abc")["time_to_accuracy"]
+    first = summary.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000)["time_to_accuracy"]
     assert first["98%"] == {"epoch": 6000 / 50000, "train_seconds": 2.5}
     assert first["99%"] == {"epoch": 12000 / 50000, "train_seconds": 5.0}  # the first, not the best
     assert first["99.5%"] is None  # 0.8% error is 99.2% accuracy
     state.history = [dict(r, test_error=max(r["test_error"], 1.5)) for r in hist]
-    assert summary.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000, "abc")["time_to_accuracy"]["99%"] is None
+    assert summary.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000)["time_to_accuracy"]["99%"] is None
 
 
 @pytest.mark.slow  # more real runs, most in subprocesses
@@ -204,17 +204,17 @@ def test_bad_seeds_are_one_line_errors(tmp_path, seeds):
 
 
 def test_reuse_takes_a_run_copied_in_from_another_log_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "replay_run", lambda run_dir, summary: (True, ""))  # replay is tested with real runs above
+    monkeypatch.setattr(seeds, "replay_run", lambda run_dir, summary: (True, ""))  # replay is tested with real runs above
     cfg = short_cfg(tmp_path / "here")
     run_dir = tmp_path / "here" / cfg.run.name / "20260101-000000"
     run_dir.mkdir(parents=True)
     elsewhere = short_cfg(tmp_path / "elsewhere")  # logged first under another folder, then copied here
     (run_dir / "config.toml").write_text(config.to_toml(elsewhere))
     (run_dir / "summary.json").write_text(json.dumps({"status": "finished"}))
-    assert train.finished_run_of(cfg) == run_dir
+    assert seeds.finished_run_of(cfg) == run_dir
     # where it went, not what it is: the device, the data's folder and download switch (replay judges the device)
     (run_dir / "config.toml").write_text(config.to_toml(short_cfg(tmp_path, extra=['run.device="cuda"', 'data.root="/elsewhere"', "data.download=false"])))
-    assert train.finished_run_of(cfg) == run_dir
-    assert train.finished_run_of(short_cfg(tmp_path / "here", extra=["optim.lr=0.01"])) is None  # another recipe
+    assert seeds.finished_run_of(cfg) == run_dir
+    assert seeds.finished_run_of(short_cfg(tmp_path / "here", extra=["optim.lr=0.01"])) is None  # another recipe
     (run_dir / "summary.json").write_text(json.dumps({"status": "stopped"}))
-    assert train.finished_run_of(cfg) is None
+    assert seeds.finished_run_of(cfg) is None

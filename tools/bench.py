@@ -1,12 +1,15 @@
 """Training throughput of nnhw beside plain PyTorch, measured in the same run.
 
-For each config (softmax at batch 1, sigmoid, relu, deep, cnn) and each device (the CPU, and
-CUDA when present) it times, as the median of several repeats after a warm-up:
+For each config (softmax at batch 1, sigmoid, relu, deep, cnn by default; --configs takes any
+committed config) and each device (the CPU, and CUDA when present) it times, as the median of
+several repeats after a warm-up:
 
-  nnhw      nnhw's own training step (models.make_forward + step.make_train_step + MomentumSGD:
-            the hand-written Functions and optimiser that `python -m nnhw.train` runs);
-  builtin   the same math through built-in ops with autograd (F.linear, torch.sigmoid,
-            F.cross_entropy, F.conv2d, ...) and torch.optim.SGD, on the same preloaded tensors;
+  nnhw      nnhw's own training step (trainer.build + trainer.make_train_step: the hand-written
+            Functions and optimiser that `python -m nnhw.train` runs);
+  builtin   the same model in built-in layers (tools/twin.py: nn.Conv2d, nn.BatchNorm2d, nn.Linear,
+            ... built layer by layer from the description nnhw's forward pass reads) and its
+            torch.optim optimiser, on the same preloaded tensors; a config whose model has no
+            built-in twin is refused with one line;
   floor     the matrix-multiply floor: the step's multiply-adds (x3 for forward and backward)
             at the GFLOP/s this machine reaches in one large float32 matmul;
   products  (MLPs) only the step's matrix products, at their own shapes, on the same batches: the
@@ -22,25 +25,14 @@ train+dev+test, and writes JSON (default reports/bench-<device>.json).
 
     python tools/bench.py [--configs sigmoid softmax ...] [--device cpu] [--repeats 5]
 
-`--time-to-99` prints instead how many training seconds and passes three recipes take to first
-reach 99% and 99.5% test accuracy, testing every 10,000 images (evaluation time left out), and
-their seconds per pass, one after the other: configs/fast.toml (or --recipe CONFIG) as
-`python -m nnhw.train` runs it, its whole schedule; the same recipe in built-in layers
-(nn.Sequential, nn.BatchNorm2d, torch.optim.Adam) from the same weights, schedule and data order;
-and the pytorch/examples MNIST recipe (DataLoader, Adadelta), until it first reaches 99%.
-JSON: reports/time-to-99-<device>.json.
-
-`--hvp` prints instead what second derivatives cost: one gradient of the training objective
-against one Hessian-vector product of each mode of nnhw.hessian (forward over reverse,
-reverse over reverse), on the same 1,000 training points and weights, for the relu MLP
-and the CNN, measured side by side. JSON: reports/hvp-<device>.json.
+Two other benchmarks live beside it: tools/time_to_99.py (how many seconds and passes three recipes
+take to first reach 99% and 99.5% test accuracy) and tools/hvp_cost.py (what a Hessian-vector product
+costs against a gradient).
 
 This file is a benchmark, not part of the library: its baselines use nn.Module and torch.optim
 on purpose, as the code nnhw is compared with.
 """
 
-import json
-import math
 import platform
 import statistics
 import sys
@@ -50,97 +42,35 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import matmul_gflops, time_steps, write_json  # noqa: E402
+from twin import TwinError, check, loss_fn, twin  # noqa: E402
+
 from nnhw import PROJECT_ROOT  # noqa: E402
 from nnhw import config as config_mod  # noqa: E402
 from nnhw import data as data_mod  # noqa: E402
 from nnhw import functions as nf  # noqa: E402
-from nnhw import hessian, models  # noqa: E402
-from nnhw.config import conv_strides  # noqa: E402
-from nnhw.data import IMAGE_SIDE, N_PIXELS, N_TRAIN  # noqa: E402
-from nnhw.optim import lr_at  # noqa: E402
-from nnhw.rundir import git_commit  # noqa: E402
+from nnhw import layers  # noqa: E402
 from nnhw.command import NnhwError, Parser, run_command  # noqa: E402
-from nnhw.data import Split  # noqa: E402
-from nnhw.step import build, describe_device, evaluate, make_train_step, objective, resolve_device  # noqa: E402
-from nnhw.train import run  # noqa: E402
-
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_steps(step, batches, device, warmup, repeats):
-    """Median seconds per step over `repeats` passes through `batches`, after `warmup` steps."""
-    for i in range(warmup):
-        step(*batches[i % len(batches)])
-    sync(device)
-    per_step = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for b in batches:
-            step(*b)
-        sync(device)
-        per_step.append((time.perf_counter() - t0) / len(batches))
-    return statistics.median(per_step)
+from nnhw.data import N_PIXELS, N_TRAIN  # noqa: E402
+from nnhw.device import resolve_device  # noqa: E402
+from nnhw.evaluate import evaluate  # noqa: E402
+from nnhw.trainer import build, make_train_step  # noqa: E402
 
 
 def multiply_adds(cfg):
-    """Multiply-adds of one image's forward pass: the model summary's total (models.layer_table)."""
-    return sum(macs for _, _, _, macs in models.layer_table(cfg.model))
+    """Multiply-adds of one image's forward pass: the model summary's total (nnhw.layers)."""
+    return layers.describe(cfg.model).multiply_adds
 
 
-def matmul_gflops(device, n=2048, repeats=5):
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times) / 1e9
-
-
-# --------------------------------------------------------------------------- #
-# The built-in baseline: the same model in built-in ops and torch.optim        #
-# --------------------------------------------------------------------------- #
-
-ACT = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "identity": lambda a: a, "square": lambda a: a * a}
-
-
-def builtin_step_fn(cfg, params_init):
-    m = cfg.model
-    params = {n: p.detach().clone().requires_grad_() for n, p in params_init.items()}
-    act, out_act = ACT[m.transfer], ACT[m.output_transfer]
-    n_conv = len(m.conv_channels) if m.arch == "cnn" else 0
-    n_fc = len(m.hidden) + 1
-    opt = torch.optim.SGD(list(params.values()), lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.l2)
-
-    def forward(x):
-        z = F.dropout(x, m.dropout_input) if m.dropout_input else x
-        if n_conv:
-            z = z.view(len(z), 1, IMAGE_SIDE, IMAGE_SIDE)
-            for l in range(1, n_conv + 1):
-                z = act(F.conv2d(z, params[f"Wc{l}"], params[f"bc{l}"], 1, m.conv_padding))
-                if m.pool > 1:
-                    z = F.avg_pool2d(z, m.pool, m.pool_stride)
-            z = z.flatten(1)
-        for l in range(1, n_fc):
-            z = act(F.linear(z, params[f"W{l}"], params[f"b{l}"]))
-            if m.dropout_hidden:
-                z = F.dropout(z, m.dropout_hidden)
-        return out_act(F.linear(z, params[f"W{n_fc}"], params[f"b{n_fc}"]))
+def builtin_step_fn(cfg, init, device):
+    """One training step of the built-in twin (tools/twin.py) from nnhw's weights `init`, at the config's rate."""
+    net, opt = twin(cfg, init, device)
+    loss_of = loss_fn(cfg)
 
     def step(x, y):
-        out = forward(x)
-        if m.loss == "cross_entropy":
-            loss = F.cross_entropy(out, y)
-        else:
-            loss = F.mse_loss(out, F.one_hot(y, 10).to(out.dtype))
+        loss = loss_of(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -255,6 +185,7 @@ def loader_seconds_per_epoch(root, repeats, n_batches=100):
 def bench_config(name, splits, device, repeats, gflops):
     cfg = config_mod.load(PROJECT_ROOT / "configs" / f"{name}.toml", ['run.device="cpu"'])
     m = cfg.model
+    check(cfg)  # a model without a built-in twin is refused before any timing
     B = cfg.train.batch_size
     n_steps = {1: 2000}.get(B, max(10, 10000 // B if m.arch == "mlp" else 2500 // B))
     if device.type == "cuda":
@@ -268,14 +199,14 @@ def bench_config(name, splits, device, repeats, gflops):
     noise = torch.Generator(device=device).manual_seed(0)
     lr = cfg.optim.lr
     warmup = min(50, n_steps)
-    init = {n: p.detach().clone() for n, p in build(cfg, device)[0].items()}
+    init = {n: p.detach().clone() for n, p in build(cfg, device).params.items()}
     t_engine = {}
     for engine in ("autograd", "tape"):
-        params, forward, loss_fn, opt = build(cfg, device)
-        ours = make_train_step(params, forward, loss_fn, opt, engine=engine)
+        net = build(cfg, device)
+        ours = make_train_step(net, engine=engine)
         t_engine[engine] = time_steps(lambda x, y: ours(x, y, lr, noise), batches, device, warmup, repeats)
     t_ours = t_engine[cfg.train.engine]
-    t_base = time_steps(builtin_step_fn(cfg, init), batches, device, warmup, repeats)
+    t_base = time_steps(builtin_step_fn(cfg, init, device), batches, device, warmup, repeats)
     t_products = t_fused = None
     if m.arch == "mlp":
         t_products = time_steps(products_step_fn(cfg, device), batches, device, warmup, repeats)
@@ -288,7 +219,7 @@ def bench_config(name, splits, device, repeats, gflops):
     t0 = time.perf_counter()
     for _ in range(2):
         for split in splits.values():
-            evaluate(params, forward, loss_fn, split, cfg.eval.batch_size)
+            evaluate(net.params, net.forward, net.loss_fn, split, cfg.eval.batch_size)
     eval_s = (time.perf_counter() - t0) / 2
     per_epoch = N_TRAIN / B
     return dict(
@@ -337,267 +268,6 @@ def adjoint_rows(device, repeats):
     return rows
 
 
-# --------------------------------------------------------------------------- #
-# Time to 99% test accuracy: the fast recipe three ways                       #
-# --------------------------------------------------------------------------- #
-
-EVERY = 10_000  # images between test evaluations, for all three
-TARGETS = ("99", "99.5")  # test accuracies, %, whose first time each row gives
-
-
-def nnhw_time_to_accuracy(cfg_path, device, tmp):
-    """The config exactly as `python -m nnhw.train` runs it; the seconds come from its summary."""
-    cfg = config_mod.load(cfg_path, [f'run.device="{device.type}"', f'run.log_dir="{tmp}"', f"eval.every={EVERY}"])
-    run_dir, _, _ = run(cfg)
-    s = json.loads((Path(run_dir) / "summary.json").read_text())
-    per_epoch = s["passes"] / s["epochs"]  # the summary counts epochs of 50,000 images
-    first = {t: (hit["train_seconds"], hit["epoch"] * per_epoch) for t in TARGETS if (hit := s["time_to_accuracy"].get(f"{t}%"))}
-    return tta_row(first, s["final"]["test_error"], s["train_seconds"], s["passes"])
-
-
-def until_accuracy(steps, test_error, device, n_train, max_seconds, stop_at=None):
-    """Run `steps` (an iterator that takes one step per item and yields the images it used) with the
-    clock running only while it trains, testing every EVERY images: the training seconds and passes
-    over the n_train images before the first test accuracy of 99% and of 99.5% (None where never
-    reached), the final test error, and the seconds and passes trained in all. Stops early at the first
-    test error <= stop_at, or past max_seconds."""
-    trained, seen, next_eval, err, first = 0.0, 0, EVERY, 100.0, {}
-
-    def tested():
-        err = test_error()
-        for target in TARGETS:
-            if err <= 100.0 - float(target) and target not in first:
-                first[target] = (trained, seen / n_train)
-        return err
-
-    t0 = time.perf_counter()
-    for n in steps:
-        seen += n
-        if seen >= next_eval:
-            sync(device)
-            trained += time.perf_counter() - t0
-            err, next_eval = tested(), next_eval + EVERY
-            if (stop_at is not None and err <= stop_at) or trained > max_seconds:
-                break
-            t0 = time.perf_counter()
-    else:
-        sync(device)
-        trained += time.perf_counter() - t0
-        err = tested()
-    return tta_row(first, err, trained, seen / n_train)
-
-
-def tta_row(first, final_test_error, train_seconds, passes):
-    """One row of the table from {target accuracy: (seconds, passes) when first reached}."""
-    row = dict(final_test_error=final_test_error, train_seconds=train_seconds, passes=passes,
-               seconds_per_pass=train_seconds / passes if passes else None)
-    for target in TARGETS:
-        row[f"seconds_{target}"], row[f"passes_{target}"] = first.get(target, (None, None))
-    return row
-
-
-def check_twin(cfg):
-    """NnhwError unless builtin_fast_net can build the config's twin."""
-    m, o = cfg.model, cfg.optim
-    if (m.arch != "cnn" or o.optimizer != "adam" or m.loss != "cross_entropy" or m.output_transfer != "identity" or m.transfer != "relu"
-            or m.dropout_input or m.dropout_hidden or any(m.dropout_conv) or o.l2 or o.max_norm or m.pool > 1 and m.pool_type != "max"
-            or cfg.train.augment != "none"):
-        raise NnhwError("--recipe: the built-in twin is a ReLU CNN with max pooling or none, cross-entropy and Adam, no dropout, L2, "
-                        "max-norm or augmentation (torch.optim.Adam's weight_decay would also decay the biases, which nnhw leaves out)")
-
-
-def builtin_fast_net(cfg, init, device):
-    """(nn.Sequential, torch.optim.Adam) for a CNN config without dropout (strided convolutions, max pooling
-    or none, batch normalisation or none), starting from nnhw's weights `init`."""
-    from torch import nn
-
-    check_twin(cfg)
-    m, o = cfg.model, cfg.optim
-
-    def normalised(layer, width, tag, batch_norm):  # [layer] + batch normalisation as nnhw's, from nnhw's gamma and beta
-        if not m.batch_norm:
-            return [layer]
-        bn = batch_norm(width, eps=1e-5, momentum=m.batch_norm_momentum)
-        bn.weight.data, bn.bias.data = init[f"g{tag}"].clone(), init[f"bn{tag}"].clone()
-        return [layer, bn]
-
-    layers, c_in = [nn.Unflatten(1, (1, IMAGE_SIDE, IMAGE_SIDE))], 1
-    for l, (c, k, stride) in enumerate(zip(m.conv_channels, m.conv_kernel, conv_strides(m)), 1):
-        conv = nn.Conv2d(c_in, c, k, stride=stride, padding=m.conv_padding)
-        conv.weight.data, conv.bias.data = init[f"Wc{l}"].clone(), init[f"bc{l}"].clone()
-        pool = [nn.MaxPool2d(m.pool, m.pool_stride)] if m.pool > 1 else []
-        if m.batch_norm_after_pool:
-            layers += [conv] + normalised(pool[0], c, f"c{l}", nn.BatchNorm2d) + [nn.ReLU()]
-        else:
-            layers += normalised(conv, c, f"c{l}", nn.BatchNorm2d) + pool + [nn.ReLU()]
-        c_in = c
-    layers.append(nn.Flatten())
-    for l in range(1, len(m.hidden) + 2):
-        fc = nn.Linear(*init[f"W{l}"].shape[::-1])
-        fc.weight.data, fc.bias.data = init[f"W{l}"].clone(), init[f"b{l}"].clone()
-        layers += normalised(fc, m.hidden[l - 1], str(l), nn.BatchNorm1d) + [nn.ReLU()] if l <= len(m.hidden) else [fc]
-    net = nn.Sequential(*layers).to(device)
-    return net, torch.optim.Adam(net.parameters(), lr=o.lr, betas=(o.momentum, o.beta2), eps=o.eps)
-
-
-def builtin_time_to_accuracy(cfg_path, device, max_seconds):
-    """The same recipe in built-in layers: nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.Linear in an
-    nn.Sequential, F.cross_entropy and torch.optim.Adam, with nnhw's initial weights, schedule, data
-    tensors and order, trained for the whole schedule as nnhw is."""
-    cfg = config_mod.load(cfg_path, [f'run.device="{device.type}"'])
-    o = cfg.optim
-    splits = data_mod.load_splits(data_mod.resolve_root(cfg.data.root), False, cfg.data.train_split, cfg.data.standardize, device)
-    net, opt = builtin_fast_net(cfg, models.init_params(cfg.model, cfg.run.seed), device)
-    train, test = splits["train"], splits["test"]
-    n, B = len(train), cfg.train.batch_size
-    order = torch.Generator().manual_seed(cfg.run.seed + 1)
-
-    def steps():
-        seen = 0
-        while seen < cfg.train.epochs * n:
-            perm = torch.randperm(n, generator=order).to(device)
-            x_all, y_all = train.x[perm], train.y[perm]
-            for i in range(0, n, B):
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(o, seen / n, cfg.train.epochs)
-                x, y = x_all[i : i + B], y_all[i : i + B]
-                loss = F.cross_entropy(net(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                seen += len(y)
-                yield len(y)
-
-    @torch.no_grad()
-    def test_error():
-        net.eval()  # batch normalisation by its running averages
-        wrong = sum((net(test.x[i : i + 250]).argmax(1) != test.y[i : i + 250]).sum().item() for i in range(0, len(test), 250))
-        net.train()
-        return 100.0 * wrong / len(test)
-
-    return until_accuracy(steps(), test_error, device, n, max_seconds)
-
-
-def examples_time_to_99(root, device, max_seconds):
-    """pytorch/examples mnist/main.py as a user runs it: its Net (two 3x3 convolutions, max pooling,
-    dropout), a DataLoader with ToTensor and Normalize, Adadelta at lr 1.0, StepLR(1, gamma 0.7), batch 64."""
-    import torchvision
-    from torch import nn
-    from torchvision import transforms
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1, self.conv2 = nn.Conv2d(1, 32, 3, 1), nn.Conv2d(32, 64, 3, 1)
-            self.dropout1, self.dropout2 = nn.Dropout(0.25), nn.Dropout(0.5)
-            self.fc1, self.fc2 = nn.Linear(9216, 128), nn.Linear(128, 10)
-
-        def forward(self, x):
-            x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-            x = F.relu(self.fc1(torch.flatten(self.dropout1(x), 1)))
-            return F.log_softmax(self.fc2(self.dropout2(x)), dim=1)
-
-    torch.manual_seed(1)  # the example's default --seed
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
-    train_ds = torchvision.datasets.MNIST(str(root), train=True, download=False, transform=tf)
-    test_ds = torchvision.datasets.MNIST(str(root), train=False, download=False, transform=tf)
-    kw = dict(num_workers=1, pin_memory=True) if device.type == "cuda" else {}
-    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=64, shuffle=True, **kw)
-    test_loader = torch.utils.data.DataLoader(test_ds, batch_size=1000, **kw)
-    net = Net().to(device)
-    opt = torch.optim.Adadelta(net.parameters(), lr=1.0)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
-
-    def steps():
-        for _ in range(14):  # the example's default --epochs
-            net.train()
-            for x, y in train_loader:
-                x, y = x.to(device), y.to(device)
-                opt.zero_grad()
-                loss = F.nll_loss(net(x), y)
-                loss.backward()
-                opt.step()
-                yield len(y)
-            sched.step()
-
-    @torch.no_grad()
-    def test_error():
-        net.eval()
-        wrong = sum((net(x.to(device)).argmax(1) != y.to(device)).sum().item() for x, y in test_loader)
-        net.train()
-        return 100.0 * wrong / len(test_ds)
-
-    return until_accuracy(steps(), test_error, device, len(train_ds), max_seconds, stop_at=1.0)
-
-
-def time_to_99_rows(device, max_seconds, cfg_path):
-    """nnhw's recipe, the same recipe in built-ins, and the pytorch/examples recipe, one after the other."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = [dict(recipe=f"nnhw {cfg_path.parent.name}/{cfg_path.name}", **nnhw_time_to_accuracy(cfg_path, device, tmp))]
-    rows.append(dict(recipe="the same recipe, built-in layers + torch.optim", **builtin_time_to_accuracy(cfg_path, device, max_seconds)))
-    rows.append(dict(recipe="pytorch/examples mnist (Adadelta, DataLoader)", **examples_time_to_99(data_mod.resolve_root("data"), device, max_seconds)))
-    ours, per_pass = rows[0]["seconds_99"], rows[0]["seconds_per_pass"]
-    for r in rows:
-        r["ratio_99"] = r["seconds_99"] / ours if r["seconds_99"] and ours else None
-        r["pass_ratio"] = r["seconds_per_pass"] / per_pass if r["seconds_per_pass"] and per_pass else None
-    return rows
-
-
-TTA_COLUMNS = [  # (title, key, width, format): the header, the rows and the JSON come from this one list
-    ("recipe", "recipe", -48, "s"),
-    ("s to 99%", "seconds_99", 9, ".2f"),
-    ("passes", "passes_99", 6, ".2f"),
-    ("x nnhw", "ratio_99", 7, ".2f"),
-    ("s to 99.5%", "seconds_99.5", 10, ".2f"),
-    ("passes", "passes_99.5", 6, ".2f"),
-    ("s/pass", "seconds_per_pass", 7, ".2f"),
-    ("x nnhw", "pass_ratio", 7, ".2f"),
-    ("final test err %", "final_test_error", 16, ".2f"),
-    ("s trained", "train_seconds", 9, ".1f"),
-]
-
-
-def print_time_to_99(rows):
-    print("\ntime to 99% and 99.5% test accuracy (training seconds only; the test set evaluated every 10,000 images; - = not "
-          "reached; pytorch/examples stops at 99%; x nnhw: its seconds over nnhw's)")
-    cell = lambda text, width: f"{text:<{-width}}" if width < 0 else f"{text:>{width}}"  # noqa: E731
-    print(" ".join(cell(title, w) for title, _, w, _ in TTA_COLUMNS))
-    for r in rows:
-        print(" ".join(cell("-" if r[k] is None else format(r[k], fmt), w) for _, k, w, fmt in TTA_COLUMNS), flush=True)
-
-
-# --------------------------------------------------------------------------- #
-# What a Hessian-vector product costs against a gradient                      #
-# --------------------------------------------------------------------------- #
-
-
-def hvp_rows(train, device, repeats, configs=("relu", "cnn"), n=1000):
-    """For each config: median seconds of one gradient of the training objective on the first n
-    training points, and of one Hessian-vector product of each mode at the same weights, and the ratios."""
-    rows = []
-    for name in configs:
-        cfg = config_mod.load(PROJECT_ROOT / "configs" / f"{name}.toml", [f'run.device="{device.type}"'])
-        params, forward, loss_fn, _ = build(cfg, device)
-        f = objective(forward, loss_fn, cfg.optim, Split(train.x[:n], train.y[:n]))
-        gen = torch.Generator().manual_seed(0)
-        v = {k: torch.randn(p.shape, generator=gen).to(device) for k, p in params.items()}
-        seconds = {"gradient": time_steps(lambda: torch.autograd.grad(f(params), list(params.values())), [()] * 3, device, 2, repeats)}
-        for mode in hessian.MODES:
-            seconds[mode] = time_steps(lambda: hessian.hvp(f, params, v, mode), [()] * 3, device, 2, repeats)
-        rows.append(dict(config=name, points=n, gradient_s=seconds["gradient"], **{f"{m}_s": seconds[m] for m in hessian.MODES},
-                         **{f"{m}_over_gradient": seconds[m] / seconds["gradient"] for m in hessian.MODES}))
-    return rows
-
-
-def print_hvp(rows):
-    print(f"{'config':<8} {'points':>6} {'gradient ms':>11} {'fwd-over-rev ms':>15} {'rev-over-rev ms':>15} {'fwd/grad':>8} {'rev/grad':>8}")
-    for r in rows:
-        print(f"{r['config']:<8} {r['points']:>6} {1e3 * r['gradient_s']:>11.2f} {1e3 * r['forward-over-reverse_s']:>15.2f} "
-              f"{1e3 * r['reverse-over-reverse_s']:>15.2f} {r['forward-over-reverse_over_gradient']:>8.2f} {r['reverse-over-reverse_over_gradient']:>8.2f}")
-
-
 def opt_num(v):
     return "-" if v is None else f"{v:.3f}"
 
@@ -612,27 +282,21 @@ def check_options(args):
         raise NnhwError(f"--configs: no configs/{missing[0]}.toml; the configs are {known}")
     if not 1 <= args.repeats <= 1000:
         raise NnhwError(f"--repeats: need 1 to 1000 timed repeats, got {args.repeats}")
-    if not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
-        raise NnhwError(f"--max-seconds: need a positive number of seconds, got {args.max_seconds}")
-    if args.time_to_99:
-        check_twin(config_mod.load(args.recipe))
+    for name in args.configs:
+        try:
+            check(config_mod.load(PROJECT_ROOT / "configs" / f"{name}.toml"))
+        except TwinError as e:
+            raise NnhwError(f"--configs {name}: {e}") from None
 
 
 def bench_command(argv=None):
     p = Parser(prog="tools/bench.py", description=__doc__.splitlines()[0])
-    p.add_argument("--configs", nargs="+", default=["softmax", "sigmoid", "relu", "deep", "cnn"])
+    p.add_argument("--configs", nargs="+", default=["softmax", "sigmoid", "relu", "deep", "cnn"],
+                   help="committed configs to time (configs/<name>.toml); one whose model has no built-in twin is refused")
     p.add_argument("--device", nargs="+", default=None, help="devices (default: cpu, and cuda when present)")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats; each result is their median")
     p.add_argument("--no-loader", action="store_true", help="skip the DataLoader baseline")
-    p.add_argument("--out", default=None, help="JSON path (default reports/bench-<device>.json, or reports/time-to-99-<device>.json)")
-    p.add_argument("--time-to-99", action="store_true", help="only the time-to-accuracy table: the seconds and passes to 99%% and "
-                   "99.5%% test accuracy of configs/fast.toml (or --recipe) and of the same recipe in built-in layers over its whole "
-                   "schedule, and of the pytorch/examples recipe until 99%%")
-    p.add_argument("--recipe", default=str(PROJECT_ROOT / "configs" / "fast.toml"), help="--time-to-99: the config that nnhw and "
-                   "its built-in twin train (default configs/fast.toml)")
-    p.add_argument("--max-seconds", type=float, default=600, help="--time-to-99: give up on a recipe after this many training seconds")
-    p.add_argument("--hvp", action="store_true", help="only the cost of a Hessian-vector product of each mode (nnhw.hessian) against "
-                   "a gradient, for the relu MLP and the CNN")
+    p.add_argument("--out", default=None, help="JSON path (default reports/bench-<device>.json)")
     args = p.parse_args(argv)
     check_options(args)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -640,25 +304,7 @@ def bench_command(argv=None):
     command = "python tools/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for dev_name in devices:
         device = torch.device(dev_name)
-        if args.time_to_99:
-            rows = time_to_99_rows(device, args.max_seconds, Path(args.recipe))
-            print_time_to_99(rows)
-            out = Path(args.out or PROJECT_ROOT / "reports" / f"time-to-99-{dev_name.replace(':', '')}.json")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(dict(command=command, commit=git_commit(), device=describe_device(device), torch=torch.__version__,
-                                           columns=[k for _, k, _, _ in TTA_COLUMNS], rows=rows), indent=1) + "\n")
-            print(out)
-            continue
         splits = data_mod.load_splits(root, device=device)
-        if args.hvp:
-            rows = hvp_rows(splits["train"], device, args.repeats)
-            print_hvp(rows)
-            out = Path(args.out or PROJECT_ROOT / "reports" / f"hvp-{dev_name.replace(':', '')}.json")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(dict(command=command, commit=git_commit(), device=describe_device(device), torch=torch.__version__,
-                                           rows=rows), indent=1) + "\n")
-            print(out)
-            continue
         gflops = matmul_gflops(device)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
         print(f"\n{dev_name} ({name}): large float32 matmul {gflops:.1f} GFLOP/s; torch {torch.__version__}")
@@ -682,13 +328,8 @@ def bench_command(argv=None):
             sig = next(r for r in rows if r["config"] == "sigmoid")
             print(f"sigmoid, the DataLoader way (nn.Module + DataLoader + ToTensor/Normalize): {loader:.2f} s/epoch, "
                   f"{loader / sig['nnhw_s_per_epoch']:.1f}x nnhw")
-        out = Path(args.out or PROJECT_ROOT / "reports" / f"bench-{dev_name.replace(':', '')}.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(dict(
-            command=command,
-            commit=git_commit(), device=f"{dev_name} ({name})", torch=torch.__version__, matmul_gflops=gflops, loader_s_per_epoch=loader, rows=rows, adjoints=adjoints,
-        ), indent=1) + "\n")
-        print(out)
+        write_json(args.out or PROJECT_ROOT / "reports" / f"bench-{dev_name.replace(':', '')}.json", command, device,
+                   matmul_gflops=gflops, loader_s_per_epoch=loader, rows=rows, adjoints=adjoints)
 
 
 def main(argv=None):

@@ -2,7 +2,7 @@
 
     python tools/fingerprint_at.py RUN_DIR...
 
-A run's fingerprint (nnhw.step.Trainer) is the loss of each of its first steps and
+A run's fingerprint (nnhw.trainer.Trainer) is the loss of each of its first steps and
 checksums of the parameters after them; `python -m nnhw.replay` compares it with
 what the code at hand computes. For a run whose summary.json has none, this script
 checks out the run's own commit (its summary's git_commit) in a temporary git
@@ -29,10 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nnhw import PROJECT_ROOT  # noqa: E402
 from nnhw.rundir import atomic_write_text  # noqa: E402
-from nnhw.step import FINGERPRINT_STEPS, checksums  # noqa: E402
+from nnhw.trainer import FINGERPRINT_STEPS, checksums  # noqa: E402
 
 # Runs inside the old commit's checkout: its train.run, its step, its data order; the parameters
-# after the last noted step are saved for the checksums, which HEAD's nnhw.step.checksums computes.
+# after the last noted step are saved for the checksums, which HEAD's nnhw.trainer.checksums computes.
 DRIVER = """
 import json, sys, tempfile
 from pathlib import Path

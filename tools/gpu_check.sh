@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU numbers in one short run. First a smoke run of every committed config (a few steps and one
 # small evaluation each, all at once), so that a config that cannot run on the device shows its reason
-# before the long steps; then tools/bench.py on CUDA (softmax, sigmoid, relu, cnn), its time-to-99%
+# before the long steps; then tools/bench.py on CUDA (softmax, sigmoid, relu, cnn), tools/time_to_99.py's
 # table (configs/fast.toml, the same recipe in built-ins, the pytorch/examples recipe), and full
 # trainings of the fast, cnn and sigmoid configs, whose summaries give the training seconds per pass
 # and the time to 98%, 99% and 99.5% test accuracy (time_to_accuracy).
@@ -9,7 +9,7 @@
 #   OUT=gpu-check bash tools/gpu_check.sh          # from the repo root, on a machine with a GPU
 #   DEVICE=cpu EPOCHS=0.05 OUT=/tmp/g bash tools/gpu_check.sh   # the same steps on a CPU, to check the script
 #
-# SMOKE=0 skips the smoke runs; BENCH_CONFIGS (default "softmax sigmoid relu cnn") picks the benchmarked
+# SMOKE=0 skips the smoke runs, SMOKE_CONFIGS (default every config) picks them; BENCH_CONFIGS (default "softmax sigmoid relu cnn") picks the benchmarked
 # configs, BENCH=0 skips them; TRAIN_CONFIGS (default "fast cnn sigmoid") the trained ones; TRAIN_ARGS
 # adds overrides to their trainings (the test's "eval.max_points=1000"); TIME_TO_99=0 skips that table,
 # MAX_SECONDS bounds each of its recipes (default 300); PYTHON the interpreter.
@@ -47,9 +47,9 @@ logs=$(mktemp -d)
 if [ "${SMOKE:-1}" != 0 ]; then
   # every config at once, each for a few batches (1,000 images) and one evaluation of 500 images
   pids=()
-  for path in configs/*.toml; do
-    cfg=$(basename "$path" .toml)
-    OMP_NUM_THREADS=1 "$py" -m nnhw.train "$path" "run.device=$device" "run.log_dir=$logs/smoke" "run.name=$cfg" \
+  all=$(for path in configs/*.toml; do basename "$path" .toml; done)
+  for cfg in ${SMOKE_CONFIGS:-$all}; do
+    OMP_NUM_THREADS=1 "$py" -m nnhw.train "configs/$cfg.toml" "run.device=$device" "run.log_dir=$logs/smoke" "run.name=$cfg" \
       train.epochs=0.02 data.train_points=1000 eval.every=1000 eval.max_points=500 \
       > "$logs/smoke-$cfg.log" 2>&1 &
     pids+=("$!:$cfg")
@@ -74,7 +74,7 @@ if [ "${BENCH:-1}" != 0 ]; then
 fi
 
 if [ "${TIME_TO_99:-1}" != 0 ]; then
-  "$py" tools/bench.py --time-to-99 --device "$device" --max-seconds "${MAX_SECONDS:-300}" --out "$out/time-to-99-$device.json" | tee -a "$out/bench.txt"
+  "$py" tools/time_to_99.py --device "$device" --max-seconds "${MAX_SECONDS:-300}" --out "$out/time-to-99-$device.json" | tee -a "$out/bench.txt"
 fi
 
 extra=()

@@ -19,9 +19,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nnhw import PROJECT_ROOT, config  # noqa: E402
 from nnhw.replay import LOSS_STEPS, REL_TOL, first_steps, rel_diff  # noqa: E402
-from nnhw.step import FINGERPRINT_STEPS  # noqa: E402
+from nnhw.trainer import FINGERPRINT_STEPS  # noqa: E402
 
-CONFIGS = ["softmax", "sigmoid", "relu", "wide", "deep", "mlp_aug", "cnn", "cnn_aug", "fast"]
+CONFIGS = sorted(p.stem for p in (PROJECT_ROOT / "configs").glob("*.toml"))  # every committed config
 
 
 def largest(a, b):
@@ -33,7 +33,7 @@ def largest(a, b):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", nargs="+", default=CONFIGS)
+    p.add_argument("--configs", nargs="+", default=CONFIGS, help="committed configs (default: every one)")
     args = p.parse_args(argv)
     device, threads = torch.device("cpu"), torch.get_num_threads()
     print(f"relative differences from the reference ({threads} threads); REL_TOL {REL_TOL:g}")

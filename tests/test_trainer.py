@@ -1,20 +1,26 @@
-"""Assembling a run: the memory check's count, and the checkpoint format a resume accepts."""
+"""Assembling a run: the memory check's count, the model's description read once, the state a
+checkpoint keeps, and the checkpoint format a resume accepts."""
 
 import pytest
 import torch
 
-from nnhw import checkpoint, config, models, step
+from nnhw import checkpoint, config, device, layers
 from nnhw.rundir import RunError
+from nnhw.trainer import build
 
-from conftest import REPO
+from conftest import REPO, a_checkpoint
+
+
+def need(cfg):
+    return device.memory_need(cfg, layers.describe(cfg.model))
 
 
 def test_memory_check_counts_each_optimisers_buffers():
     """Adam keeps two running means per parameter, momentum SGD one velocity."""
     sgd = config.load(REPO / "configs" / "cnn.toml")
     adam = config.load(REPO / "configs" / "cnn.toml", ["optim.optimizer=adam"])
-    (n, need_sgd), (_, need_adam) = step.memory_need(sgd), step.memory_need(adam)
-    assert n == sum(p.numel() for p in models.init_params(sgd.model, 0).values())
+    (n, need_sgd), (_, need_adam) = need(sgd), need(adam)
+    assert n == sum(p.numel() for p in build(sgd, torch.device("cpu")).params.values())
     assert need_adam - need_sgd == 4 * n
 
 
@@ -22,18 +28,16 @@ def test_memory_check_counts_the_real_feature_maps():
     """Padding grows the maps: the activations counted follow the model's own geometry."""
     small = config.load(REPO / "configs" / "cnn.toml")
     padded = config.load(REPO / "configs" / "cnn.toml", ["model.conv_padding=20"])
-    grown = step.memory_need(padded)[1] - step.memory_need(small)[1]
-    maps = lambda cfg: sum(c * conv * conv for c, (conv, _) in zip(cfg.model.conv_channels, config.feature_map_sides(cfg.model)))  # noqa: E731
-    params = lambda cfg: step.memory_need(cfg)[0]  # noqa: E731
+    grown = need(padded)[1] - need(small)[1]
+    maps = lambda cfg: sum(c * s * s for c, s in ((ly.width, ly.conv_shape[1]) for ly in layers.describe(cfg.model).layers if ly.kind == "conv"))  # noqa: E731
+    params = lambda cfg: need(cfg)[0]  # noqa: E731
     batch = max(small.train.batch_size, small.eval.batch_size)
     assert maps(padded) > 4 * maps(small)  # 64x64 maps where 24x24 ones were
     assert grown == 4 * (4 * (params(padded) - params(small)) + 3 * batch * (maps(padded) - maps(small)))
 
 
 def saved(tmp_path, **changes):
-    cfg = config.load(REPO / "configs" / "relu.toml")
-    params, _, _, opt = step.build(cfg, torch.device("cpu"))
-    ckpt = checkpoint.TrainState().to_checkpoint(cfg, params, opt, torch.Generator(), torch.Generator())
+    ckpt = a_checkpoint(config.load(REPO / "configs" / "relu.toml"))
     ckpt.update(changes)
     checkpoint.save_checkpoint(tmp_path, ckpt)
     return ckpt
