@@ -112,7 +112,10 @@ def load_checkpoint(run_dir):
         raise RunError(f"cannot read the checkpoint {path}: it is empty, truncated or not a checkpoint") from None
     if not isinstance(ckpt, dict):
         raise RunError(f"cannot read the checkpoint {path}: it holds a {type(ckpt).__name__}, not an nnhw checkpoint")
-    if ckpt.get("format") == 2 and "velocity" in ckpt:  # the one earlier format: its optimiser state had another name
+    fmt = ckpt.get("format")
+    if not isinstance(fmt, int) or isinstance(fmt, bool):
+        raise RunError(f"cannot read the checkpoint {path}: its format is a {type(fmt).__name__}, not a number; it was not written by nnhw")
+    if fmt == 2 and "velocity" in ckpt:  # the one earlier format: its optimiser state had another name
         ckpt["optimizer"], ckpt["format"] = ckpt.pop("velocity"), FORMAT
     if ckpt.get("format") != FORMAT:
         raise RunError(f"cannot read the checkpoint {path}: its format is {ckpt.get('format')!r}, and this nnhw reads "

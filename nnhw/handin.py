@@ -21,6 +21,7 @@ import datetime
 import inspect
 import json
 import tomllib
+import unicodedata
 from pathlib import Path
 
 from . import PROJECT_ROOT, layers, sharpness
@@ -229,11 +230,9 @@ class StudentFileError(NnhwError, ValueError):
 
 
 FONTS = "fonts"  # <out>/fonts/: font files the student adds for a name in a script the bundled fonts lack
-# What Typst's bundled fonts (Libertinus Serif, New Computer Modern, DejaVu Sans Mono) draw: Latin with its
-# extensions and the phonetic letters, Greek, Cyrillic, punctuation, currency and letter-like symbols,
-# arrows and mathematical operators.
-BUNDLED = [(0x20, 0x7E), (0xA0, 0x24F), (0x250, 0x2FF), (0x370, 0x3FF), (0x400, 0x52F), (0x1E00, 0x1FFF), (0x2000, 0x20CF),
-           (0x2100, 0x214F), (0x2190, 0x22FF)]
+# What Typst's bundled fonts draw, measured by tools/bundled_glyphs.py: {ranges: [[first, last], ...] of code
+# points, skipped_categories: the Unicode categories it did not measure (spaces, controls, combining marks)}
+BUNDLED = json.loads(Path(__file__).with_name("bundled_glyphs.json").read_text())
 
 
 def covered_by_fonts(folder):
@@ -257,7 +256,8 @@ def check_glyphs(student, out):
     """StudentFileError naming the characters of student.toml that neither Typst's bundled fonts nor a
     font in <out>/fonts/ draw: the PDF would show empty boxes for them."""
     text = "".join(v for k, v in student.items() if k in STUDENT_KEYS and v)
-    missing = sorted({c for c in text if c.isprintable() and not any(lo <= ord(c) <= hi for lo, hi in BUNDLED)})
+    missing = sorted({c for c in text if unicodedata.category(c) not in BUNDLED["skipped_categories"]
+                      and not any(lo <= ord(c) <= hi for lo, hi in BUNDLED["ranges"])})
     if missing and (Path(out) / FONTS).is_dir():
         drawn = covered_by_fonts(Path(out) / FONTS)
         missing = [c for c in missing if ord(c) not in drawn]

@@ -362,7 +362,7 @@ def read_extras(out):
     if (out / "complexity.json").is_file():
         extras["complexity"] = read_json(out / "complexity.json", COMPLEXITY, "python tools/complexity.py")
     for path in sorted(out.glob("bench-*.json")):
-        extras["bench"].append(read_json(path, BENCH, "python tools/bench.py"))
+        extras["bench"].append(read_json(path, BENCH, "python tools/bench.py --out 'reports/bench-{device}.json'"))
     return extras
 
 

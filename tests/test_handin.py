@@ -200,6 +200,24 @@ def test_problem_0_blank_until_the_student_fills_it_in(built, pdf, tmp_path):
     assert handin.CERTIFICATION in flat and "[blank:" not in flat
 
 
+def test_a_name_in_a_script_the_bundled_fonts_lack_prints_with_a_font_from_the_fonts_folder(built, tmp_path):
+    """An Inuktitut name: refused in one line with nothing to draw it, then drawn once a font that has it
+    (matplotlib's DejaVu Sans) is in <out>/fonts/; its glyphs come back out of the PDF's text."""
+    import matplotlib
+
+    log_dir, _ = built
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "student.toml").write_text('name = "ᐃᓄᒃᑎᑐᑦ"\n')
+    with pytest.raises(handin.StudentFileError, match="the PDF's fonts have no glyph for"):
+        report.build(log_dir, mine)
+    assert not (mine / "REPORT.pdf").exists()  # refused before anything was written
+    (mine / "fonts").mkdir()
+    shutil.copy(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", mine / "fonts")
+    report.build(log_dir, mine)
+    assert "ᐃᓄᒃᑎᑐᑦ" in pypdf.PdfReader(mine / "REPORT.pdf").pages[0].extract_text()
+
+
 def test_bad_student_file_is_one_line(tmp_path):
     (tmp_path / "student.toml").write_text('nmae = "x"\n')
     with pytest.raises(handin.StudentFileError, match="unknown key 'nmae'"):

@@ -296,7 +296,8 @@ def bench_command(argv=None):
     p.add_argument("--device", nargs="+", default=None, help="devices (default: cpu, and cuda when present)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats; each result is their median")
     p.add_argument("--no-loader", action="store_true", help="skip the DataLoader baseline")
-    p.add_argument("--out", default=None, help="JSON path (default reports/bench-<device>.json)")
+    p.add_argument("--out", default=None, help="write the JSON here, '{device}' in it standing for each device's name (the committed "
+                   "ones: --out 'reports/bench-{device}.json'); without it the benchmark only prints")
     args = p.parse_args(argv)
     check_options(args)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -328,7 +329,7 @@ def bench_command(argv=None):
             sig = next(r for r in rows if r["config"] == "sigmoid")
             print(f"sigmoid, the DataLoader way (nn.Module + DataLoader + ToTensor/Normalize): {loader:.2f} s/epoch, "
                   f"{loader / sig['nnhw_s_per_epoch']:.1f}x nnhw")
-        write_json(args.out or PROJECT_ROOT / "reports" / f"bench-{dev_name.replace(':', '')}.json", command, device,
+        write_json(args.out and args.out.replace("{device}", dev_name.replace(":", "")), command, device,
                    matmul_gflops=gflops, loader_s_per_epoch=loader, rows=rows, adjoints=adjoints)
 
 

@@ -58,7 +58,7 @@ def hvp_command(argv=None):
     p = Parser(prog="tools/hvp_cost.py", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats; each result is their median")
-    p.add_argument("--out", default=None, help="JSON path (default reports/hvp-<device>.json)")
+    p.add_argument("--out", default=None, help="write the JSON here (the committed one: reports/hvp-<device>.json); without it the benchmark only prints")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     if not 1 <= args.repeats <= 1000:
@@ -67,7 +67,7 @@ def hvp_command(argv=None):
     rows = hvp_rows(train, device, args.repeats)
     print_hvp(rows)
     command = "python tools/hvp_cost.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_json(args.out or PROJECT_ROOT / "reports" / f"hvp-{str(device).replace(':', '')}.json", command, device, rows=rows)
+    write_json(args.out, command, device, rows=rows)
     return 0
 
 

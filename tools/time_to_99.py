@@ -232,7 +232,7 @@ def time_to_99_command(argv=None):
                    "train (default configs/fast.toml)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
     p.add_argument("--max-seconds", type=float, default=600, help="give up on the built-in and examples recipes after this many training seconds")
-    p.add_argument("--out", default=None, help="JSON path (default reports/time-to-99-<device>.json)")
+    p.add_argument("--out", default=None, help="write the JSON here (the committed one: reports/time-to-99-<device>.json); without it the benchmark only prints")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     if not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
@@ -244,7 +244,7 @@ def time_to_99_command(argv=None):
     rows = time_to_99_rows(device, args.max_seconds, Path(args.recipe))
     print_time_to_99(rows)
     command = "python tools/time_to_99.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_json(args.out or PROJECT_ROOT / "reports" / f"time-to-99-{str(device).replace(':', '')}.json", command, device,
+    write_json(args.out, command, device,
                columns=[k for _, k, _, _ in TTA_COLUMNS], rows=rows)
     return 0
 

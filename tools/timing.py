@@ -48,7 +48,10 @@ def matmul_gflops(device, n=2048, repeats=5):
 
 
 def write_json(path, command, device, **fields):
-    """The benchmark's JSON at path: its command, the commit, the device and torch, then `fields`."""
+    """The benchmark's JSON at path (nothing when path is None): its command, the commit, the device and
+    torch, then `fields`."""
+    if path is None:
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(command=command, commit=git_commit(), device=describe_device(device), torch=torch.__version__,
