@@ -64,12 +64,15 @@ def hvp(f, params, v, mode="forward-over-reverse"):
 @dataclass
 class Eigen:
     """An eigenvalue estimate: the Ritz value, its residual ||H y - value y|| for the unit Ritz vector
-    y (0 when the Krylov space is exhausted, small when the estimate has converged), and the number of
-    products of H it took."""
+    y (0 when the Krylov space is exhausted, small when the estimate has converged), the number of
+    products of H it took, and how far the Krylov basis is from orthonormal (the largest
+    |q_i . q_j - [i = j]|): at rounding size with full reorthogonalisation; where it grows, Lanczos
+    sees converged eigenvalues again as ghost copies and its residual no longer holds."""
 
     value: float
     residual: float
     products: int
+    orthogonality: float = 0.0
 
 
 def top_eigenvalue(f, params, iters=20, generator=None, mode="forward-over-reverse"):
@@ -114,7 +117,9 @@ def top_eigenvalue(f, params, iters=20, generator=None, mode="forward-over-rever
         off = torch.tensor(betas[: j - 1], dtype=torch.float64)
         T += torch.diag(off, 1) + torch.diag(off, -1)
     values, vectors = torch.linalg.eigh(T)
-    return Eigen(values[-1].item(), abs(betas[-1] * vectors[-1, -1].item()), j)
+    Q = torch.stack(basis[:j], 1)  # (n, j), in the parameters' precision
+    lost = (Q.t() @ Q - torch.eye(j, dtype=Q.dtype, device=Q.device)).abs().max().item()
+    return Eigen(values[-1].item(), abs(betas[-1] * vectors[-1, -1].item()), j, lost)
 
 
 def layer_eigenvalues(f, params, iters=20, generator=None, mode="forward-over-reverse"):

@@ -65,3 +65,26 @@ def test_runs_that_cannot_vote_are_one_line(tiny, tmp_path, capsys):
     assert "is not a finished run" in err and err.count("\n") == 1
     assert committee.main([str(tiny)]) == 0
     assert "committee of 1: test error" in capsys.readouterr().out
+
+
+def test_a_committee_of_two_different_runs_is_the_mean_of_their_softmax_outputs(tiny, tmp_path_factory):
+    """Two runs that differ (seeds 0 and 1): each member's probabilities are its model's softmax on the
+    test images (rows that sum to 1), and the committee's guess is the argmax of their mean."""
+    from nnhw import data, layers, models
+
+    log_dir = tmp_path_factory.mktemp("other")
+    second, _, _ = train.run(config.load(REPO / "configs" / "relu.toml", [*SHORT, "run.seed=1", f'run.log_dir="{log_dir}"']))
+    device = torch.device("cpu")
+    members = [committee.member(d) for d in (tiny, second)]
+    probabilities = [committee.test_probabilities(*m, device, 1000)[0] for m in members]  # the images both evaluated
+    test = data.splits_on_disk(members[0][0].data, device)["test"]
+    for (cfg, ckpt, model), p in zip(members, probabilities):
+        forward = models.make_forward(layers.describe(cfg.model), ckpt["running"])
+        with torch.no_grad():
+            want = torch.softmax(forward(ckpt["params"], test.x[:1000]).double(), 1)
+        torch.testing.assert_close(p, want)
+        torch.testing.assert_close(p.sum(1), torch.ones(1000, dtype=torch.float64))
+    mean = (probabilities[0] + probabilities[1]) / 2
+    want_error = 100.0 * (mean.argmax(1) != test.y[:1000]).double().mean().item()
+    assert committee.committee([tiny, second], device)["test_error"] == pytest.approx(want_error, abs=1e-12)
+    assert not torch.equal(probabilities[0].argmax(1), probabilities[1].argmax(1))  # two different models

@@ -91,3 +91,41 @@ def test_real_splits(mnist_root):
     both = data.load_splits(mnist_root, train_split="train+dev", standardize=True)
     assert set(both) == {"train", "test"} and len(both["train"]) == 60000
     assert abs(both["train"].x.mean().item()) < 0.01
+
+
+def numbered_mnist(root):
+    """MNIST files whose every image holds its own number in its first two pixels (low byte, high byte),
+    plus 100 for the test files' images in the third: each image can be told from every other."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, (magic, count) in FILES.items():
+        header = magic.to_bytes(4, "big") + count.to_bytes(4, "big")
+        if magic == 2049:
+            body = bytes(i % 10 for i in range(count))
+        else:
+            header += (28).to_bytes(4, "big") * 2
+            images = torch.zeros(count, 784, dtype=torch.uint8)
+            images[:, 0] = torch.arange(count) % 256
+            images[:, 1] = torch.arange(count) // 256
+            images[:, 2] = 100 if name.startswith("t10k") else 0
+            body = images.numpy().tobytes()
+        (raw / name).write_bytes(header + body)
+
+
+def image_numbers(split):
+    pixels = (split.x * 255).round().long()
+    return (pixels[:, 0] + 256 * pixels[:, 1]).tolist(), set(pixels[:, 2].tolist())
+
+
+def test_the_splits_are_the_homeworks_images(tmp_path):
+    """train: the official training images 0-49,999; dev: 50,000-59,999, none of them a test image;
+    test: the 10,000 official test images; train+dev: all 60,000, in order."""
+    numbered_mnist(tmp_path)
+    splits = data.load_splits(tmp_path)
+    train, dev, test = (image_numbers(splits[s]) for s in ("train", "dev", "test"))
+    assert train == (list(range(50000)), {0}) and dev == (list(range(50000, 60000)), {0})
+    assert test == (list(range(10000)), {100})  # the test files' own images, and only those
+    assert splits["dev"].y.tolist() == [i % 10 for i in range(50000, 60000)]
+    merged = data.load_splits(tmp_path, train_split="train+dev")
+    assert set(merged) == {"train", "test"} and image_numbers(merged["train"]) == (list(range(60000)), {0})
+    assert image_numbers(data.load_splits(tmp_path, train_points=123)["train"])[0] == list(range(123))

@@ -324,3 +324,18 @@ def test_sharpness_facts_and_sentences_say_what_the_history_shows():
     assert "fell to 12 by step 10, then rose to 19 (step 20)" in steep_text
     assert closing == "lr <= 1/L is sufficient, not necessary: at lr = 0.1 it held at no measurement, and the training loss still fell, to 0.5."
     assert sharpness_facts("gd", dict(cfg=cfg, history=[row(0, 1.0)])) is None
+
+
+def test_lanczos_keeps_its_basis_orthogonal_past_the_dimension_on_a_clustered_spectrum():
+    """40 dimensions, eigenvalues in two tight clusters of 15 and ten apart, 40 products: the exact top
+    eigenvalue, a residual of 0 and a basis orthonormal to rounding. Without full reorthogonalisation the
+    basis loses orthogonality entirely here (|Q^T Q - I| near 1) and converged eigenvalues come back as ghosts."""
+    n = 40
+    spectrum = torch.cat([1.0 + 1e-6 * torch.arange(15), 0.5 + 1e-6 * torch.arange(15),
+                          torch.tensor([3.0, 2.9999, 2.0, 1.5, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7])]).double()
+    Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    A = Q @ torch.diag(spectrum) @ Q.t()
+    top = hessian.top_eigenvalue(lambda p: 0.5 * p["x"] @ A @ p["x"], {"x": torch.zeros(n, dtype=torch.float64)}, n,
+                                 torch.Generator().manual_seed(1))
+    assert top.value == pytest.approx(3.0, abs=1e-12) and top.residual < 1e-10 and top.products == n
+    assert top.orthogonality < 1e-12

@@ -167,3 +167,11 @@ def test_each_step_takes_the_momentum_of_its_point_on_the_ramp():
 def test_the_exponential_schedule_multiplies_by_gamma_after_each_pass():
     o = config.load(None, ['optim.schedule="exponential"', "optim.gamma=0.95", "optim.lr=0.001"]).optim
     assert [lr_at(o, d, 35) for d in (0, 0.99, 1, 2.5, 34.9)] == pytest.approx([1e-3, 1e-3, 0.95e-3, 0.95**2 * 1e-3, 0.95**34 * 1e-3])
+
+
+def test_the_step_schedule_drops_at_each_milestone_not_a_step_later():
+    o = config.load(None, ['optim.schedule="step"', "optim.milestones=[2, 5]", "optim.gamma=0.1", "optim.lr=1.0"]).optim
+    for done, want in [(0.0, 1.0), (1.999, 1.0), (2.0, 0.1), (2.001, 0.1), (4.999, 0.1), (5.0, 0.01), (7.0, 0.01)]:
+        assert optim.lr_at(o, done, 10) == pytest.approx(want), done
+    warm = config.load(None, ['optim.schedule="step"', "optim.milestones=[2]", "optim.warmup=0.1", "optim.lr=1.0"]).optim
+    assert optim.lr_at(warm, 0.5, 10) == pytest.approx(0.5) and optim.lr_at(warm, 2.0, 10) == pytest.approx(0.1)  # warm-up, then the drop

@@ -11,7 +11,7 @@ from conftest import REPO
 
 
 def grads_both_ways(cfg, x, y, seed=0):
-    net = build(config.apply_overrides(cfg, [f"run.seed={seed}"]), torch.device("cpu"))
+    net = build(config.with_recipe(cfg, {"run.seed": seed}), torch.device("cpu"))
     params, forward, loss_fn = net.params, net.forward, net.loss_fn
     tensors = list(params.values())
     gen = torch.Generator().manual_seed(7)

@@ -218,3 +218,20 @@ def test_reuse_takes_a_run_copied_in_from_another_log_folder(tmp_path, monkeypat
     assert seeds.finished_run_of(short_cfg(tmp_path / "here", extra=["optim.lr=0.01"])) is None  # another recipe
     (run_dir / "summary.json").write_text(json.dumps({"status": "stopped"}))
     assert seeds.finished_run_of(cfg) is None
+
+
+def test_a_resume_across_a_pass_boundary_with_dropout_and_augmentation_is_bit_for_bit(tmp_path, mnist_root, monkeypatch):
+    """200 training images in batches of 50, a checkpoint every 150: killed mid-pass at 300 points, the
+    resumed run must draw pass 2's order, its dropout masks and its moved images from the restored
+    streams, and end with the parameters of the run never stopped."""
+    monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
+    extra = ["data.train_points=200", "train.batch_size=50", "train.epochs=3", "eval.every=150", "eval.max_points=100",
+             "model.dropout_hidden=0.3", 'train.augment="shift"']
+    whole_dir, status, _ = train.run(short_cfg(tmp_path / "a", extra=extra))
+    assert status == "finished"
+    killed_after_checkpoint(monkeypatch, 3, lambda: train.run(short_cfg(tmp_path / "b", extra=extra)))
+    (killed_dir,) = (tmp_path / "b" / "relu").iterdir()
+    assert load_checkpoint(killed_dir)["points"] == 300  # mid-pass: the resumed run reshuffles at 400
+    assert train.main(["--resume", str(killed_dir)]) == 0
+    a, b = final_params(whole_dir), final_params(killed_dir)
+    assert all(torch.equal(a[n], b[n]) for n in a)

@@ -62,3 +62,30 @@ def test_a_history_without_its_keys_is_refused(tmp_path):
     saved(tmp_path, history=[{}])
     with pytest.raises(RunError, match="its history has rows without points"):
         checkpoint.load_checkpoint(tmp_path)
+
+
+def test_evaluation_drops_nothing_and_a_dropout_model_evaluates_as_the_same_model_without_it():
+    small = ["model.conv_channels=[4, 6]", "model.hidden=[16]"]
+    cfg = config.load(REPO / "configs" / "cnn.toml", [*small, "model.dropout_input=0.2", "model.dropout_hidden=0.5", "model.dropout_conv=[0.3, 0.3]"])
+    plain = config.load(REPO / "configs" / "cnn.toml", [*small, "model.dropout_input=0", "model.dropout_hidden=0", "model.dropout_conv=[]"])
+    net, twin = build(cfg, torch.device("cpu")), build(plain, torch.device("cpu"))
+    x = torch.rand(20, 784, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        first, again = net.forward(net.params, x), net.forward(net.params, x)
+        assert torch.equal(first, again) and torch.equal(first, twin.forward(twin.params, x))
+        assert not torch.equal(first, net.forward(net.params, x, torch.Generator().manual_seed(1)))  # training drops
+
+
+def test_evaluation_in_small_batches_counts_every_point_as_one_batch_does():
+    from nnhw.data import Split
+    from nnhw.evaluate import evaluate
+
+    net = build(config.load(REPO / "configs" / "sigmoid.toml"), torch.device("cpu"))
+    gen = torch.Generator().manual_seed(2)
+    split = Split(torch.rand(250, 784, generator=gen), torch.randint(0, 10, (250,), generator=gen))
+    whole = evaluate(net.params, net.forward, net.loss_fn, split, batch_size=1000)
+    for b in (1, 7, 100, 249):
+        batched = evaluate(net.params, net.forward, net.loss_fn, split, batch_size=b)
+        assert batched[1] == whole[1] and batched[0] == pytest.approx(whole[0], rel=1e-6), b
+    assert evaluate(net.params, net.forward, net.loss_fn, split, batch_size=7, max_points=100)[1] == \
+        evaluate(net.params, net.forward, net.loss_fn, Split(split.x[:100], split.y[:100]), batch_size=1000)[1]
