@@ -20,7 +20,7 @@ QUESTIONS = [
     ("6", "cnn", "The CNN, with average pooling, on train+dev"),
     ("6", "cnn_aug", "The same CNN trained on augmented images"),
     ("6", "cnn_bn", "Beyond the homework: the published CNN recipe, with batch normalisation and strided convolutions"),
-    ("6", "cnn_bn_aug", "The batch-normalised CNN trained on augmented images"),
+    ("6", "cnn_bn_aug", "Beyond the homework: the batch-normalised CNN trained on augmented images"),
     ("6", "fast", "Beyond the homework: a small CNN with max pooling, batch normalisation and Adam that reaches 99% test accuracy within one pass"),
     ("6", "fast995", "Beyond the homework: the fast CNN twice as wide, on shifted images, for 99.5% test accuracy within four passes"),
 ]
@@ -42,6 +42,7 @@ COMMANDS = [
     ("python -m nnhw.theory [--out DIR]", "the claims of 2.2, 2.3 and 7, computed; with --out, their figure and numbers for the report"),
     ("python -m nnhw.autodiff [--full] [--out DIR]", "5.1 and 5.2 by hand against autograd, and 5.3's cost of forward against reverse mode; with --out, for the report"),
     ("python -m nnhw.config", "the config reference, docs/config.md"),
+    ("python -m nnhw.tables", "the README's and docs/results.md's results tables, from the runs"),
     ("python tools/bench.py [--configs ...]", "seconds per pass of nnhw beside the same model in built-in layers, measured in the same run"),
     ("python tools/time_to_99.py", "seconds and passes to 99% and 99.5% test accuracy: configs/fast.toml, its built-in twin and the pytorch/examples recipe, one after the other"),
     ("python examples/minimal.py", "the whole idea in one short script: a two-layer MLP trained for one epoch"),

@@ -68,6 +68,7 @@ CODE = [
     ("nnhw/autodiff.py", "5.1, 5.2, 5.3"),
     ("nnhw/readout.py", "4.1.6, 4.2.6, 6 (what the pictured weights do)"),
     ("nnhw/inputs.py", "the report (the runs and outputs it reads, checked first, and kept)"),
+    ("nnhw/tables.py", "the README's results tables, from the runs"),
     ("nnhw/handin.py", "the report (this PDF)"),
     ("nnhw/handin.typ", "the report (this PDF's text)"),
     ("nnhw/report.py", "the report (REPORT.md)"),

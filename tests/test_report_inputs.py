@@ -194,3 +194,16 @@ def test_an_override_that_sets_a_key_to_its_committed_value_leaves_a_run_plain()
     assert not inputs.is_plain_run_of(summary(f"optim.lr={committed['optim.lr'] * 2}"), "relu", committed)
     assert not inputs.is_plain_run_of(summary("run.seed=0"), "relu")  # no committed config to compare with
     assert not inputs.is_plain_run_of(summary("not an override"), "relu", committed)
+
+
+def test_the_readme_and_results_tables_are_what_the_kept_runs_give(monkeypatch):
+    """README.md and docs/results.md hold the tables `python -m nnhw.tables` prints from the runs kept under
+    reports/runs/ (the ones the report shows): no number in them is typed by hand."""
+    from nnhw import tables
+
+    monkeypatch.chdir(REPO)  # the committed configs the runs are runs of
+
+    rows = tables.rows(REPO / "nowhere", REPO / "reports")
+    assert len(rows) == len(tables.QUESTIONS)  # every committed config has its run
+    assert tables.markdown(rows, tables.README_COLUMNS) in (REPO / "README.md").read_text()
+    assert tables.markdown(rows, tables.RESULTS_COLUMNS) in (REPO / "docs" / "results.md").read_text()
