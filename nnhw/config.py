@@ -100,7 +100,7 @@ class OptimConfig:
     beta2: float = opt(0.999, "'adam': beta2 of the running mean of the squared gradient", min=0.0, lt=1.0)
     eps: float = opt(1e-8, "'adam': added to the root of the squared gradient's mean, so no step divides by 0 (at least 1e-30, which float32 holds)", min=1e-30)
     momentum_start: float = opt(0.5, "'sgd' with momentum_ramp > 0: the momentum at the start of the ramp", min=0.0, lt=1.0)
-    momentum_ramp: float = opt(0.0, "'sgd': passes over the training split over which the momentum climbs linearly from momentum_start to momentum, then stays (Srivastava et al. 2014 ramp 0.5 to 0.99); 0 is off", min=0.0, le=1e6)
+    momentum_ramp: float = opt(0.0, "'sgd': passes over the training split over which the momentum climbs linearly from momentum_start to momentum, then stays (Srivastava et al. 2014's MNIST nets end at 0.95; their own example config ramps 0.5 to 0.99); 0 is off", min=0.0, le=1e6)
     l2: float = opt(0.0, "lambda of the L2 penalty (lambda/2)||W||^2 on the weights", min=0.0)
     l2_bias: bool = opt(False, "apply the L2 penalty to the biases too")
     max_norm: float = opt(0.0, "max-norm c: after every update each unit's incoming weights (a row of W, a whole conv filter) are scaled back to norm <= c (0 is off)", min=0.0)

@@ -50,6 +50,11 @@ COMMANDS = [
 ]
 
 
+def question_label(question, what):
+    """The homework question a config answers: '4.3', or '4.3, beyond' for a recipe past the homework."""
+    return f"{question}, beyond" if what.startswith("Beyond the homework") else question
+
+
 def pct(x, missing="n/a"):
     """1.2345 -> '1.23%'; None -> `missing`."""
     return missing if x is None else f"{x:.2f}%"
@@ -153,7 +158,7 @@ def parameter_rows(cfg):
         ("loss", m.loss),
         ("training split", cfg.data.train_split + (" (standardised)" if cfg.data.standardize else "")),
         ("batch size", f"{t.batch_size}"),
-        ("epochs", f"{t.epochs:g}"),
+        ("passes over the training split (train.epochs)", f"{t.epochs:g}"),
         ("optimiser", "momentum SGD" if o.optimizer == "sgd" else f"Adam (beta2 {o.beta2:g}, eps {o.eps:g})"),
         ("learning rate", f"{o.lr:g}"),
         ("schedule", schedule_text(o) + (f", after a linear warm-up over the first {o.warmup:g} of the run" if o.warmup else "")),

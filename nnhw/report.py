@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import handin, sharpness
 from .command import NnhwError, Parser, run_command
-from .describe import (QUESTIONS, committee_text, mean_std, minutes, parameter_rows, pct, seed_time, timed_label,
+from .describe import (QUESTIONS, committee_text, question_label, mean_std, minutes, parameter_rows, pct, seed_time, timed_label,
                        short_commit, sweep_rates)
 from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, reproduce_command, sha256, without_where
 from .replay import ReplayError, replay
@@ -124,11 +124,11 @@ def section(question, name, what, run):
         "| result | value |",
         "|---|---|",
         f"| final test error | {pct(summary['final']['test_error'])} (the last evaluation of the fixed schedule) |",
-        f"| lowest test error, chosen on the test set | {pct(summary['lowest_test_error'])} (epoch {summary['lowest_test_epoch']:.2f}) |",
+        f"| lowest test error, chosen on the test set | {pct(summary['lowest_test_error'])} (effective epoch {summary['lowest_test_epoch']:.2f}) |",
     ]
     if has_dev:
         lines += [
-            f"| test error at best dev | {pct(summary['test_error_at_best_dev'])} (best dev {pct(summary['best_dev_error'])} at epoch {summary['best_dev_epoch']:.2f}) |",
+            f"| test error at best dev | {pct(summary['test_error_at_best_dev'])} (best dev {pct(summary['best_dev_error'])} at effective epoch {summary['best_dev_epoch']:.2f}) |",
         ]
     final = summary["final"]
     lines += [
@@ -137,7 +137,7 @@ def section(question, name, what, run):
     ]
     for mark, first in (summary.get("time_to_accuracy") or {}).items():
         if first:
-            lines.append(f"| first test accuracy >= {mark} | epoch {first['epoch']:.2f}, after {first['train_seconds']:.1f} s of training |")
+            lines.append(f"| first test accuracy >= {mark} | effective epoch {first['epoch']:.2f}, after {first['train_seconds']:.1f} s of training |")
     lines += [
         f"| device | {summary['device']} |",
         f"| reproduce | `{reproduce_command(summary, name)}` |",
@@ -305,7 +305,7 @@ def markdown(runs, extras, out):
             continue  # extra credit not run yet: leave it out rather than list an empty section
         body += section(question, name, what, run)
         if run is not None:
-            table.append((f"nnhw `{name}` ({question})", name, run))
+            table.append((f"nnhw `{name}` ({question_label(question, what)})", name, run))
     head = [
         "# nnhw report: homework 4 on MNIST",
         "",
@@ -322,6 +322,9 @@ def markdown(runs, extras, out):
         "the homework asks, and flatters the model. Every run is replayed with the code that built this report",
         "(`python -m nnhw.replay`): a number is flagged only when its run no longer replays to the same arithmetic. A run",
         "counts only when it started with the recipe its committed config gives, and a seed set only when it shares it.",
+        "",
+        "Epochs are effective epochs of 50,000 training images, the homework's x-axis; a run's length is given in passes",
+        "over its training split (train.epochs), 60,000 images for the configs trained on train+dev.",
         "",
         "| model | final test error | the seeds' committee | test error at best dev | lowest test error (chosen on the test set) | training + evaluation per seed | commit | source |",
         "|---|---|---|---|---|---|---|---|",

@@ -11,13 +11,8 @@ printed, and a test keeps them equal, so that no number in them is typed by hand
 import sys
 
 from .command import Parser, run_command
-from .describe import QUESTIONS, committee_text, minutes, pct
+from .describe import QUESTIONS, committee_text, minutes, pct, question_label
 from .inputs import gather
-
-
-def label(question, what):
-    """The homework question a config answers: '4.3', or '4.3, beyond' for a recipe past the homework."""
-    return f"{question}, beyond" if what.startswith("Beyond the homework") else question
 
 
 def stat(st, unit="%"):
@@ -34,7 +29,7 @@ def row_of(question, name, what, run):
     t99 = st["seconds_to_99"] if st else None
     reached = "never" if not t99 else f"{t99['mean']:.3g} s" + ("" if t99["n"] == n else f" ({t99['n']} of {n} seeds)")
     return dict(
-        config=f"`{name}`", homework=label(question, what),
+        config=f"`{name}`", homework=question_label(question, what),
         final=f"**{stat(st['final_test_error'])}**" if st else f"**{pct(s['final']['test_error'])}** (1 seed)",
         each=", ".join(f"{r['final_test_error']:.2f}" for r in seeds["runs"]) if seeds else f"{s['final']['test_error']:.2f}",
         committee=committee_text(seeds), best_dev=stat(st["test_error_at_best_dev"]) if st else pct(s["test_error_at_best_dev"]),

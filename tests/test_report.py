@@ -82,7 +82,7 @@ def test_report_numbers_equal_summaries_and_rebuild_is_identical(tiny_runs, tmp_
     for name, run_dir in runs.items():
         s = json.loads((run_dir / "summary.json").read_text())
         assert f"| final test error | {s['final']['test_error']:.2f}% (the last evaluation of the fixed schedule) |" in text
-        assert f"| lowest test error, chosen on the test set | {s['lowest_test_error']:.2f}% (epoch {s['lowest_test_epoch']:.2f}) |" in text
+        assert f"| lowest test error, chosen on the test set | {s['lowest_test_error']:.2f}% (effective epoch {s['lowest_test_epoch']:.2f}) |" in text
         assert f"| test error at best dev | {s['test_error_at_best_dev']:.2f}% (best dev {s['best_dev_error']:.2f}%" in text
         for fig in ("loss", "error", "weights"):
             assert f"({name}/{fig}.png)" in text and (out / name / f"{fig}.png").is_file()
