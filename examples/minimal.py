@@ -3,7 +3,7 @@ epoch with nnhw's momentum SGD, and checked against its own test accuracy.
 
     python examples/minimal.py
 
-Every derivative here is hand-written in nnhw/functions.py: torch.autograd.grad below calls each
+Every derivative here is hand-written in nnhw/functions/: torch.autograd.grad below calls each
 Function's backward, and never differentiates a built-in op. `python -m nnhw.train` does the same,
 with configs, logging, checkpoints and evaluation around it.
 """

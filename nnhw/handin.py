@@ -39,7 +39,14 @@ CERTIFICATION = "I have read and understood these policies"
 CODE = [
     ("nnhw/__init__.py", "the package"),
     ("nnhw/command.py", "every command (how it ends: one line for bad input, the exit codes, signals)"),
-    ("nnhw/functions.py", "3, 4, 6 (every transfer function, loss and layer, with both hand-written derivatives); 2.2, 2.3"),
+    ("nnhw/functions/__init__.py", "3, 4, 6 (every transfer function, loss and layer, with both hand-written derivatives); 2.2, 2.3"),
+    ("nnhw/functions/shared.py", "3, 4, 6 (what every Function shares)"),
+    ("nnhw/functions/transfer.py", "3, 4, 6 (sigmoid, tanh, ReLU, identity, square); 2.2, 2.3"),
+    ("nnhw/functions/affine.py", "3, 4 (a layer's affine map)"),
+    ("nnhw/functions/losses.py", "3, 4 (softmax cross-entropy, squared error)"),
+    ("nnhw/functions/convolution.py", "6 (convolution, pooling, flattening)"),
+    ("nnhw/functions/dropout.py", "4.3, 6 (dropout)"),
+    ("nnhw/functions/batch_norm.py", "6 and beyond (batch normalisation)"),
     ("nnhw/tape.py", "3, 4.1, 4.2 (reverse mode run by nnhw itself); 5"),
     ("nnhw/data.py", "3, 4, 6 (MNIST, the train/dev/test splits)"),
     ("nnhw/layers.py", "4, 6 (the model described once: its layers)"),
@@ -294,7 +301,7 @@ def student_data(out):
 
 def code_data():
     listed = [p for p, _ in CODE]
-    patterns = ("nnhw/*.py", "nnhw/*.typ", "configs/*.toml", "examples/*.py", "tools/*")
+    patterns = ("nnhw/*.py", "nnhw/functions/*.py", "nnhw/*.typ", "configs/*.toml", "examples/*.py", "tools/*")
     present = sorted(str(p.relative_to(PROJECT_ROOT)) for pattern in patterns for p in PROJECT_ROOT.glob(pattern) if p.is_file())
     order = [p for p in listed if p in present] + [p for p in present if p not in listed]
     serves = dict(CODE)

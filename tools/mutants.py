@@ -29,16 +29,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 # (file, the code as it is, the code with the bug, what the bug is)
 MUTANTS = [
-    # functions.py: the derivatives
-    ("nnhw/functions.py", "        return g * y * (1 - y)", "        return g * y", "sigmoid's reverse rule forgets (1 - f)"),
-    ("nnhw/functions.py", "        return g * (1 - y * y)", "        return g * (1 - y)", "tanh's reverse rule with 1 - f for 1 - f^2"),
-    ("nnhw/functions.py", "        grad_w = g.t() @ x if need_w else None", "        grad_w = x.t() @ g if need_w else None", "affine's weight gradient transposed"),
-    ("nnhw/functions.py", "        grad_b = g.sum(0) if (ctx.has_bias and need_b) else None", "        grad_b = g.mean(0) if (ctx.has_bias and need_b) else None", "affine's bias gradient a mean, not a sum"),
-    ("nnhw/functions.py", "            da = da + x @ dw.t()", "            da = da + x @ dw", "affine's forward rule with dW untransposed"),
-    ("nnhw/functions.py", "            grad_b = g.sum((0, 2, 3))", "            grad_b = g.sum((0, 2))", "the convolution's bias gradient summed over too few dims"),
-    ("nnhw/functions.py", "        return g * mask, None", "        return g, None", "dropout's reverse rule ignores the mask"),
-    ("nnhw/functions.py", "        b, c = -a * s * dgamma / m, -a * dbeta / m", "        b, c = -a * s * dgamma / m, a * dbeta / m", "batch norm's input gradient with the mean's term's sign flipped"),
-    ("nnhw/functions.py", "        return F.avg_pool2d(dx, ctx.size, ctx.stride)", "        return F.avg_pool2d(dx, ctx.size, ctx.stride) * 2", "average pooling's forward rule doubled"),
+    # nnhw/functions/: the derivatives
+    ("nnhw/functions/transfer.py", "        return g * y * (1 - y)", "        return g * y", "sigmoid's reverse rule forgets (1 - f)"),
+    ("nnhw/functions/transfer.py", "        return g * (1 - y * y)", "        return g * (1 - y)", "tanh's reverse rule with 1 - f for 1 - f^2"),
+    ("nnhw/functions/affine.py", "        grad_w = g.t() @ x if need_w else None", "        grad_w = x.t() @ g if need_w else None", "affine's weight gradient transposed"),
+    ("nnhw/functions/affine.py", "        grad_b = g.sum(0) if (ctx.has_bias and need_b) else None", "        grad_b = g.mean(0) if (ctx.has_bias and need_b) else None", "affine's bias gradient a mean, not a sum"),
+    ("nnhw/functions/affine.py", "            da = da + x @ dw.t()", "            da = da + x @ dw", "affine's forward rule with dW untransposed"),
+    ("nnhw/functions/convolution.py", "            grad_b = g.sum((0, 2, 3))", "            grad_b = g.sum((0, 2))", "the convolution's bias gradient summed over too few dims"),
+    ("nnhw/functions/dropout.py", "        return g * mask, None", "        return g, None", "dropout's reverse rule ignores the mask"),
+    ("nnhw/functions/batch_norm.py", "        b, c = -a * s * dgamma / m, -a * dbeta / m", "        b, c = -a * s * dgamma / m, a * dbeta / m", "batch norm's input gradient with the mean's term's sign flipped"),
+    ("nnhw/functions/convolution.py", "        return F.avg_pool2d(dx, ctx.size, ctx.stride)", "        return F.avg_pool2d(dx, ctx.size, ctx.stride) * 2", "average pooling's forward rule doubled"),
     # tape.py: reverse mode written out
     ("nnhw/tape.py", "                        grads[k] = grads[k] + ga if k in grads else ga", "                        grads[k] = ga", "the tape overwrites a gradient that two uses should add"),
     # optim.py

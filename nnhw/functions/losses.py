@@ -1,0 +1,114 @@
+"""The losses: softmax cross-entropy on the outputs, and the squared error against targets."""
+
+import torch
+import torch.nn.functional as F
+
+from .shared import _check_float, _Function, _save
+
+
+IGNORE_NONE = -(2**63)  # an index no target can hold: every row counts, and -100 is out of range like any other
+
+
+def _onehot(target, k, dtype):
+    return (torch.arange(k, device=target.device) == target.unsqueeze(-1)).to(dtype)  # (N, k)
+
+
+class SoftmaxCrossEntropy(_Function):
+    """L = -(1/N) sum_n log softmax(A[n])[y_n], with A (N, k) logits and y (N,) int64.
+
+    log softmax(a) = a - logsumexp(a), computed with the max subtracted
+    (torch.log_softmax), so logits of any size give a finite loss.
+    reverse: dA = g (softmax(A) - onehot(y)) / N
+    forward: dL = sum_{n,j} (softmax(A) - onehot(y))[n, j] dA[n, j] / N
+    """
+
+    @staticmethod
+    def forward(logits, target):
+        _check_float("softmax_cross_entropy logits", logits)
+        if logits.dim() != 2:
+            raise ValueError(f"softmax_cross_entropy expects logits (N, k), got {tuple(logits.shape)}")
+        if target.dtype != torch.int64:
+            raise ValueError(f"softmax_cross_entropy expects int64 class indices, got dtype {target.dtype}")
+        if target.shape != logits.shape[:1]:
+            raise ValueError(
+                f"softmax_cross_entropy: target {tuple(target.shape)} does not match "
+                f"logits {tuple(logits.shape)}; expected ({logits.shape[0]},)"
+            )
+        log_p = torch.log_softmax(logits, dim=1)  # (N, k)
+        try:
+            # -(1/N) sum_n log_p[n, y_n] in one op, which also checks every y_n on the CPU for free
+            # (on a GPU an index out of range is a device error: nnhw.data checks all labels once).
+            # ignore_index: nll_loss would silently drop rows whose target is -100, its default.
+            return F.nll_loss(log_p, target, ignore_index=IGNORE_NONE)
+        except (IndexError, RuntimeError):
+            k = logits.shape[1]
+            raise ValueError(
+                f"softmax_cross_entropy: targets must lie in [0, {k}), "
+                f"got values from {int(target.min())} to {int(target.max())}"
+            ) from None
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, target = inputs
+        _save(ctx, logits, target)
+
+    @staticmethod
+    def _residual(logits, target):
+        """(softmax(A) - onehot(y)) / N: the local derivative of L in A."""
+        return (torch.softmax(logits, dim=1) - _onehot(target, logits.shape[1], logits.dtype)) / logits.shape[0]
+
+    @staticmethod
+    def backward(ctx, g):
+        logits, target = ctx.saved_tensors
+        return g * SoftmaxCrossEntropy._residual(logits, target), None
+
+    @staticmethod
+    def jvp(ctx, d_logits, d_target):
+        logits, target = ctx.saved_tensors
+        return (SoftmaxCrossEntropy._residual(logits, target) * d_logits).sum()
+
+
+class SquaredError(_Function):
+    """L = (1/(N k)) sum_{n,j} (P[n,j] - T[n,j])^2, both (N, k): the homework's 4.2 average.
+
+    reverse: dP = 2 g (P - T) / (N k),  dT = -dP
+    forward: dL = 2 sum (P - T) (dP - dT) / (N k)
+    """
+
+    @staticmethod
+    def forward(pred, target):
+        _check_float("squared_error prediction", pred)
+        _check_float("squared_error target", target)
+        if pred.shape != target.shape:
+            raise ValueError(
+                f"squared_error: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape"
+            )
+        diff = pred - target
+        return (diff * diff).mean()  # an empty batch gives nan, as F.mse_loss does
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _save(ctx, *inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        pred, target = ctx.saved_tensors
+        grad = (2.0 / max(pred.numel(), 1)) * g * (pred - target)  # empty for an empty batch
+        return (
+            grad if ctx.needs_input_grad[0] else None,
+            -grad if ctx.needs_input_grad[1] else None,
+        )
+
+    @staticmethod
+    def jvp(ctx, d_pred, d_target):
+        pred, target = ctx.saved_tensors
+        d = torch.zeros_like(pred)
+        if d_pred is not None:
+            d = d + d_pred
+        if d_target is not None:
+            d = d - d_target
+        return (2.0 / max(pred.numel(), 1)) * ((pred - target) * d).sum()
+
+
+softmax_cross_entropy = SoftmaxCrossEntropy.apply
+squared_error = SquaredError.apply

@@ -1,0 +1,17 @@
+"""What every Function of nnhw.functions shares: the input check, saving for both rules, the base class."""
+
+import torch
+
+def _check_float(name, t):
+    if not torch.is_floating_point(t):
+        raise ValueError(f"{name} expects a floating-point tensor, got dtype {t.dtype}")
+
+
+def _save(ctx, *tensors):
+    """What both rules need, for backward and for jvp."""
+    ctx.save_for_backward(*tensors)
+    ctx.save_for_forward(*tensors)
+
+
+class _Function(torch.autograd.Function):
+    generate_vmap_rule = True  # torch.func.vmap runs forward, backward and jvp per example
