@@ -21,9 +21,9 @@ several repeats after a warm-up:
             MNIST with ToTensor/Normalize, timed over a slice of an epoch.
 
 It prints s/epoch (50,000 images) and the ratios, the cost of one full evaluation of
-train+dev+test, and writes JSON (default reports/bench-<device>.json).
+train+dev+test, and with --out writes JSON (the committed one: reports/bench-<device>.json).
 
-    python tools/bench.py [--configs sigmoid softmax ...] [--device cpu] [--repeats 5]
+    python tools/bench.py [--configs sigmoid softmax ...] [--device cpu] [--repeats 5] [--out 'reports/bench-{device}.json']
 
 Two other benchmarks live beside it: tools/time_to_99.py (how many seconds and passes three recipes
 take to first reach 99% and 99.5% test accuracy) and tools/hvp_cost.py (what a Hessian-vector product

@@ -1,11 +1,11 @@
 """What a Hessian-vector product costs against a gradient, measured side by side.
 
-    python tools/hvp_cost.py [--device cpu] [--repeats 5]
+    python tools/hvp_cost.py [--device cpu] [--repeats 5] [--out reports/hvp-cpu.json]
 
 For the relu MLP and the CNN, on the same 1,000 training points and weights: the median seconds of
 one gradient of the training objective and of one Hessian-vector product of each mode of
-nnhw.hessian (forward over reverse, reverse over reverse), and their ratios. JSON:
-reports/hvp-<device>.json.
+nnhw.hessian (forward over reverse, reverse over reverse), and their ratios. With --out it writes
+JSON (the committed one: reports/hvp-<device>.json).
 """
 
 import sys

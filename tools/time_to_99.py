@@ -1,6 +1,6 @@
 """Time to 99% test accuracy: a recipe three ways, one after the other, in one run.
 
-    python tools/time_to_99.py [--recipe configs/fast.toml] [--device cpu] [--max-seconds 600]
+    python tools/time_to_99.py [--recipe configs/fast.toml] [--device cpu] [--max-seconds 600] [--out FILE]
 
 It prints how many training seconds and passes each takes to first reach 99% and 99.5% test
 accuracy, testing every 10,000 images (evaluation time left out), and its seconds per pass:
@@ -12,8 +12,8 @@ accuracy, testing every 10,000 images (evaluation time left out), and its second
   examples  the pytorch/examples MNIST recipe (its Net, a DataLoader, Adadelta), until it first
             reaches 99%.
 
-A recipe whose model has no built-in twin is refused with one line. JSON:
-reports/time-to-99-<device>.json. This file is a benchmark, not part of the library: its baselines
+A recipe whose model has no built-in twin is refused with one line. With --out it writes JSON (the
+committed one: reports/time-to-99-<device>.json). This file is a benchmark, not part of the library: its baselines
 use nn.Module and torch.optim on purpose.
 """
 
