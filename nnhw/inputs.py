@@ -3,7 +3,7 @@
 For each committed config the report takes the newest finished run of its recipe as
 committed (nnhw.identity: the recipe the run started with, no resume altering it; for a
 run made before summaries kept their recipe, the overrides its summary names), the
-newest `--seeds` set of that same recipe, and the newest learning-rate sweep, from the
+newest `--seeds` set of that same recipe, and the newest plain learning-rate sweep of it, from the
 log folder or from the runs kept under <out>/runs/. Every file it will read is
 read here first and checked for the shape the report needs: summaries, histories,
 configs, figures (decoded), the weights' read-outs, the seed sets, the sweeps, and
@@ -278,8 +278,25 @@ def latest_seeds(dirs, name, run_dir, recipe):
     return newest(p for d in dirs for p in (Path(d) / name).glob("seeds_*.json") if of_this_run(p))
 
 
+def is_plain_sweep_of(command, name):
+    """True for `python -m nnhw.sweep configs/<name>.toml`, with overrides of where its runs went (WHERE_KEYS)
+    at most: the sweep of the config as committed, over the default grid and budget."""
+    words = command.split()
+    return words[:4] == ["python", "-m", "nnhw.sweep", f"configs/{name}.toml"] and all(
+        w.partition("=")[0] in WHERE_KEYS for w in words[4:])
+
+
 def latest_sweep(dirs, name):
-    return newest(p.parent for d in dirs for p in (Path(d) / f"{name}-sweep").glob("*/sweep.json"))
+    """The newest plain sweep of configs/<name>.toml (is_plain_sweep_of): a sweep over another grid, budget or
+    config answers another question, and a quick one run to look must not replace the hand-in's."""
+    def plain(path):
+        try:
+            command = json.loads(path.read_text()).get("command")
+        except (OSError, ValueError, AttributeError):
+            return True  # damaged: taken, so that reading it names the damage and how to remake it
+        return not isinstance(command, str) or is_plain_sweep_of(command.strip(), name)
+
+    return newest(p.parent for d in dirs for p in (Path(d) / f"{name}-sweep").glob("*/sweep.json") if plain(p))
 
 
 def read_run(run_dir, name):

@@ -207,3 +207,35 @@ def test_the_readme_and_results_tables_are_what_the_kept_runs_give(monkeypatch):
     assert len(rows) == len(tables.QUESTIONS)  # every committed config has its run
     assert tables.markdown(rows, tables.README_COLUMNS) in (REPO / "README.md").read_text()
     assert tables.markdown(rows, tables.RESULTS_COLUMNS) in (REPO / "docs" / "results.md").read_text()
+    assert tables.beside_markdown(rows) in (REPO / "docs" / "results.md").read_text()
+
+
+def test_the_published_rows_name_committed_configs_and_say_when_a_config_has_no_run():
+    """Each config the published rows set nnhw beside is a committed one, and a config without a finished run
+    says so in its cell instead of losing its place."""
+    from nnhw import tables
+
+    names = [name for _, configs, _ in tables.BESIDE for name, _ in configs]
+    assert all((REPO / "configs" / f"{name}.toml").exists() for name in names)
+    row = dict(config="`softmax`", final="**7.00 ± 0.10%**", committee="6.90%")
+    text = tables.beside_markdown([row])
+    assert "softmax 7.00 ± 0.10% (committee 6.90%)" in text
+    assert "sigmoid: no finished run" in text and text.count("\n") == len(tables.BESIDE) + 1
+
+
+def test_the_report_takes_the_plain_sweep_not_a_newer_one_over_another_grid(tmp_path):
+    """A quick `python -m nnhw.sweep configs/relu.toml --budget 0.01`, run to look, is newer than the sweep the
+    hand-in shows, and answers another question: the report keeps taking the plain one."""
+    def sweep_at(stamp, command):
+        d = tmp_path / "relu-sweep" / stamp
+        d.mkdir(parents=True)
+        (d / "sweep.json").write_text(json.dumps({"command": command}))
+        return d
+
+    plain = sweep_at("20261201-000000", "python -m nnhw.sweep configs/relu.toml")
+    sweep_at("20261202-000000", "python -m nnhw.sweep configs/relu.toml --lo 0.1 --hi 1 --budget 0.01")
+    sweep_at("20261203-000000", "python -m nnhw.sweep configs/relu.toml model.hidden=[30]")
+    sweep_at("20261204-000000", "python -m nnhw.sweep configs/sigmoid.toml")
+    assert inputs.latest_sweep([tmp_path], "relu") == plain
+    where = sweep_at("20261205-000000", "python -m nnhw.sweep configs/relu.toml run.log_dir=elsewhere")
+    assert inputs.latest_sweep([tmp_path], "relu") == where  # where its runs went does not make another sweep
