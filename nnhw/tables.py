@@ -4,8 +4,9 @@ Each committed config's newest finished run and its seed set (nnhw.inputs: the r
 from tb_logs/ and reports/runs/) give one row: the final test error as mean +- std over the seeds, each
 seed's, the seeds' committee, the test error at the best dev error, the lowest test error (chosen on
 the test set), the passes, training and evaluation per seed (means over the seeds) and the training
-time to 99% test accuracy. The command prints both tables; the README and docs/results.md hold them as
-printed, and a test keeps them equal, so that no number in them is typed by hand.
+time to 99% test accuracy. Beside them, the published rows that docs/results.md sets nnhw's against
+(BESIDE, with their sources). The command prints the three tables; the README and docs/results.md hold
+them as printed, and a test keeps them equal, so that no number in them is typed by hand.
 """
 
 import sys
@@ -45,7 +46,7 @@ README_COLUMNS = [("config", "config"), ("homework", "homework"), ("final test e
 RESULTS_COLUMNS = [("config", "config"), ("homework", "homework"), ("final test error", "final"), ("each seed", "each"),
                    ("the seeds' committee", "committee"), ("test error at best dev", "best_dev"),
                    ("lowest test error (chosen on test)", "lowest"), ("passes", "passes"), ("training per seed", "train"),
-                   ("evaluation per seed", "evaluation")]
+                   ("evaluation per seed", "evaluation"), ("training time to 99% test accuracy", "to_99")]
 
 
 def markdown(rows, columns):
@@ -54,6 +55,35 @@ def markdown(rows, columns):
 
     lines = ["| " + " | ".join(title for title, _ in columns) + " |", "|" + "---|" * len(columns)]
     return "\n".join(lines + ["| " + " | ".join(cell(r, k) for _, k in columns) + " |" for r in rows])
+
+
+# (the published row, nnhw's configs for it with a note on how each differs, the published numbers)
+BESIDE = [
+    ("softmax (logistic) regression", [("softmax", "")], "7.49%, a tuned logistic regression (deeplearning.net tutorial)"),
+    ("one hidden layer, 800 units, cross-entropy", [("sigmoid", "200 units, train split"), ("wide", "2048 units, dropout")],
+     "1.6% (Simard et al. 2003)"),
+    ("MLP on distorted images", [("mlp_aug", "")], "affine 1.1%, elastic 0.7% (Simard et al. 2003, 800 units)"),
+    ("MLP, 2+ hidden layers, no augmentation", [("deep", ""), ("mlp_maxnorm", "")],
+     "3x1024 ReLU, dropout and max-norm, 1.06% (Srivastava et al. 2014)"),
+    ("CNN, no augmentation", [("cnn", ""), ("cnn_bn", "")], "Jarrett et al. 2009 0.53%; stochastic pooling 0.47%"),
+    ("CNN with augmentation, one model", [("cnn_aug", ""), ("cnn_bn_aug", "")], "0.35% (Ciresan et al. 2011)"),
+]
+
+
+def beside_markdown(found):
+    """The published rows with nnhw's final test errors (and committees) beside them, from the table's rows."""
+    by_name = {r["config"].strip("`"): r for r in found}
+
+    def ours(name, note):
+        r = by_name.get(name)
+        if r is None:
+            return f"{name}: no finished run"
+        committee = "" if r["committee"] == "n/a" else f" (committee {r['committee']})"
+        return f"{name}{f' ({note})' if note else ''} {r['final'].strip('*')}{committee}"
+
+    lines = ["| row | nnhw, mean final test error | published |", "|---|---|---|"]
+    return "\n".join(lines + [f"| {row} | {'; '.join(ours(n, note) for n, note in configs)} | {published} |"
+                              for row, configs, published in BESIDE])
 
 
 def rows(log_dir="tb_logs", out="reports"):
@@ -67,7 +97,8 @@ def tables_command(argv):
     p.add_argument("--out", default="reports", help="the report's folder, whose runs/ holds the kept runs (default reports)")
     args = p.parse_args(argv)
     found = rows(args.log_dir, args.out)
-    print("README.md:\n\n" + markdown(found, README_COLUMNS) + "\n\ndocs/results.md:\n\n" + markdown(found, RESULTS_COLUMNS))
+    print("README.md:\n\n" + markdown(found, README_COLUMNS) + "\n\ndocs/results.md:\n\n" + markdown(found, RESULTS_COLUMNS)
+          + "\n\ndocs/results.md, beside the published rows:\n\n" + beside_markdown(found))
     return 0
 
 
