@@ -90,7 +90,7 @@ def test_real_splits(mnist_root):
     assert torch.bincount(splits["test"].y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     both = data.load_splits(mnist_root, train_split="train+dev", standardize=True)
     assert set(both) == {"train", "test"} and len(both["train"]) == 60000
-    assert abs(both["train"].x.mean().item()) < 0.01
+    assert abs(both["train"].x.mean().item()) < 0.01 and abs(both["train"].x.std().item() - 1.0) < 0.01  # mean 0, std 1
 
 
 def numbered_mnist(root):

@@ -55,6 +55,21 @@ def test_tape_zero_gradient_for_unused_parameter():
     assert torch.equal(gu, torch.zeros(4)) and gw.abs().sum() > 0
 
 
+def test_a_tensor_used_twice_gets_the_sum_of_both_uses():
+    """W used by two layers (h = W x, out = W h): reverse mode adds the gradients from both uses, as
+    torch.autograd does."""
+    from nnhw import functions as nf
+
+    gen = torch.Generator().manual_seed(3)
+    x, target = torch.rand(6, 4, generator=gen, dtype=torch.float64), torch.rand(6, 4, generator=gen, dtype=torch.float64)
+    w = torch.rand(4, 4, generator=gen, dtype=torch.float64).requires_grad_()
+    expected = torch.autograd.grad(nf.SquaredError.apply(nf.Affine.apply(nf.Affine.apply(x, w), w), target), w)[0]
+    tape = Tape([w])
+    loss = tape.apply(nf.SquaredError, tape.apply(nf.Affine, tape.apply(nf.Affine, x, w), w), target)
+    (got,) = tape.gradients(loss, [w])
+    torch.testing.assert_close(got, expected)
+
+
 def test_training_steps_match_between_engines():
     cfg = config.load(REPO / "configs" / "softmax.toml")
     gen = torch.Generator().manual_seed(2)

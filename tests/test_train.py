@@ -1,6 +1,7 @@
 """Short real runs of the training loop on ../shared/data (a fraction of an epoch each)."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -136,14 +137,27 @@ def test_extra_credit_configs_train_a_few_steps(tmp_path, mnist_root, monkeypatc
 def test_summary_times_the_first_evaluation_at_each_accuracy():
     cfg = config.load(REPO / "configs" / "cnn.toml")
     hist = [dict(points=p, epoch=p / 50000, lr=0.1, train_seconds=t, train_loss=0.1, train_error=e, test_loss=0.1, test_error=e)
-            for p, t, e in [(0, 0.0, 90.0), (6000, 2.5, 1.2), (12000, 5.0, 0.99), (18000, 7.5, 1.01), (24000, 10.0, 0.8)]]
+            for p, t, e in [(0, 0.0, 90.0), (6000, 2.5, 2.0), (12000, 5.0, 0.99), (18000, 7.5, 1.01), (24000, 10.0, 0.8)]]
     state = checkpoint.TrainState(points=24000, step=100, train_seconds=10.0, eval_seconds=1.0, history=hist)
     first = summary.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000)["time_to_accuracy"]
-    assert first["98%"] == {"epoch": 6000 / 50000, "train_seconds": 2.5}
+    assert first["98%"] == {"epoch": 6000 / 50000, "train_seconds": 2.5}  # 2.00% error is 98% accuracy: reached
     assert first["99%"] == {"epoch": 12000 / 50000, "train_seconds": 5.0}  # the first, not the best
     assert first["99.5%"] is None  # 0.8% error is 99.2% accuracy
     state.history = [dict(r, test_error=max(r["test_error"], 1.5)) for r in hist]
     assert summary.summarize(cfg, state, torch.device("cpu"), "finished", "cmd", 60000)["time_to_accuracy"]["99%"] is None
+
+
+def test_a_seed_sets_statistics_are_the_mean_and_the_sample_std_over_the_seeds_that_have_each_number():
+    def seed_summary(seed, final, t99):
+        return dict(name="relu", seed=seed, git_commit="abc", final=dict(test_error=final), test_error_at_best_dev=None,
+                    lowest_test_error=final, time_to_accuracy={"99%": None if t99 is None else dict(epoch=1.0, train_seconds=t99)},
+                    train_seconds=10.0 * (seed + 1), eval_seconds=1.0)
+
+    agg = summary.aggregate([seed_summary(0, 1.0, 30.0), seed_summary(1, 2.0, None), seed_summary(2, 3.0, 50.0)], "cmd", ["a", "b", "c"])
+    st = agg["stats"]
+    assert st["final_test_error"] == dict(mean=2.0, std=1.0, min=1.0, max=3.0, n=3)  # sum of squares 2 over n - 1 = 2
+    assert st["seconds_to_99"]["n"] == 2 and st["seconds_to_99"]["mean"] == 40.0  # seed 1 never got there
+    assert st["seconds_to_99"]["std"] == pytest.approx(math.sqrt(200.0)) and st["test_error_at_best_dev"] is None
 
 
 @pytest.mark.slow  # more real runs, most in subprocesses

@@ -64,6 +64,19 @@ def test_a_history_without_its_keys_is_refused(tmp_path):
         checkpoint.load_checkpoint(tmp_path)
 
 
+@pytest.mark.parametrize("override", ["data.train_points=500", 'data.train_split="train+dev"', "data.standardize=true",
+                                      "train.batch_size=7", "model.hidden=[30]", "run.seed=3"])
+def test_a_resume_cannot_change_what_the_checkpoint_or_the_data_order_depend_on(override):
+    """The data order is a permutation of the training split: a resume that changed its size or its images
+    would continue another run's order, so it is refused in one line before anything is written."""
+    saved = config.to_dict(config.load(REPO / "configs" / "relu.toml"))
+    key = override.partition("=")[0]
+    with pytest.raises(config.ConfigError, match=rf"^{key}: cannot change on --resume"):
+        checkpoint.resume_config(saved, [override])
+    cfg, changed = checkpoint.resume_config(saved, ["train.epochs=40", "optim.lr=0.5"])  # a schedule may change
+    assert changed == {"train.epochs": (30.0, 40.0), "optim.lr": (1.0, 0.5)} and cfg.train.epochs == 40
+
+
 def test_evaluation_drops_nothing_and_a_dropout_model_evaluates_as_the_same_model_without_it():
     small = ["model.conv_channels=[4, 6]", "model.hidden=[16]"]
     cfg = config.load(REPO / "configs" / "cnn.toml", [*small, "model.dropout_input=0.2", "model.dropout_hidden=0.5", "model.dropout_conv=[0.3, 0.3]"])
