@@ -109,9 +109,19 @@ def check_list():
             sys.exit(f"tools/mutants.py: mutant {i} ({what}): its code is in {path} {count} times, not once; update the list")
 
 
+def data_root():
+    """The MNIST copy the tier's real-data tests read: NNHW_DATA_ROOT, else ../shared/data beside the
+    checkout as the Makefile finds it for make test (the copy in a temporary folder has nothing beside
+    it), else None, and those tests skip."""
+    beside = REPO.parent / "shared" / "data"
+    return os.environ.get("NNHW_DATA_ROOT") or (str(beside) if (beside / "MNIST" / "raw").is_dir() else None)
+
+
 def run_tier(root, timeout):
     """(killed, the first failing test or why) of the fast tier in root."""
     env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
+    if data_root():
+        env["NNHW_DATA_ROOT"] = data_root()
     try:
         res = subprocess.run([sys.executable, "-m", "pytest", "-m", "not slow", "-x", "-q", "-p", "no:cacheprovider"], cwd=root, env=env,
                              capture_output=True, text=True, timeout=timeout)
@@ -137,6 +147,7 @@ def main(argv=None):
         print(f"{len(MUTANTS)} mutants over {len(modules)} modules")
         return 0
     chosen = args.only or range(1, len(MUTANTS) + 1)
+    print(f"MNIST for the real-data tests: {data_root() or 'none found, so they skip and catch nothing'}", flush=True)
     with tempfile.TemporaryDirectory(prefix="nnhw-mutants-") as tmp:
         root = Path(tmp) / "repo"
         copy_repo(root)
