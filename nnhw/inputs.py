@@ -128,6 +128,10 @@ def run_command_of(name):
     return f"python -m nnhw.train configs/{name}.toml"
 
 
+def sweep_command_of(name):
+    return f"python -m nnhw.sweep configs/{name}.toml"
+
+
 def is_plain_run_of(summary, name, committed=None):
     """True for a run of configs/<name>.toml as committed: its own config file, no overrides but of
     where it goes (WHERE_KEYS) or ones that set a key to the value the file gives it (`committed`, the
@@ -203,7 +207,7 @@ def check_kept_folders(kept, name):
     """InputError for a folder kept for configs/<name>.toml that has lost the file that makes it a run
     (summary.json) or a sweep (sweep.json): without it the report would quietly take an older one."""
     for parent, marker, remake in ((kept / name, "summary.json", run_command_of(name)),
-                                   (kept / f"{name}-sweep", "sweep.json", f"python -m nnhw.sweep configs/{name}.toml")):
+                                   (kept / f"{name}-sweep", "sweep.json", sweep_command_of(name))):
         for d in sorted(parent.glob("*")):
             if d.is_dir() and not d.name.startswith(".") and not (d / marker).is_file():
                 raise InputError(f"{d} is kept without its {marker}; put it back (git checkout), "
@@ -282,7 +286,7 @@ def is_plain_sweep_of(command, name):
     """True for `python -m nnhw.sweep configs/<name>.toml`, with overrides of where its runs went (WHERE_KEYS)
     at most: the sweep of the config as committed, over the default grid and budget."""
     words = command.split()
-    return words[:4] == ["python", "-m", "nnhw.sweep", f"configs/{name}.toml"] and all(
+    return words[:4] == sweep_command_of(name).split() and all(
         w.partition("=")[0] in WHERE_KEYS for w in words[4:])
 
 
@@ -344,7 +348,7 @@ def gather(name, log_dir, out):
     run["seeds"] = None if seeds_path is None else read_json(seeds_path, SEEDS, f"{run_command_of(name)} --seeds 0,1,2")
     run["sweep"] = None
     if sweep_dir is not None:
-        remake = f"python -m nnhw.sweep configs/{name}.toml"
+        remake = sweep_command_of(name)
         check_digests(sweep_dir, remake)
         run["sweep"] = read_json(sweep_dir / "sweep.json", SWEEP, remake)
         check_png(sweep_dir / "sweep.png", remake)

@@ -120,8 +120,9 @@ def data_root():
 def run_tier(root, timeout):
     """(killed, the first failing test or why) of the fast tier in root."""
     env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
-    if data_root():
-        env["NNHW_DATA_ROOT"] = data_root()
+    mnist = data_root()
+    if mnist:
+        env["NNHW_DATA_ROOT"] = mnist
     try:
         res = subprocess.run([sys.executable, "-m", "pytest", "-m", "not slow", "-x", "-q", "-p", "no:cacheprovider"], cwd=root, env=env,
                              capture_output=True, text=True, timeout=timeout)
