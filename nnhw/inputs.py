@@ -221,24 +221,21 @@ def latest_run(dirs, name):
     for d in dirs:
         for path in (Path(d) / name).glob("*/summary.json"):
             summary = read_json(path, {"status": str}, run_command_of(name))
-            if summary["status"] == "finished" and is_run_of_committed(summary, path.parent, name, committed):
+            if summary["status"] == "finished" and is_run_of_committed(summary, name, committed):
                 found.append(path.parent)
     return newest(found)
 
 
-def is_run_of_committed(summary, run_dir, name, committed):
+def is_run_of_committed(summary, name, committed):
     """True for a run of configs/<name>.toml as committed (`committed`, its config.flatten): one that
-    started with its recipe, judged by the summary's recipe, or for a summary made before summaries kept
-    one, by its config file and overrides (is_plain_run_of)."""
+    started with its recipe, judged by the summary's recipe (not its editable config.toml, which read_run
+    checks once the run is taken), or for a summary made before summaries kept one, by its config file and
+    overrides (is_plain_run_of)."""
     if committed is None:
         return False
     if not isinstance(summary.get("recipe"), dict):
         return is_plain_run_of(summary, name, committed)
-    try:
-        cfg = config_mod.load(run_dir / "config.toml")
-    except ConfigError:
-        return False
-    return identity.is_run_of(summary, cfg, {k: v for k, v in committed.items() if k not in WHERE_KEYS})
+    return identity.is_run_of(summary, None, {k: v for k, v in committed.items() if k not in WHERE_KEYS})  # the summary's recipe decides
 
 
 def is_seed_set_of(command, name):
