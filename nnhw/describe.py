@@ -37,7 +37,8 @@ COMMANDS = [
     ("python -m nnhw.committee RUN_DIR ...", "the test error of several finished runs' mean softmax output (--seeds reports its seeds')"),
     ("python -m nnhw.sweep CONFIG", "the learning-rate threshold of 4.1.2 and 4.2.2: short runs over a grid of rates"),
     ("python -m nnhw.replay RUN_DIR ...", "does the code at hand still compute these runs? replays each run's first steps"),
-    ("python -m nnhw.report", "reports/REPORT.md and the hand-in reports/REPORT.pdf from the newest finished runs"),
+    ("python -m nnhw.report", "reports/REPORT.md and the hand-in reports/REPORT.pdf from the newest finished runs of each committed config (and its plain sweep), "
+     "which it keeps under reports/runs/ with their figures in reports/<config>/"),
     ("python -m nnhw.plot RUN_DIR", "redraw a run's loss, error and weight figures"),
     ("python -m nnhw.theory [--out DIR]", "the claims of 2.2, 2.3 and 7, computed; with --out, their figure and numbers for the report"),
     ("python -m nnhw.autodiff [--full] [--out DIR]", "5.1 and 5.2 by hand against autograd, and 5.3's cost of forward against reverse mode; with --out, for the report"),
