@@ -25,6 +25,9 @@ class Context:
     def save_for_forward(self, *tensors):
         pass  # the tape runs reverse mode only
 
+    def mark_non_differentiable(self, *tensors):
+        pass  # the tape sends gradients only to what a Function's backward returns them for
+
 
 class Tape:
     """Records Function applications that depend on `wrt`; `gradients` runs them backwards."""
@@ -40,19 +43,20 @@ class Tape:
             out = fn.forward(*args)
             fn.setup_context(ctx, args, out)
         if any(needs):
-            self.tracked.add(id(out))
-            self.records.append((fn, ctx, args, out))
+            outs = out if isinstance(out, tuple) else (out,)  # BatchNorm also returns its statistics
+            self.tracked.update(id(o) for o in outs)
+            self.records.append((fn, ctx, args, outs))
         return out
 
     def gradients(self, loss, wrt):
         """d loss / d t for every t in wrt (zeros where loss does not depend on t)."""
         grads = {id(loss): torch.ones_like(loss)}
         with torch.no_grad():
-            for fn, ctx, args, out in reversed(self.records):
-                g = grads.pop(id(out), None)
-                if g is None:
+            for fn, ctx, args, outs in reversed(self.records):
+                gs = [grads.pop(id(o), None) for o in outs]
+                if all(g is None for g in gs):
                     continue
-                back = fn.backward(ctx, g)
+                back = fn.backward(ctx, *gs)
                 back = back if isinstance(back, tuple) else (back,)
                 for a, ga, need in zip(args, back, ctx.needs_input_grad):
                     if need and ga is not None:

@@ -121,8 +121,8 @@ def test_hessian_vector_products_through_batch_normalisation_agree_in_both_modes
     forward, loss_fn = forward_of(m, {k: t.double() + 0.5 for k, t in models.init_running(layers.describe(m), "cpu").items()}), models.make_loss(m)
 
     def batch_statistics(p):
-        z = nf.tanh(nf.BatchNorm.apply(nf.affine(x, p["W1"]), p["g1"], p["bn1"], 1e-5))
-        z = nf.tanh(nf.BatchNorm.apply(nf.affine(z, p["W2"]), p["g2"], p["bn2"], 1e-5))
+        z = nf.tanh(nf.BatchNorm.apply(nf.affine(x, p["W1"]), p["g1"], p["bn1"], 1e-5)[0])
+        z = nf.tanh(nf.BatchNorm.apply(nf.affine(z, p["W2"]), p["g2"], p["bn2"], 1e-5)[0])
         return loss_fn(nf.affine(z, p["W3"], p["b3"]), y)
 
     v = {k: torch.randn(p.shape, generator=gen) for k, p in params.items()}

@@ -32,6 +32,7 @@ class Case:
     reference: Callable  # the same math through built-ins
     sample: Callable  # (batch, generator, dtype) -> tuple of inputs
     constant_args: tuple = ()  # inputs held fixed (dropout's mask), not differentiated
+    function: type | None = None  # the Function, where fn is not its .apply (BatchNorm's: y of (y, mu, s))
 
 
 def _x(n, gen, dtype):
@@ -113,6 +114,18 @@ def _batch_norm_ref(x, gamma, beta, eps):
     return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
 
 
+def _batch_norm(x, gamma, beta, eps):
+    return nf.BatchNorm.apply(x, gamma, beta, eps)[0]  # (y, mu, s): the statistics carry no derivative
+
+
+def _batch_norm_relu(x, gamma, beta, eps):
+    return nf.BatchNorm.apply(x, gamma, beta, eps, None, None, 0.1, True)[0]
+
+
+def _batch_norm_relu_ref(x, gamma, beta, eps):
+    return F.relu(_batch_norm_ref(x, gamma, beta, eps))
+
+
 def _batch_norm_eval_ref(x, gamma, beta, mean, var, eps):
     return F.batch_norm(x, mean, var, gamma, beta, training=False, eps=eps)
 
@@ -139,8 +152,12 @@ CASES = [
     Case("max_pool2d_remainder", nf.MaxPool2d.apply, _max_pool_ref(2, 2), _max_pool_inputs(2, 2, 7), constant_args=(1,)),
     Case("flatten", nf.Flatten.apply, lambda x: x.flatten(1), lambda n, g, d: (torch.randn(n, 2, 3, 3, generator=g, dtype=d),)),
     Case("dropout_fixed_mask", nf.Dropout.apply, lambda a, m: a * m, _dropout_inputs, constant_args=(1,)),
-    Case("batch_norm_features", nf.BatchNorm.apply, _batch_norm_ref, _batch_norm_inputs((5,), evaluation=False)),
-    Case("batch_norm_channels", nf.BatchNorm.apply, _batch_norm_ref, _batch_norm_inputs((2, 3, 3), evaluation=False)),
+    Case("batch_norm_features", _batch_norm, _batch_norm_ref, _batch_norm_inputs((5,), evaluation=False), function=nf.BatchNorm),
+    Case("batch_norm_channels", _batch_norm, _batch_norm_ref, _batch_norm_inputs((2, 3, 3), evaluation=False), function=nf.BatchNorm),
+    Case("batch_norm_relu_features", _batch_norm_relu, _batch_norm_relu_ref, _batch_norm_inputs((5,), evaluation=False),
+         function=nf.BatchNorm),
+    Case("batch_norm_relu_channels", _batch_norm_relu, _batch_norm_relu_ref, _batch_norm_inputs((2, 3, 3), evaluation=False),
+         function=nf.BatchNorm),
     Case("batch_norm_eval_features", nf.BatchNormEval.apply, _batch_norm_eval_ref, _batch_norm_inputs((5,), evaluation=True),
          constant_args=(3, 4)),
     Case("batch_norm_eval_channels", nf.BatchNormEval.apply, _batch_norm_eval_ref, _batch_norm_inputs((2, 3, 3), evaluation=True),

@@ -20,7 +20,8 @@ several repeats after a warm-up:
   loader    (sigmoid only) the pytorch/examples way: nn.Module + DataLoader over torchvision's
             MNIST with ToTensor/Normalize, timed over a slice of an epoch.
 
-It prints s/epoch (50,000 images) and the ratios, the cost of one full evaluation of
+It prints s/epoch (50,000 images) and the ratios, the backward of the CNN's layers and batch normalisation
+against the built-in ones, the cost of one full evaluation of
 train+dev+test, and with --out writes JSON (the committed one: reports/bench-<device>.json).
 
     python tools/bench.py [--configs sigmoid softmax ...] [--device cpu] [--repeats 5] [--out 'reports/bench-{device}.json']
@@ -268,6 +269,36 @@ def adjoint_rows(device, repeats):
     return rows
 
 
+# Batch normalisation's maps in the BN CNNs: cnn_bn's first (batch 64) and fast's pooled ones (batch 128)
+BATCH_NORM_SHAPES = [(64, 32, 26, 26), (128, 16, 12, 12)]
+
+
+def batch_norm_rows(device, repeats):
+    """nnhw's batch-normalisation layer in training (BatchNorm, alone and with the ReLU it fuses) against
+    F.batch_norm (and F.relu after it), forward and backward: median seconds of one of each."""
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for shape in BATCH_NORM_SHAPES:
+        c = shape[1]
+        x = torch.randn(shape, generator=gen).to(device).requires_grad_()
+        gamma, beta = torch.ones(c, device=device, requires_grad=True), torch.zeros(c, device=device, requires_grad=True)
+        mean, var = torch.zeros(c, device=device), torch.ones(c, device=device)
+        g = torch.randn(shape, generator=gen).to(device)
+        for relu in (False, True):
+            def ours():
+                y = nf.BatchNorm.apply(x, gamma, beta, 1e-5, mean, var, 0.1, relu)[0]
+                return torch.autograd.grad(y, (x, gamma, beta), g)
+
+            def builtin():
+                y = F.batch_norm(x, mean, var, gamma, beta, True, 0.1, 1e-5)
+                return torch.autograd.grad(F.relu(y) if relu else y, (x, gamma, beta), g)
+
+            timed = {label: time_steps(lambda: f(), [()] * 5, device, 3, repeats) for label, f in (("nnhw", ours), ("builtin", builtin))}
+            rows.append(dict(layer=f"batch norm{' + relu' if relu else ''} {tuple(shape)}", nnhw_s=timed["nnhw"], builtin_s=timed["builtin"],
+                             ratio=timed["nnhw"] / timed["builtin"]))
+    return rows
+
+
 def opt_num(v):
     return "-" if v is None else f"{v:.3f}"
 
@@ -323,6 +354,11 @@ def bench_command(argv=None):
         print(f"{'layer':<30} {'nnhw ms':>8} {'aten ms':>8} {'nnhw/aten':>9}")
         for a in adjoints:
             print(f"{a['layer']:<30} {1e3 * a['nnhw_s']:>8.2f} {1e3 * a['aten_s']:>8.2f} {a['ratio']:>9.2f}")
+        norms = batch_norm_rows(device, args.repeats)
+        print("\nbatch normalisation in training, forward and backward: nnhw's layer against F.batch_norm (and F.relu)")
+        print(f"{'layer':<40} {'nnhw ms':>8} {'builtin ms':>10} {'nnhw/builtin':>12}")
+        for a in norms:
+            print(f"{a['layer']:<40} {1e3 * a['nnhw_s']:>8.2f} {1e3 * a['builtin_s']:>10.2f} {a['ratio']:>12.2f}")
         loader = None
         if "sigmoid" in args.configs and not args.no_loader and device.type == "cpu":
             loader = loader_seconds_per_epoch(root, max(1, args.repeats // 2))
@@ -330,7 +366,7 @@ def bench_command(argv=None):
             print(f"sigmoid, the DataLoader way (nn.Module + DataLoader + ToTensor/Normalize): {loader:.2f} s/epoch, "
                   f"{loader / sig['nnhw_s_per_epoch']:.1f}x nnhw")
         write_json(args.out and args.out.replace("{device}", dev_name.replace(":", "")), command, device,
-                   matmul_gflops=gflops, loader_s_per_epoch=loader, rows=rows, adjoints=adjoints)
+                   matmul_gflops=gflops, loader_s_per_epoch=loader, rows=rows, adjoints=adjoints, batch_norm=norms)
 
 
 def main(argv=None):
