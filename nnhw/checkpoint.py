@@ -27,7 +27,7 @@ from .rundir import RunError, atomic_write_bytes
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 3  # 3: the optimiser's state under "optimizer" (2 called it "velocity"), and the fingerprint
 # What the checkpoint's tensors, permutation or meaning depend on: a resume cannot change these.
-FROZEN_ON_RESUME = ("model.", "optim.optimizer", "data.train_split", "data.standardize", "data.train_points", "run.seed", "run.name", "run.log_dir", "train.batch_size")
+FROZEN_ON_RESUME = ("model.", "optim.optimizer", "optim.ema", "data.train_split", "data.standardize", "data.train_points", "run.seed", "run.name", "run.log_dir", "train.batch_size")
 # key -> the types a checkpoint's value may have
 CHECKPOINT_KEYS = {
     "format": int, "config": dict, "params": dict, "optimizer": dict, "order_rng": torch.Tensor, "noise_rng": torch.Tensor,
@@ -131,11 +131,22 @@ def load_checkpoint(run_dir):
     for key in ("params", "optimizer", "running"):
         if not all(isinstance(t, torch.Tensor) for t in ckpt[key].values()):
             raise RunError(f"cannot read the checkpoint {path}: {key!r} holds something other than tensors")
+    average = ckpt.get("average")  # optim.ema: {'params': ..., 'running': ...}
+    if average is not None and not (isinstance(average, dict) and all(
+            isinstance(average.get(part), dict) and all(isinstance(t, torch.Tensor) for t in average[part].values()) for part in ("params", "running"))):
+        raise RunError(f"cannot read the checkpoint {path}: 'average' is not a weight average's parameters and running averages")
     if min(ckpt["points"], ckpt["step"], ckpt["pos"]) < 0:
         raise RunError(f"cannot read the checkpoint {path}: negative progress counters")
     if not all(isinstance(row, dict) and all(k in row for k in HISTORY_KEYS) for row in ckpt["history"]):
         raise RunError(f"cannot read the checkpoint {path}: its history has rows without {', '.join(HISTORY_KEYS)}")
     return ckpt
+
+
+def evaluated_weights(ckpt):
+    """(params, running) that evaluation reads from a checkpoint: the weight average's when the run kept
+    one (optim.ema), else the trained ones."""
+    weights = ckpt.get("average") or ckpt
+    return weights["params"], weights["running"]
 
 
 def resume_config(saved, overrides):

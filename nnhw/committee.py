@@ -19,7 +19,7 @@ import torch
 from . import config as config_mod
 from . import data as data_mod
 from . import layers, models
-from .checkpoint import load_checkpoint
+from .checkpoint import evaluated_weights, load_checkpoint
 from .command import NnhwError, Parser, run_command
 from .device import resolve_device
 
@@ -48,8 +48,9 @@ def member(run_dir):
     cfg = config_mod.load(run_dir / "config.toml")
     ckpt = load_checkpoint(run_dir)
     model = layers.describe(cfg.model)
-    for what, saved, want in (("parameters", ckpt["params"], {p.name: p.shape for p in model.params}),
-                              ("running averages", ckpt["running"], {n: (w,) for n, w in model.running.items()})):
+    params, running = evaluated_weights(ckpt)  # with optim.ema, the weights' moving average
+    for what, saved, want in (("parameters", params, {p.name: p.shape for p in model.params}),
+                              ("running averages", running, {n: (w,) for n, w in model.running.items()})):
         if {k: tuple(t.shape) for k, t in saved.items()} != {k: tuple(s) for k, s in want.items()}:
             raise CommitteeError(f"{run_dir}: its checkpoint's {what} do not fit the model its config.toml describes (was one of them edited?)")
     return cfg, ckpt, model
@@ -59,8 +60,9 @@ def member(run_dir):
 def test_probabilities(cfg, ckpt, model, device, n=None, batch_size=1000):
     """(softmax outputs (N, k) on the first n test images (all of them when None), their labels (N,)),
     of a member (cfg, ckpt, model: member's), in batches of batch_size."""
-    params = {k: p.to(device) for k, p in ckpt["params"].items()}
-    running = {k: t.to(device) for k, t in ckpt["running"].items()}  # batch normalisation's averages, if any
+    params, running = evaluated_weights(ckpt)  # the weights' moving average when the run kept one (optim.ema)
+    params = {k: p.to(device) for k, p in params.items()}
+    running = {k: t.to(device) for k, t in running.items()}  # batch normalisation's averages, if any
     test = data_mod.splits_on_disk(cfg.data, device)["test"]
     n = len(test) if n is None else min(n, len(test))
     forward = models.make_forward(model, running, cfg.model.batch_norm_momentum)

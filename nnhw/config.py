@@ -108,6 +108,7 @@ class OptimConfig:
     milestones: list[float] = opt([], "passes over the training split (train.epochs' unit) at which the 'step' schedule multiplies the rate by gamma")
     gamma: float = opt(0.1, "factor of the 'step' schedule at each milestone, and of the 'exponential' schedule after each pass", gt=0.0, le=1.0)
     final_fraction: float = opt(0.0, "the 'cosine' and 'linear' schedules end at lr * final_fraction", min=0.0, le=1.0)
+    ema: float = opt(0.0, "decay of an exponential moving average of the parameters and of batch normalisation's running averages, taken after every update (0.999 averages over about the last thousand steps); evaluation, the summary, the committee and the checkpoint read the average; 0 is off", min=0.0, lt=1.0)
     warmup: float = opt(0.0, "fraction of the run over which the rate climbs linearly from 0 to lr before the schedule starts; with 'linear' or 'cosine' this is the one-cycle schedule", min=0.0, lt=1.0)
 
 
@@ -121,6 +122,7 @@ class TrainConfig:
     augment_shift: float = opt(2.0, "largest translation in pixels, each direction", min=0.0, le=float(IMAGE_SIDE))
     augment_rotate: float = opt(10.0, "'affine', 'elastic': largest rotation in degrees", min=0.0, le=180.0)
     augment_scale: float = opt(0.1, "'affine', 'elastic': largest relative change of scale", min=0.0, lt=1.0)
+    augment_off_last: float = opt(0.0, "passes at the end of the run trained on the images as they are, augmentation off (the net settles on the real images once the rate is low); 0: augmented to the end", min=0.0, le=1e6)
     elastic_alpha: float = opt(34.0, "'elastic': scale in pixels of the displacement field (Simard et al. 2003 use 34)", min=0.0, le=1000.0)
     elastic_sigma: float = opt(4.0, "'elastic': std in pixels of the Gaussian that smooths the field (Simard et al. 2003 use 4; below 0.1 px it smooths nothing)", min=0.1, le=float(IMAGE_SIDE))
 
@@ -290,6 +292,9 @@ def validate(cfg):
                           "set model.dropout_input and model.dropout_hidden to 0 and model.dropout_conv to [], or eval.sharpness_every to 0")
     if cfg.optim.momentum_ramp and cfg.optim.optimizer != "sgd":
         raise ConfigError("optim.momentum_ramp: ramps the heavy-ball momentum of 'sgd'; Adam's beta1 does not ramp, set it to 0")
+    if cfg.train.augment_off_last and cfg.train.augment_off_last >= cfg.train.epochs:
+        raise ConfigError(f"train.augment_off_last: {cfg.train.augment_off_last:g} passes without augmentation leave none of the run's "
+                          f"{cfg.train.epochs:g} with it; use fewer, or train.augment = 'none'")
     if cfg.optim.milestones != sorted(cfg.optim.milestones):
         raise ConfigError(f"optim.milestones: must be increasing, got {cfg.optim.milestones}")
     if cfg.optim.schedule == "step" and not cfg.optim.milestones:

@@ -162,6 +162,38 @@ class Adam:
         self.t = int(state["t"])
 
 
+class WeightAverage:
+    """An exponential moving average of the parameters and of batch normalisation's running averages
+    (optim.ema), which evaluation reads in their place. After update t (t = 1, 2, ...):
+
+        a <- d_t a + (1 - d_t) w,   d_t = min(ema, (1 + t) / (10 + t))
+
+    The decay climbs from 0.18 towards `ema` over the first steps (TensorFlow's ExponentialMovingAverage
+    with num_updates), so that the average does not hold on to the initial weights for thousands of steps."""
+
+    def __init__(self, decay, params, running):
+        self.decay = decay
+        self.params = {n: p.detach().clone() for n, p in params.items()}
+        self.running = {n: t.detach().clone() for n, t in running.items()}
+
+    @torch.no_grad()
+    def update(self, params, running, t):
+        d = min(self.decay, (1 + t) / (10 + t))
+        for average, now in ((self.params, params), (self.running, running)):
+            if average:
+                torch._foreach_lerp_(list(average.values()), [now[n] for n in average], 1 - d)
+
+    def state_dict(self):
+        """What a checkpoint keeps (on the CPU): {'params': ..., 'running': ...}."""
+        return {"params": {n: a.cpu() for n, a in self.params.items()}, "running": {n: a.cpu() for n, a in self.running.items()}}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            for part in ("params", "running"):
+                for n, a in getattr(self, part).items():
+                    a.copy_(state[part][n])
+
+
 OPTIMIZERS = {"sgd": MomentumSGD, "adam": Adam}  # optim.optimizer -> its class
 
 

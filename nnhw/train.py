@@ -85,9 +85,9 @@ def evaluate_and_log(state, lr, trainer, splits, log):
     t0 = time.perf_counter()
     e = trainer.cfg.eval
     row = dict(points=state.points, epoch=effective_epochs(state.points), lr=lr, train_seconds=round(state.train_seconds, 3))
-    net = trainer.net
+    params, forward = trainer.net.evaluated()  # with optim.ema, the weights' moving average
     for name, split in splits.items():
-        loss, err = evaluate(net.params, net.forward, net.loss_fn, split, e.batch_size, trainer.world, e.max_points)
+        loss, err = evaluate(params, forward, trainer.net.loss_fn, split, e.batch_size, trainer.world, e.max_points)
         row[f"{name}_loss"], row[f"{name}_error"] = loss, err
         log.scalar(name, "loss", loss, state.points)
         log.scalar(name, "error", err, state.points)

@@ -19,7 +19,7 @@ from . import layers, models
 from .checkpoint import FORMAT
 from .data import PIXEL_MEAN, PIXEL_STD, Split, passes
 from .device import check_memory
-from .optim import lr_at, make_optimizer, momentum_at
+from .optim import WeightAverage, lr_at, make_optimizer, momentum_at
 from .rundir import RunError
 from .tape import Tape
 
@@ -29,7 +29,8 @@ FINGERPRINT_STEPS = 20  # a run records the loss of each of its first steps, and
 @dataclass
 class Net:
     """A model built for a device: its description, parameters, running averages (batch normalisation's
-    state; {} without it), forward pass, loss and optimiser."""
+    state; {} without it), forward pass, loss and optimiser, and with optim.ema the weights' moving
+    average and the forward pass that normalises by its running averages."""
 
     model: layers.Model
     params: dict
@@ -37,6 +38,12 @@ class Net:
     forward: object
     loss_fn: object
     opt: object
+    average: WeightAverage | None = None
+    average_forward: object = None
+
+    def evaluated(self):
+        """(params, forward) that evaluation reads: the moving average's when optim.ema is on."""
+        return (self.average.params, self.average_forward) if self.average else (self.params, self.forward)
 
 
 def build(cfg, device):
@@ -46,7 +53,11 @@ def build(cfg, device):
     params = models.init_params(model, cfg.model, cfg.run.seed, device)
     running = models.init_running(model, device)
     forward = models.make_forward(model, running, cfg.model.batch_norm_momentum)
-    return Net(model, params, running, forward, models.make_loss(cfg.model), make_optimizer(cfg.optim, params))
+    net = Net(model, params, running, forward, models.make_loss(cfg.model), make_optimizer(cfg.optim, params))
+    if cfg.optim.ema:
+        net.average = WeightAverage(cfg.optim.ema, params, running)
+        net.average_forward = models.make_forward(model, net.average.running, cfg.model.batch_norm_momentum)
+    return net
 
 
 # One seed drives everything: the initialisation draws from `seed` itself (models.init_params), the
@@ -172,11 +183,13 @@ class Trainer:
         x, y = self.batches.next(state, t.batch_size, self.total_points)
         b, (lo, hi) = len(y), self.world.shard(len(y))
         x, y = x[lo:hi], y[lo:hi]  # this process's part of the batch (all of it without torchrun)
-        if t.augment != "none":
+        if t.augment != "none" and passes(state.points, self.n_train) < t.epochs - t.augment_off_last:
             background = -PIXEL_MEAN / PIXEL_STD if self.cfg.data.standardize else 0.0  # an empty pixel
             x = models.augment(x, t, self.noise, background)
         loss = self.train_step(x, y, lr, self.noise, (hi - lo) / b)
         state.step, state.pos, state.points = state.step + 1, state.pos + b, state.points + b
+        if self.net.average:
+            self.net.average.update(self.params, self.net.running, state.step)
         fp = state.fingerprint
         if "checksums" not in fp:
             fp.setdefault("losses", []).append(None if loss is None else loss.item())  # .item(): these steps only
@@ -193,6 +206,7 @@ class Trainer:
             params={n: p.detach().cpu() for n, p in self.params.items()},
             running={n: t.detach().cpu() for n, t in self.net.running.items()},  # batch normalisation's averages: state
             optimizer={n: v.cpu() for n, v in self.net.opt.state_dict().items()},
+            **({"average": self.net.average.state_dict()} if self.net.average else {}),  # optim.ema: what evaluation read
             order_rng=self.order.get_state(),
             noise_rng=self.noise.get_state(),
             noise_device=self.noise.device.type,
@@ -213,6 +227,12 @@ class Trainer:
             for n, t in self.net.running.items():
                 t.copy_(ckpt["running"][n])
         self.net.opt.load_state_dict(ckpt["optimizer"])
+        if self.net.average:
+            saved, fresh = ckpt.get("average"), self.net.average
+            if saved is None or any({n: t.shape for n, t in saved[part].items()} != {n: t.shape for n, t in getattr(fresh, part).items()}
+                                    for part in ("params", "running")):
+                raise RunError(f"{path}: its weight average does not fit the config's model (was the checkpoint edited?)")
+            fresh.load_state_dict(saved)
         try:
             self.order.set_state(ckpt["order_rng"])
         except RuntimeError:
