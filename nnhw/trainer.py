@@ -217,8 +217,11 @@ class Trainer:
         """Load a checkpoint's tensors and random streams (checkpoint.load_checkpoint's dict) into this
         freshly started trainer; RunError when they do not fit its model and optimiser. A noise stream
         saved on another kind of device is re-seeded, and `state` notes it among its changes."""
-        for name, fresh in (("params", self.params), ("optimizer", self.net.opt.state_dict()), ("running", self.net.running)):
-            saved = ckpt[name]
+        average = self.net.average.state_dict() if self.net.average else None
+        saved_average = ckpt.get("average") or {}  # optim.ema: checked beside the rest
+        for name, saved, fresh in (("params", ckpt["params"], self.params), ("optimizer", ckpt["optimizer"], self.net.opt.state_dict()),
+                                   ("running", ckpt["running"], self.net.running),
+                                   *((f"weight average's {part}", saved_average.get(part, {}), average[part]) for part in average or ())):
             if set(saved) != set(fresh) or any(saved[n].shape != t.shape for n, t in fresh.items()):
                 raise RunError(f"{path}: its {name} state does not fit the config's model and optimiser (was the checkpoint edited?)")
         with torch.no_grad():
@@ -228,11 +231,7 @@ class Trainer:
                 t.copy_(ckpt["running"][n])
         self.net.opt.load_state_dict(ckpt["optimizer"])
         if self.net.average:
-            saved, fresh = ckpt.get("average"), self.net.average
-            if saved is None or any({n: t.shape for n, t in saved[part].items()} != {n: t.shape for n, t in getattr(fresh, part).items()}
-                                    for part in ("params", "running")):
-                raise RunError(f"{path}: its weight average does not fit the config's model (was the checkpoint edited?)")
-            fresh.load_state_dict(saved)
+            self.net.average.load_state_dict(saved_average)
         try:
             self.order.set_state(ckpt["order_rng"])
         except RuntimeError:

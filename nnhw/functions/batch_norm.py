@@ -147,7 +147,7 @@ def batch_norm(x, gamma, beta, running, training, momentum=0.1, eps=1e-5, call=N
     with the batch's unbiased variance, as torch.nn.functional.batch_norm does. In evaluation, the running
     averages (BatchNormEval, then ReLU). `call(Function, *inputs)` applies the Function (default: through
     torch.autograd)."""
-    call = call or (lambda fn, *inputs: fn.apply(*inputs))
+    call = call or (lambda fn, *inputs: fn.apply(*inputs))  # nnhw.tape.autograd_apply, which this package does not import
     if training:
         return call(BatchNorm, x, gamma, beta, eps, running["mean"], running["var"], momentum, relu)[0]
     y = call(BatchNormEval, x, gamma, beta, running["mean"], running["var"], eps)
