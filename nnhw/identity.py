@@ -21,11 +21,20 @@ def altering(changes):
     return [c for c in changes if (any(k not in WHERE_KEYS for k in c["keys"]) if "keys" in c else bool(c.get("change")))]
 
 
+def recorded(recipe):
+    """A recipe as a summary or a seed set recorded it, with the default of each key added to the config
+    since: the run held that default then."""
+    return {**config_mod.recipe(config_mod.Config()), **recipe}
+
+
 def start_recipe(summary, cfg):
-    """The recipe a finished run started with: its summary's, or for a run made before summaries kept
-    it, that of its config.toml (`cfg`), which is its start's when no resume changed it."""
+    """The recipe a finished run started with: its summary's, with the default of each key added to the
+    config since, or for a run made before summaries kept it, that of its config.toml (`cfg`), which is
+    its start's when no resume changed it."""
     recipe = summary.get("recipe")
-    return recipe if isinstance(recipe, dict) else config_mod.recipe(cfg)
+    if not isinstance(recipe, dict):
+        return config_mod.recipe(cfg)
+    return recorded(recipe)
 
 
 def is_run_of(summary, cfg, recipe, but=()):

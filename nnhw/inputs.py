@@ -271,7 +271,8 @@ def latest_seeds(dirs, name, run_dir, recipe):
     def of_this_run(path):
         agg = read_json(path, {"command": str}, remake)
         if isinstance(agg.get("recipe"), dict):
-            return agg["recipe"] == {k: v for k, v in recipe.items() if k != "run.seed"}
+            shared = {k: v for k, v in identity.recorded(agg["recipe"]).items() if k != "run.seed"}  # the set's recipe, seeds aside
+            return shared == {k: v for k, v in recipe.items() if k != "run.seed"}
         runs = agg.get("runs") if isinstance(agg.get("runs"), list) else []
         return (is_seed_set_of(agg["command"].strip(), name)
                 and any(isinstance(r, dict) and Path(str(r.get("run_dir"))).name == run_dir.name for r in runs))

@@ -119,3 +119,14 @@ def test_the_report_takes_a_run_by_the_recipe_it_started_with(tmp_path, monkeypa
     # the newest started with another recipe; the one before was altered on a resume: the first is the run
     assert inputs.latest_run([tmp_path / "logs"], "relu").name == "20260101-000000"
     assert identity.altering([dict(points=1, commit="c", keys=["run.device", "run.log_dir"], change="...")]) == []
+
+
+def test_a_recipe_recorded_before_a_key_existed_held_its_default():
+    """A key added to the config after a run started was at its default in that run: the run is still a
+    run of the recipe that has the default, and of no recipe that sets the key otherwise."""
+    cfg = config.load(REPO / "configs" / "fast.toml")
+    now = config.recipe(cfg)
+    then = {k: v for k, v in now.items() if k not in ("optim.ema", "train.augment_off_last")}
+    assert identity.is_run_of({"recipe": then}, None, now)
+    assert not identity.is_run_of({"recipe": then}, None, {**now, "optim.ema": 0.999})
+    assert identity.recorded(then) == now
