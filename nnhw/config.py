@@ -123,6 +123,10 @@ class TrainConfig:
     augment_rotate: float = opt(10.0, "'affine', 'elastic': largest rotation in degrees", min=0.0, le=180.0)
     augment_scale: float = opt(0.1, "'affine', 'elastic': largest relative change of scale", min=0.0, lt=1.0)
     augment_off_last: float = opt(0.0, "passes at the end of the run trained on the images as they are, augmentation off (the net settles on the real images once the rate is low); 0: augmented to the end", min=0.0, le=1e6)
+    adversarial: str = opt("none", "an adversarial term added to the loss, from a second pass at moved images: 'vat' (virtual adversarial training, Miyato et al. 2018: the KL divergence between the outputs at x and at x + r, r of L2 norm adversarial_eps in the direction that moves them most, found by one power-iteration step; needs no label) or 'fgsm' (Goodfellow et al. 2015: the loss at x + adversarial_eps sign(grad_x loss)); the moved passes normalise by their batch's statistics without moving the running averages", choices=["none", "vat", "fgsm"])
+    adversarial_eps: float = opt(2.0, "'vat': the L2 norm of each image's perturbation; 'fgsm': the largest change of each pixel; in pixel units (0 black, 1 white) before standardisation", gt=0.0, le=1000.0)
+    adversarial_weight: float = opt(1.0, "the adversarial term's weight beside the loss", gt=0.0, le=1000.0)
+    vat_xi: float = opt(1e-6, "'vat': L2 norm of the random probe whose gradient finds the most sensitive direction, in pixel units (Miyato et al. use 1e-6)", gt=0.0, le=1000.0)
     elastic_alpha: float = opt(34.0, "'elastic': scale in pixels of the displacement field (Simard et al. 2003 use 34)", min=0.0, le=1000.0)
     elastic_sigma: float = opt(4.0, "'elastic': std in pixels of the Gaussian that smooths the field (Simard et al. 2003 use 4; below 0.1 px it smooths nothing)", min=0.1, le=float(IMAGE_SIDE))
 
@@ -285,6 +289,12 @@ def validate(cfg):
                           f"use train.batch_size >= 2 (got {cfg.train.batch_size}) or model.batch_norm = false")
     if cfg.train.compile and cfg.train.engine == "tape":
         raise ConfigError("train.compile: torch.compile needs train.engine = 'autograd' (the tape runs outside torch)")
+    if cfg.train.adversarial != "none" and (cfg.train.engine == "tape" or cfg.train.compile):
+        raise ConfigError(f"train.adversarial: '{cfg.train.adversarial}' takes a gradient in the input inside the step, which runs through "
+                          "torch.autograd uncompiled; set train.engine = 'autograd' and train.compile = false")
+    if cfg.train.adversarial == "vat" and (m.dropout_input or m.dropout_hidden or any(m.dropout_conv)):
+        raise ConfigError("train.adversarial: 'vat' compares the outputs at x and at x + r, which dropout's fresh masks would make differ "
+                          "by themselves; set model.dropout_input and model.dropout_hidden to 0 and model.dropout_conv to []")
     if cfg.data.train_split == "train" and cfg.data.train_points > 50000:
         raise ConfigError(f"data.train_points: the 'train' split holds 50,000 points, got {cfg.data.train_points}; use 'train+dev' for up to 60,000")
     if cfg.eval.sharpness_every and (m.dropout_input or m.dropout_hidden or any(m.dropout_conv)):

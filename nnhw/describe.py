@@ -17,6 +17,7 @@ QUESTIONS = [
     ("4.3", "deep", "Architecture 2: several hidden layers, on train+dev"),
     ("4.3", "mlp_aug", "Being creative: an MLP trained on elastically distorted images, on train+dev"),
     ("4.3", "mlp_maxnorm", "Beyond the homework: Srivastava et al.'s dropout recipe, with max-norm and a momentum ramp, on train+dev"),
+    ("4.3", "mlp_vat", "Beyond the homework: virtual adversarial training of a batch-normalised MLP, on train+dev"),
     ("6", "cnn", "The CNN, with average pooling, on train+dev"),
     ("6", "cnn_aug", "The same CNN trained on augmented images"),
     ("6", "cnn_bn", "Beyond the homework: the published CNN recipe, with batch normalisation and strided convolutions"),

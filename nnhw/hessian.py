@@ -1,4 +1,5 @@
-"""Second derivatives of a loss over a parameter dict: Hessian-vector products, and the top eigenvalue.
+"""Second derivatives of a loss over a parameter dict: Hessian-vector products, the top eigenvalues,
+the trace and the eigenvalue density.
 
 `f` maps a parameter dict {name: tensor} to a scalar loss; H is its Hessian over every
 entry of every parameter. Problem 7's L (the loss is L-smooth: ||H|| <= L) is what
@@ -75,51 +76,158 @@ class Eigen:
     orthogonality: float = 0.0
 
 
-def top_eigenvalue(f, params, iters=20, generator=None, mode="forward-over-reverse"):
-    """The largest algebraic eigenvalue of f's Hessian at params (not the largest in magnitude), by
-    Lanczos with full reorthogonalisation from a random unit start (drawn from `generator`).
-
-    After j products the Krylov basis q_1..q_j and H's tridiagonal projection T_j (alpha on its
-    diagonal, beta beside it) are built; T_j's largest eigenvalue is the estimate, and
-    beta_j |s_j|, with s the matching eigenvector of T_j, is its residual. Full reorthogonalisation
-    keeps the basis orthogonal in floating point, so no ghost copies of an eigenvalue appear."""
-    check_params("top_eigenvalue", params)
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"top_eigenvalue: iters must be a whole number >= 1 (Hessian-vector products), got {iters!r}")
+def _operator(f, params, mode, scale=None):
+    """(apply, n, like): apply(x) = H x for x (n,), one flat vector over every entry of params in their
+    order; with `scale` (a dict of positive tensors shaped like params, s), the operator S H S, S = diag(s).
+    `like` is the tensor whose device and dtype the vectors take."""
     names = list(params)
     shapes = [params[k].shape for k in names]
     sizes = [math.prod(s) for s in shapes]
-    any_param = params[names[0]]
-    k_max = min(iters, sum(sizes))
+    s = None if scale is None else torch.cat([scale[k].reshape(-1) for k in names])
 
-    def unflat(x):
-        return {k: part.view(shape) for k, part, shape in zip(names, x.split(sizes), shapes)}
+    def apply(x):
+        x = x if s is None else s * x
+        hv = hvp(f, params, {k: part.view(shape) for k, part, shape in zip(names, x.split(sizes), shapes)}, mode)
+        hx = torch.cat([hv[k].reshape(-1) for k in names])
+        return hx if s is None else s * hx
 
-    def apply_h(x):
-        hv = hvp(f, params, unflat(x), mode)
-        return torch.cat([hv[k].reshape(-1) for k in names])
+    return apply, sum(sizes), params[names[0]]
 
-    q = torch.randn(sum(sizes), generator=generator, dtype=torch.float64).to(device=any_param.device, dtype=any_param.dtype)
-    basis, alphas, betas = [q / torch.linalg.vector_norm(q)], [], []
-    for _ in range(k_max):
-        w = apply_h(basis[-1])
+
+def _lanczos(apply, q, steps):
+    """Lanczos with full reorthogonalisation from the unit vector q, for at most `steps` products:
+    (alphas, betas, basis), the diagonal and the off-diagonal of H's tridiagonal projection T_j and the
+    Krylov basis q_1..q_j. It stops early at an invariant subspace, where T_j's eigenvalues are exact."""
+    basis, alphas, betas = [q], [], []
+    for _ in range(steps):
+        w = apply(basis[-1])
         alphas.append(torch.dot(w, basis[-1]).item())
         Q = torch.stack(basis, 1)  # (n, j)
         for _ in range(2):  # Gram-Schmidt twice: orthogonal to working precision
             w = w - Q @ (Q.t() @ w)
         betas.append(torch.linalg.vector_norm(w).item())
-        if betas[-1] <= 1e-12 * max(abs(a) for a in alphas) or len(alphas) == k_max:
+        if betas[-1] <= 1e-12 * max(abs(a) for a in alphas) or len(alphas) == steps:
             break  # an invariant subspace (the estimate is exact), or the last product
         basis.append(w / betas[-1])
+    return alphas, betas, basis[: len(alphas)]
+
+
+def _ritz(alphas, betas):
+    """T_j's eigenvalues (ascending) and eigenvectors, in float64."""
     j = len(alphas)
     T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
     if j > 1:
         off = torch.tensor(betas[: j - 1], dtype=torch.float64)
         T += torch.diag(off, 1) + torch.diag(off, -1)
-    values, vectors = torch.linalg.eigh(T)
-    Q = torch.stack(basis[:j], 1)  # (n, j), in the parameters' precision
+    return torch.linalg.eigh(T)
+
+
+def _check_count(where, name, value, least=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{where}: {name} must be a whole number >= {least}, got {value!r}")
+
+
+def _rademacher(n, generator, like):
+    """n independent entries +-1, each with probability 1/2, drawn on the CPU (the same on every device)."""
+    return (torch.randint(0, 2, (n,), generator=generator, dtype=torch.float64) * 2 - 1).to(device=like.device, dtype=like.dtype)
+
+
+def top_eigenvalues(f, params, k, iters=20, generator=None, mode="forward-over-reverse", scale=None):
+    """The k largest algebraic eigenvalues of f's Hessian at params (not the largest in magnitude), largest
+    first, as Eigen; with `scale` (s, a dict like params), those of S H S, S = diag(s). Lanczos with full
+    reorthogonalisation from a random unit start (drawn from `generator`), for iters products.
+
+    After j products the Krylov basis q_1..q_j and H's tridiagonal projection T_j (alpha on its diagonal,
+    beta beside it) are built; T_j's largest eigenvalues are the estimates, and beta_j |s_j|, with s the
+    matching eigenvector of T_j, is each one's residual. Full reorthogonalisation keeps the basis
+    orthogonal in floating point, so no ghost copies of an eigenvalue appear. Fewer than k come back where
+    the Krylov space runs out first (H has fewer distinct eigenvalues that the start sees)."""
+    check_params("top_eigenvalues", params)
+    _check_count("top_eigenvalues", "iters", iters)
+    _check_count("top_eigenvalues", "k", k)
+    if k > iters:
+        raise ValueError(f"top_eigenvalues: k = {k} eigenvalues need at least as many Lanczos steps, got iters = {iters}")
+    apply, n, like = _operator(f, params, mode, scale)
+    q = torch.randn(n, generator=generator, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
+    alphas, betas, basis = _lanczos(apply, q / torch.linalg.vector_norm(q), min(iters, n))
+    values, vectors = _ritz(alphas, betas)
+    j = len(alphas)
+    Q = torch.stack(basis, 1)  # (n, j), in the parameters' precision
     lost = (Q.t() @ Q - torch.eye(j, dtype=Q.dtype, device=Q.device)).abs().max().item()
-    return Eigen(values[-1].item(), abs(betas[-1] * vectors[-1, -1].item()), j, lost)
+    return [Eigen(values[-i].item(), abs(betas[-1] * vectors[-1, -i].item()), j, lost) for i in range(1, min(k, j) + 1)]
+
+
+def top_eigenvalue(f, params, iters=20, generator=None, mode="forward-over-reverse", scale=None):
+    """The largest algebraic eigenvalue of f's Hessian at params (with `scale`, of S H S), as top_eigenvalues."""
+    check_params("top_eigenvalue", params)
+    _check_count("top_eigenvalue", "iters", iters)
+    return top_eigenvalues(f, params, 1, iters, generator, mode, scale)[0]
+
+
+@dataclass
+class Trace:
+    """Hutchinson's estimate of tr H, its standard error, and the products of H it took."""
+
+    value: float
+    stderr: float
+    products: int
+
+
+def trace(f, params, samples=100, generator=None, mode="forward-over-reverse"):
+    """tr H by Hutchinson's estimator: E[z^T H z] = tr H for z with independent entries +-1. `value` is
+    the mean over `samples` draws (from `generator`), `stderr` their standard deviation / sqrt(samples).
+    Where samples >= n, the number of entries, the n unit vectors e_i replace the draws: sum_i e_i^T H e_i
+    is tr H exactly, and the standard error is 0."""
+    check_params("trace", params)
+    _check_count("trace", "samples", samples, least=2)
+    apply, n, like = _operator(f, params, mode)
+    if samples >= n:
+        basis = torch.eye(n, dtype=like.dtype, device=like.device)
+        return Trace(sum(apply(basis[i])[i].item() for i in range(n)), 0.0, n)
+    values = []
+    for _ in range(samples):
+        z = _rademacher(n, generator, like)
+        values.append(torch.dot(z, apply(z)).item())
+    t = torch.tensor(values, dtype=torch.float64)
+    return Trace(t.mean().item(), (t.std() / math.sqrt(samples)).item(), samples)
+
+
+@dataclass
+class Density:
+    """The Hessian's eigenvalue density by stochastic Lanczos quadrature: nodes (Ritz values) and their
+    weights, which sum to 1; `products` of H it took."""
+
+    nodes: list
+    weights: list
+    products: int
+
+    def curve(self, grid, width):
+        """The density smoothed by a Gaussian of std `width` at the points of `grid` (a 1-D tensor):
+        sum_i w_i N(x; node_i, width^2), which integrates to 1."""
+        nodes, weights = torch.tensor(self.nodes, dtype=torch.float64), torch.tensor(self.weights, dtype=torch.float64)
+        gauss = torch.exp(-0.5 * ((grid.double().unsqueeze(1) - nodes) / width) ** 2) / (width * math.sqrt(2 * math.pi))
+        return gauss @ weights
+
+
+def spectral_density(f, params, iters=30, runs=2, generator=None, mode="forward-over-reverse"):
+    """The eigenvalue density of f's Hessian, (1/n) sum_i delta(x - lambda_i), by stochastic Lanczos
+    quadrature (Ghorbani et al. 2019): for each of `runs` starts v = z / sqrt(n), z with entries +-1
+    (Hutchinson's draws, in trace's order), `iters` Lanczos steps give T = U diag(theta) U^T; the nodes
+    are theta and the weights U[0, i]^2 / runs. sum_i w_i theta_i = mean_r v_r^T H v_r: trace(...) / n
+    for the same draws."""
+    check_params("spectral_density", params)
+    _check_count("spectral_density", "iters", iters)
+    _check_count("spectral_density", "runs", runs)
+    apply, n, like = _operator(f, params, mode)
+    nodes, weights, products = [], [], 0
+    for _ in range(runs):
+        z = _rademacher(n, generator, like)
+        alphas, betas, _ = _lanczos(apply, z / math.sqrt(n), min(iters, n))
+        values, vectors = _ritz(alphas, betas)
+        nodes += values.tolist()
+        weights += (vectors[0] ** 2 / runs).tolist()
+        products += len(alphas)
+    return Density(nodes, weights, products)
 
 
 def layer_eigenvalues(f, params, iters=20, generator=None, mode="forward-over-reverse"):

@@ -7,6 +7,8 @@ loop over the layers of `layers.describe(cfg.model)`.
 """
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -50,20 +52,21 @@ def init_running(model, device):
 
 
 def make_forward(model, running, batch_norm_momentum=0.1):
-    """forward(params, x, generator=None, call=None, training=None) -> outputs (N, 10) of `model`.
+    """forward(params, x, generator=None, call=None, training=None, moving=True) -> outputs (N, 10) of `model`.
 
     Training (by default, when a generator is given) draws dropout's masks from the generator and
     normalises by each batch's statistics, moving the running averages in `running` (init_running's
-    dict, or a checkpoint's); evaluation (no generator) drops nothing and normalises by them.
+    dict, or a checkpoint's) unless `moving` is false (an adversarial pass at moved images); evaluation
+    (no generator) drops nothing and normalises by them.
     `call(Function, *inputs)` applies each Function: through torch.autograd by default, or through an
     nnhw.tape.Tape (train.engine = "tape").
     """
 
-    def normalise(z, params, layer, training, call, relu):
-        stats = {"mean": running[f"mean.{layer.tag}"], "var": running[f"var.{layer.tag}"]}
+    def normalise(z, params, layer, training, call, relu, moving):
+        stats = {"mean": running[f"mean.{layer.tag}"], "var": running[f"var.{layer.tag}"]} if moving else {"mean": None, "var": None}
         return nf.batch_norm(z, params[f"g{layer.tag}"], params[f"bn{layer.tag}"], stats, training, batch_norm_momentum, call=call, relu=relu)
 
-    def forward(params, x, generator=None, call=None, training=None):
+    def forward(params, x, generator=None, call=None, training=None, moving=True):
         call = call or autograd_apply
         drop = generator is not None
         training = drop if training is None else training
@@ -81,11 +84,11 @@ def make_forward(model, running, batch_norm_momentum=0.1):
             # batch normalisation straight before a ReLU applies both in one Function (a pass fewer each way)
             relu_in_norm = layer.transfer == "relu" and layer.batch_norm == ("pooled" if max_pool else "maps")
             if layer.batch_norm == "maps":
-                z = normalise(z, params, layer, training, call, relu_in_norm)
+                z = normalise(z, params, layer, training, call, relu_in_norm, moving)
             if max_pool:  # before f: max then f equals f then max for a nondecreasing f
                 z = nf.max_pool2d(z, pool.size, pool.stride, call)
             if layer.batch_norm == "pooled":
-                z = normalise(z, params, layer, training, call, relu_in_norm)
+                z = normalise(z, params, layer, training, call, relu_in_norm, moving)
             if layer.transfer and not relu_in_norm:
                 z = call(nf.TRANSFER_FUNCTIONS[layer.transfer], z)
             if pool and pool.kind == "avg":
@@ -111,6 +114,51 @@ def make_loss(cfg_model):
         return (call or autograd_apply)(nf.SquaredError, out, onehot)
 
     return squared_error_onehot
+
+
+def _unit_rows(t):
+    """Each row of t (N, ...) divided by its L2 norm (rows of zeros stay zero)."""
+    norm = t.flatten(1).norm(dim=1).clamp_min(1e-30)
+    return t / norm.view(-1, *[1] * (t.dim() - 1))
+
+
+@dataclass
+class Adversarial:
+    """train.adversarial's term: term(params, x, y, out, loss, generator), added to the loss; with
+    input_grad, x must require grad in the clean pass, whose loss's gradient in the image it reads."""
+
+    term: Callable
+    input_grad: bool
+
+
+def make_adversarial(cfg_train, forward, loss_fn, pixel):
+    """train.adversarial's Adversarial, whose term is adversarial_weight times the term below, or None
+    when it is 'none'. `out` and `loss` are the clean pass's outputs and loss at x; `pixel` is
+    one pixel unit in x's scale (1 / PIXEL_STD when standardised). The moved passes normalise by
+    their own batch's statistics and leave the running averages where the clean pass put them.
+
+    'vat':  p = softmax(out), fixed;  d random of norm xi;  g = grad_d KL(p || softmax(f(x + d)));
+            r = eps g / |g| per image;  term = KL(p || softmax(f(x + r)))
+    'fgsm': r = eps sign(grad_x loss) (x must require grad in the clean pass);  term = loss(f(x + r), y)
+    Every gradient here comes through the Functions' own backward.
+    """
+    t = cfg_train
+    if t.adversarial == "none":
+        return None
+    eps, xi, w = t.adversarial_eps * pixel, t.vat_xi * pixel, t.adversarial_weight
+
+    def vat(params, x, y, out, loss, generator):
+        p = out.detach()  # (N, 10): the clean outputs, a fixed target
+        d = (xi * _unit_rows(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))).requires_grad_()
+        probe = autograd_apply(nf.SoftmaxKL, p, forward(params, x.detach() + d, training=True, moving=False))
+        (g,) = torch.autograd.grad(probe, d)  # (N, 784): ~ H d, the power iteration's step
+        return w * autograd_apply(nf.SoftmaxKL, p, forward(params, x.detach() + eps * _unit_rows(g), training=True, moving=False))
+
+    def fgsm(params, x, y, out, loss, generator):
+        (g,) = torch.autograd.grad(loss, x, retain_graph=True)  # the clean loss's gradient in the image
+        return w * loss_fn(forward(params, x.detach() + eps * g.sign(), generator, training=True, moving=False), y)
+
+    return Adversarial(vat, False) if t.adversarial == "vat" else Adversarial(fgsm, True)
 
 
 def elastic_field(n, alpha, sigma, generator, device, dtype):

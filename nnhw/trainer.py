@@ -30,7 +30,7 @@ FINGERPRINT_STEPS = 20  # a run records the loss of each of its first steps, and
 class Net:
     """A model built for a device: its description, parameters, running averages (batch normalisation's
     state; {} without it), forward pass, loss and optimiser, and with optim.ema the weights' moving
-    average and the forward pass that normalises by its running averages."""
+    average and the forward pass that normalises by its running averages, and with train.adversarial its term."""
 
     model: layers.Model
     params: dict
@@ -40,6 +40,7 @@ class Net:
     opt: object
     average: WeightAverage | None = None
     average_forward: object = None
+    adversarial: models.Adversarial | None = None
 
     def evaluated(self):
         """(params, forward) that evaluation reads: the moving average's when optim.ema is on."""
@@ -53,7 +54,9 @@ def build(cfg, device):
     params = models.init_params(model, cfg.model, cfg.run.seed, device)
     running = models.init_running(model, device)
     forward = models.make_forward(model, running, cfg.model.batch_norm_momentum)
-    net = Net(model, params, running, forward, models.make_loss(cfg.model), make_optimizer(cfg.optim, params))
+    loss_fn = models.make_loss(cfg.model)
+    net = Net(model, params, running, forward, loss_fn, make_optimizer(cfg.optim, params))
+    net.adversarial = models.make_adversarial(cfg.train, forward, loss_fn, 1 / PIXEL_STD if cfg.data.standardize else 1.0)
     if cfg.optim.ema:
         net.average = WeightAverage(cfg.optim.ema, params, running)
         net.average_forward = models.make_forward(model, net.average.running, cfg.model.batch_norm_momentum)
@@ -83,11 +86,16 @@ def make_train_step(net, world=None, engine="autograd", compile=False):
     torchrun, x is this process's shard, `share` its fraction of the global batch, and the gradients
     are all-reduced. engine 'autograd' lets torch.autograd call the Functions' backward; 'tape' calls
     them itself (nnhw.tape)."""
-    params, forward, loss_fn, opt = net.params, net.forward, net.loss_fn, net.opt
+    params, forward, loss_fn, opt, adversarial = net.params, net.forward, net.loss_fn, net.opt, net.adversarial
     tensors = list(params.values())
     world = world or dist_mod.World()
 
     def forward_loss(x, y, generator):
+        if adversarial:  # the loss at x, plus the term from a second pass at moved images
+            x = x.detach().requires_grad_(adversarial.input_grad)
+            out = forward(params, x, generator, training=True)
+            loss = loss_fn(out, y)
+            return loss + adversarial.term(params, x, y, out, loss, generator)
         return loss_fn(forward(params, x, generator, training=True), y)
 
     if compile:

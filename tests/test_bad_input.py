@@ -149,6 +149,12 @@ def test_hessian_names_a_bad_argument():
         hessian.top_eigenvalue(quadratic, {})
     with pytest.raises(ValueError, match="top_eigenvalue: iters must be a whole number >= 1"):
         hessian.top_eigenvalue(quadratic, w, iters=0)
+    with pytest.raises(ValueError, match="top_eigenvalues: k must be a whole number >= 1"):
+        hessian.top_eigenvalues(quadratic, w, 0)
+    with pytest.raises(ValueError, match="trace: samples must be a whole number >= 2"):
+        hessian.trace(quadratic, w, samples=1)
+    with pytest.raises(ValueError, match="spectral_density: runs must be a whole number >= 1"):
+        hessian.spectral_density(quadratic, w, runs=True)
     with pytest.raises(ValueError, match="hvp: mode must be one of"):
         hessian.hvp(quadratic, w, w, mode="sideways")
     for mode in hessian.MODES:  # f that does not depend on the parameters: H = 0, in both modes

@@ -125,7 +125,7 @@ def twinned(name):
     return cfg, net, builtin.double(), opt
 
 
-TWINNED = [c for c in CONFIGS if c != "mlp_maxnorm"]  # max-norm has no built-in twin (refused below)
+TWINNED = [c for c in CONFIGS if c not in ("mlp_maxnorm", "mlp_vat")]  # max-norm and VAT have no built-in twin (refused below)
 
 
 @pytest.mark.parametrize("name", TWINNED)
@@ -169,7 +169,8 @@ def test_the_twin_computes_what_nnhw_computes_for_every_committed_config(name):
 
 
 @pytest.mark.parametrize("overrides, what", [(["optim.max_norm=3.0"], "max-norm"), (['model.transfer="square"'], "'square'"),
-                                             (["optim.momentum_ramp=5.0"], "momentum ramp")])
+                                             (["optim.momentum_ramp=5.0"], "momentum ramp"),
+                                             (['train.adversarial="vat"', 'train.engine="autograd"'], "adversarial term")])
 def test_a_model_without_a_builtin_twin_is_refused_in_one_line(overrides, what):
     with pytest.raises(twin.TwinError, match=what):
         twin.check(config.load(REPO / "configs" / "relu.toml", overrides))

@@ -52,6 +52,14 @@ def _ce_inputs(n, gen, dtype):
     return (torch.randn(n, 6, generator=gen, dtype=dtype), torch.randint(0, 6, (n,), generator=gen))
 
 
+def _kl_inputs(n, gen, dtype):
+    return (torch.randn(n, 6, generator=gen, dtype=dtype), torch.randn(n, 6, generator=gen, dtype=dtype))
+
+
+def _kl_ref(a, b):
+    return F.kl_div(torch.log_softmax(b, 1), torch.log_softmax(a, 1), reduction="batchmean", log_target=True)
+
+
 def _se_inputs(n, gen, dtype):
     return (torch.randn(n, 6, generator=gen, dtype=dtype), torch.randn(n, 6, generator=gen, dtype=dtype))
 
@@ -140,6 +148,7 @@ CASES = [
     Case("affine_no_bias", nf.affine, F.linear, _affine_inputs(bias=False)),
     Case("softmax_cross_entropy", nf.softmax_cross_entropy, F.cross_entropy, _ce_inputs),
     Case("squared_error", nf.squared_error, F.mse_loss, _se_inputs),
+    Case("softmax_kl", nf.softmax_kl, _kl_ref, _kl_inputs),
     Case("conv2d", nf.conv2d, _conv_ref, _conv_inputs(1, 0)),
     Case("conv2d_stride2_pad1", nf.conv2d, _conv_ref, _conv_inputs(2, 1)),
     Case("conv2d_no_bias", nf.conv2d, _conv_ref, _conv_inputs(1, 1, bias=False)),
@@ -394,6 +403,19 @@ def test_cross_entropy_finite_at_large_logits(scale):
     torch.testing.assert_close(loss, F.cross_entropy(logits.detach(), target))
     # The first row's loss is the margin 2*scale: huge but exact.
     assert loss.item() == pytest.approx(scale, rel=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e4])
+def test_softmax_kl_finite_at_large_logits_and_zero_at_equal_ones(scale):
+    a = (torch.tensor([[1.0, -1.0, 0.5], [-1.0, 1.0, 0.0]]) * scale).requires_grad_()
+    b = a.detach().flip(1).requires_grad_()  # each row's winner moved elsewhere
+    loss = nf.softmax_kl(a, b)
+    ga, gb = torch.autograd.grad(loss, (a, b))
+    assert torch.isfinite(loss) and torch.isfinite(ga).all() and torch.isfinite(gb).all()
+    torch.testing.assert_close(loss, _kl_ref(a.detach(), b.detach()))
+    same = nf.softmax_kl(a, a.detach().clone().requires_grad_())
+    assert same.item() == 0.0  # KL(p || p) = 0, and its gradient in either argument too
+    assert not torch.autograd.grad(same, a)[0].any()
 
 
 # --------------------------------------------------------------------------- #

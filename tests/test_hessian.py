@@ -339,3 +339,95 @@ def test_lanczos_keeps_its_basis_orthogonal_past_the_dimension_on_a_clustered_sp
                                  torch.Generator().manual_seed(1))
     assert top.value == pytest.approx(3.0, abs=1e-12) and top.residual < 1e-10 and top.products == n
     assert top.orthogonality < 1e-12
+
+
+def tiny_network(seed=3):
+    """f, params and the exact 43 x 43 Hessian of a 4-5-3 tanh network's cross-entropy on 7 points."""
+    gen = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(7, 4, generator=gen), torch.randint(0, 3, (7,), generator=gen)
+    params = {"W1": torch.randn(5, 4, generator=gen), "b1": torch.randn(5, generator=gen),
+              "W2": torch.randn(3, 5, generator=gen), "b2": torch.randn(3, generator=gen)}
+
+    def f(p):
+        return nf.softmax_cross_entropy(nf.affine(nf.tanh(nf.affine(x, p["W1"], p["b1"])), p["W2"], p["b2"]), y)
+
+    return f, params, flat_hessian(f, params)[0]
+
+
+@pytest.mark.parametrize("mode", hessian.MODES)
+def test_the_top_three_eigenvalues_equal_the_exact_ones(mode):
+    f, params, H = tiny_network()
+    exact = torch.linalg.eigvalsh(H).flip(0)[:3].tolist()
+    top = hessian.top_eigenvalues(f, params, 3, iters=43, generator=torch.Generator().manual_seed(0), mode=mode)
+    assert [e.value for e in top] == pytest.approx(exact, abs=1e-8)
+    assert exact[0] > exact[1] > exact[2]  # three different eigenvalues, not one found thrice
+    assert all(e.residual < 1e-8 for e in top)
+    with pytest.raises(ValueError, match="at least as many Lanczos steps"):
+        hessian.top_eigenvalues(f, params, 5, iters=4)
+
+
+@pytest.mark.parametrize("mode", hessian.MODES)
+def test_the_trace_is_within_three_standard_errors_and_exact_on_the_basis(mode):
+    f, params, H = tiny_network()
+    exact = torch.trace(H).item()
+    estimate = hessian.trace(f, params, samples=30, generator=torch.Generator().manual_seed(0), mode=mode)
+    assert estimate.products == 30 and estimate.stderr > 0
+    assert abs(estimate.value - exact) <= 3 * estimate.stderr
+    assert estimate.value != pytest.approx(exact, abs=1e-6)  # an estimate, not the exact value by accident
+    on_basis = hessian.trace(f, params, samples=43, mode=mode)  # as many samples as entries: the unit vectors
+    assert on_basis.value == pytest.approx(exact, abs=1e-10) and on_basis.stderr == 0.0 and on_basis.products == 43
+
+
+@pytest.mark.parametrize("mode", hessian.MODES)
+def test_the_density_weights_sum_to_one_and_its_mean_is_the_trace_over_n(mode):
+    f, params, H = tiny_network()
+    density = hessian.spectral_density(f, params, iters=10, runs=5, generator=torch.Generator().manual_seed(4), mode=mode)
+    assert len(density.nodes) == len(density.weights) == 50 and density.products == 50
+    assert sum(density.weights) == pytest.approx(1.0, abs=1e-12)
+    mean = sum(w * x for w, x in zip(density.weights, density.nodes))
+    same_draws = hessian.trace(f, params, samples=5, generator=torch.Generator().manual_seed(4), mode=mode)
+    assert mean == pytest.approx(same_draws.value / 43, abs=1e-12)
+    # With as many steps as entries, every node is an eigenvalue of H, the extremes included.
+    full = hessian.spectral_density(f, params, iters=43, runs=1, generator=torch.Generator().manual_seed(4), mode=mode)
+    eigenvalues = torch.linalg.eigvalsh(H)
+    assert max(full.nodes) == pytest.approx(eigenvalues[-1].item(), abs=1e-8)
+    assert min(full.nodes) == pytest.approx(eigenvalues[0].item(), abs=1e-8)
+    grid = torch.linspace(min(full.nodes) - 1, max(full.nodes) + 1, 2001)
+    curve = density.curve(grid, 0.05)
+    assert torch.trapezoid(curve, grid).item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_scaled_operator_is_the_explicitly_built_one():
+    """The preconditioned sharpness's operator: S H S, S = diag(s), against the matrix built from the exact H."""
+    f, params, H = tiny_network()
+    gen = torch.Generator().manual_seed(5)
+    scale = {k: 0.5 + torch.rand(p.shape, generator=gen) * 4 for k, p in params.items()}
+    s = torch.cat([scale[k].reshape(-1) for k in params])
+    exact = torch.linalg.eigvalsh(s[:, None] * H * s[None, :])[-1].item()
+    for mode in hessian.MODES:
+        top = hessian.top_eigenvalue(f, params, iters=43, generator=torch.Generator().manual_seed(0), mode=mode, scale=scale)
+        assert top.value == pytest.approx(exact, abs=1e-8), mode
+    assert exact != pytest.approx(torch.linalg.eigvalsh(H)[-1].item(), rel=0.1)  # the scaling matters
+
+
+def test_a_wrong_jvp_rule_moves_every_forward_over_reverse_value(monkeypatch):
+    f, params, _ = tiny_network()
+
+    def values(mode):
+        gen = torch.Generator().manual_seed(0)
+        top = hessian.top_eigenvalues(f, params, 2, iters=43, generator=gen, mode=mode)
+        return ([e.value for e in top], hessian.trace(f, params, samples=43, mode=mode).value,
+                hessian.spectral_density(f, params, iters=8, runs=2, generator=gen, mode=mode).nodes)
+
+    right = values("reverse-over-reverse")
+    for ours, theirs in zip(values("forward-over-reverse"), right):
+        assert ours == pytest.approx(theirs, abs=1e-9)
+
+    def wrong_jvp(ctx, da):  # 1 - f^2 would be right
+        (y,) = ctx.saved_tensors
+        return da * (1 - y)
+
+    monkeypatch.setattr(nf.Tanh, "jvp", staticmethod(wrong_jvp))
+    planted = values("forward-over-reverse")
+    for ours, theirs in zip(planted, right):
+        assert ours != pytest.approx(theirs, abs=1e-6)

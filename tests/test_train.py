@@ -21,9 +21,11 @@ def short_cfg(tmp_path, name="relu", extra=()):
 
 
 def scalars(path, tag):
+    """(step, value) of each event of `tag` under path, in the order written: a resumed run adds an event
+    file, and the files' names (time, host, process, a counter) need not sort in that order."""
     acc = EventAccumulator(str(path))
     acc.Reload()
-    return [(e.step, e.value) for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else None
+    return [(e.step, e.value) for e in sorted(acc.Scalars(tag), key=lambda e: e.wall_time)] if tag in acc.Tags()["scalars"] else None
 
 
 def test_cli_short_run_writes_curves_checkpoint_and_summary(tmp_path, mnist_root):
@@ -120,7 +122,7 @@ def test_divergence_stops_with_lr_and_keeps_checkpoint(tmp_path, mnist_root):
 
 
 @pytest.mark.slow  # more real runs, most in subprocesses
-@pytest.mark.parametrize("name", ["wide", "deep", "mlp_aug", "mlp_maxnorm", "cnn", "cnn_aug", "cnn_bn", "cnn_bn_aug", "fast", "fast995"])
+@pytest.mark.parametrize("name", ["wide", "deep", "mlp_aug", "mlp_maxnorm", "mlp_vat", "cnn", "cnn_aug", "cnn_bn", "cnn_bn_aug", "fast", "fast995"])
 def test_extra_credit_configs_train_a_few_steps(tmp_path, mnist_root, monkeypatch, name):
     """Each extra-credit config, as committed, takes a few real steps (dropout, augmentation, conv, max pooling, Adam) and learns."""
     monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))

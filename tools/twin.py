@@ -36,6 +36,8 @@ def check(cfg):
         raise TwinError("the built-in twin: torch.optim has no max-norm projection (optim.max_norm)")
     if o.momentum_ramp:
         raise TwinError("the built-in twin: torch.optim.SGD has no momentum ramp (optim.momentum_ramp)")
+    if cfg.train.adversarial != "none":
+        raise TwinError(f"the built-in twin: its step has no adversarial term (train.adversarial = '{cfg.train.adversarial}')")
 
 
 def _copy(module, weight, bias):

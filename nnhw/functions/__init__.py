@@ -23,10 +23,10 @@ from .affine import Affine, affine
 from .batch_norm import BatchNorm, BatchNormEval, batch_norm
 from .convolution import AvgPool2d, Conv2d, Flatten, MaxPool2d, conv2d, max_pool2d
 from .dropout import Dropout, dropout
-from .losses import IGNORE_NONE, SoftmaxCrossEntropy, SquaredError, softmax_cross_entropy, squared_error
+from .losses import IGNORE_NONE, SoftmaxCrossEntropy, SoftmaxKL, SquaredError, softmax_cross_entropy, softmax_kl, squared_error
 from .shared import _Function
 from .transfer import TRANSFER_FUNCTIONS, Identity, ReLU, Sigmoid, Square, Tanh, identity, relu, sigmoid, square, tanh
 
 __all__ = ["Affine", "AvgPool2d", "BatchNorm", "BatchNormEval", "Conv2d", "Dropout", "Flatten", "IGNORE_NONE", "Identity", "MaxPool2d",
-           "ReLU", "Sigmoid", "SoftmaxCrossEntropy", "Square", "SquaredError", "TRANSFER_FUNCTIONS", "Tanh", "_Function", "affine",
-           "batch_norm", "conv2d", "dropout", "identity", "max_pool2d", "relu", "sigmoid", "softmax_cross_entropy", "square", "squared_error", "tanh"]
+           "ReLU", "Sigmoid", "SoftmaxCrossEntropy", "SoftmaxKL", "Square", "SquaredError", "TRANSFER_FUNCTIONS", "Tanh", "_Function", "affine",
+           "batch_norm", "conv2d", "dropout", "identity", "max_pool2d", "relu", "sigmoid", "softmax_cross_entropy", "softmax_kl", "square", "squared_error", "tanh"]

@@ -110,5 +110,55 @@ class SquaredError(_Function):
         return (2.0 / max(pred.numel(), 1)) * ((pred - target) * d).sum()
 
 
+class SoftmaxKL(_Function):
+    """L = (1/N) sum_n KL(p_n || q_n) = (1/N) sum_{n,j} p[n,j] (log p[n,j] - log q[n,j]), with p = softmax(A)
+    and q = softmax(B) row by row, A and B (N, k) logits: how far the outputs B have moved from A's
+    (virtual adversarial training's divergence, Miyato et al. 2018).
+
+    log softmax is computed with the max subtracted, so logits of any size give a finite loss.
+    reverse: dB = g (q - p) / N;  dA = g p (log p - log q - KL_n) / N, with KL_n = sum_j p[n,j] (log p - log q)[n,j]
+    forward: dL = sum_{n,j} ((q - p) dB + p (log p - log q - KL_n) dA)[n,j] / N
+    """
+
+    @staticmethod
+    def forward(a, b):
+        _check_float("softmax_kl logits", a)
+        _check_float("softmax_kl logits", b)
+        if a.dim() != 2 or a.shape != b.shape:
+            raise ValueError(f"softmax_kl expects two (N, k) logits of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        log_p, log_q = torch.log_softmax(a, dim=1), torch.log_softmax(b, dim=1)  # (N, k) each
+        return (log_p.exp() * (log_p - log_q)).sum() / max(len(a), 1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _save(ctx, *inputs)
+
+    @staticmethod
+    def _residuals(a, b):
+        """((q - p) / N, p (log p - log q - KL_n) / N): the local derivatives of L in B and in A."""
+        log_p, log_q = torch.log_softmax(a, dim=1), torch.log_softmax(b, dim=1)
+        p, gap, n = log_p.exp(), log_p - log_q, max(len(a), 1)
+        kl = (p * gap).sum(1, keepdim=True)  # (N, 1): KL_n
+        return (log_q.exp() - p) / n, p * (gap - kl) / n
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        d_b, d_a = SoftmaxKL._residuals(a, b)
+        return (g * d_a if ctx.needs_input_grad[0] else None), (g * d_b if ctx.needs_input_grad[1] else None)
+
+    @staticmethod
+    def jvp(ctx, d_a, d_b):
+        a, b = ctx.saved_tensors
+        r_b, r_a = SoftmaxKL._residuals(a, b)
+        total = torch.zeros((), dtype=a.dtype, device=a.device)
+        if d_a is not None:
+            total = total + (r_a * d_a).sum()
+        if d_b is not None:
+            total = total + (r_b * d_b).sum()
+        return total
+
+
 softmax_cross_entropy = SoftmaxCrossEntropy.apply
+softmax_kl = SoftmaxKL.apply
 squared_error = SquaredError.apply
