@@ -136,9 +136,12 @@ class EvalConfig:
     every: int = opt(12500, "evaluate train, dev and test every this many training points touched (12,500 is a quarter epoch)", min=1)
     batch_size: int = opt(1000, "batch size of evaluation (no effect on the errors, only on speed and memory; on a CPU, batches whose activations fit in cache run fastest: 1,000 for MLPs, a few hundred for the CNN)", min=1)
     max_points: int = opt(0, "evaluate on the first this many points of each split only (0: the whole split, as every result needs); for quick looks and tests, where a thousand images show what 70,000 do", min=0)
-    sharpness_every: int = opt(0, "measure the sharpness (the top eigenvalue of the training loss's Hessian, L2 term included, by Lanczos; nnhw.hessian) and each weight's own block's at every this many evaluations, the first included (0: never). Logged beside the stability threshold 2/lr, (2 + 2 momentum)/lr with momentum ('sgd' only); not with dropout, whose random mask would make the Hessian random", min=0)
+    sharpness_every: int = opt(0, "measure the sharpness (the top eigenvalue of the training loss's Hessian, L2 term included, by Lanczos; nnhw.hessian) and each weight's own block's at every this many evaluations, the first included (0: never). Logged beside the stability threshold 2/lr, (2 + 2 momentum)/lr with momentum ('sgd'); with 'adam', the preconditioned sharpness too, the top eigenvalue of P^(-1/2) H P^(-1/2) with P = sqrt(v^) + eps from Adam's state, beside its threshold (2 + 2 beta1)/(lr (1 - beta1)) (Cohen et al. 2022); not with dropout, whose random mask would make the Hessian random", min=0)
     sharpness_points: int = opt(2000, "the sharpness is measured on this many training points, drawn once from run.seed (all of them when the training split is smaller), unaugmented, in one batch", min=1, le=60000)
     sharpness_iters: int = opt(20, "Lanczos steps (Hessian-vector products) per eigenvalue; each measurement takes this many for the whole Hessian and as many for each weight's block", min=1, le=200)
+    trace_samples: int = opt(0, "at each sharpness measurement, also the trace of the Hessian, by Hutchinson's estimator from this many random +-1 vectors (a Hessian-vector product each), with its standard error; 0: off", min=0, le=100000)
+    density_iters: int = opt(0, "at each sharpness measurement, also the Hessian's eigenvalue density by stochastic Lanczos quadrature, this many Lanczos steps from each of eval.density_runs random starts; density.png shows the first and the last; 0: off", min=0, le=200)
+    density_runs: int = opt(2, "random starts of the eigenvalue density, averaged", min=1, le=100)
 
 
 @dataclass
@@ -300,6 +303,8 @@ def validate(cfg):
     if cfg.eval.sharpness_every and (m.dropout_input or m.dropout_hidden or any(m.dropout_conv)):
         raise ConfigError("eval.sharpness_every: the sharpness of a loss with dropout is random (a fresh mask at every product); "
                           "set model.dropout_input and model.dropout_hidden to 0 and model.dropout_conv to [], or eval.sharpness_every to 0")
+    if (cfg.eval.trace_samples or cfg.eval.density_iters) and not cfg.eval.sharpness_every:
+        raise ConfigError("eval.trace_samples, eval.density_iters: measured at the sharpness evaluations; set eval.sharpness_every too")
     if cfg.optim.momentum_ramp and cfg.optim.optimizer != "sgd":
         raise ConfigError("optim.momentum_ramp: ramps the heavy-ball momentum of 'sgd'; Adam's beta1 does not ramp, set it to 0")
     if cfg.train.augment_off_last and cfg.train.augment_off_last >= cfg.train.epochs:

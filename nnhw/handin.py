@@ -80,7 +80,7 @@ CODE = [
     ("nnhw/handin.typ", "the report (this PDF's text)"),
     ("nnhw/report.py", "the report (REPORT.md)"),
     *((f"configs/{name}.toml", question) for question, name, _ in QUESTIONS),
-    *((f"configs/{name}.toml", "7.4, beyond the homework") for name in sharpness.CONFIGS),
+    *((f"configs/{name}.toml", "7.4, beyond the homework") for name in sharpness.CONFIGS + sharpness.ADAM_CONFIGS),
     ("examples/minimal.py", "4 (the whole idea in one short script)"),
     ("tools/complexity.py", "2.1 (the measured costs)"),
     ("tools/fingerprint_at.py", "every number (the fingerprints of runs made before runs recorded one)"),
@@ -323,6 +323,25 @@ def sharpness_data(sharp, root):
     )
 
 
+def adam_data(adam, root):
+    """7.4 continued: the Adam runs' table, sentences and figures; the commands of those not run yet."""
+    facts = [(f, run) for name, run in adam if run is not None and (f := sharpness.adam_facts(name, run)) is not None]
+
+    def trace(t):
+        return "n/a" if t is None else f"{_g(t['value'])} ± {_g(t['stderr'], 2)}"
+
+    return dict(
+        missing=[f"python -m nnhw.train configs/{name}.toml" for name, run in adam if run is None],
+        rows=[[f["name"], _g(f["lr"]), _g(f["threshold"]), _g(f["start"], 3), "never" if f["near_step"] is None else str(f["near_step"]),
+               f"{f['last_third_of_threshold']:.2f}", _g(f["end"], 3), _g(f["plain_start"], 3), _g(f["plain_end"], 3),
+               trace(f["trace_first"]), trace(f["trace_last"]), short_commit(run["summary"]["git_commit"])] for f, run in facts],
+        sentences=sharpness.adam_sentences([f for f, _ in facts]),
+        steps=facts[0][0]["steps"] if facts else None, every=facts[0][0]["every_steps"] if facts else None,
+        figure="/adam_sharpness.png" if (root / "adam_sharpness.png").is_file() else None,
+        density="/adam_density.png" if (root / "adam_density.png").is_file() else None,
+    )
+
+
 def document_data(runs, extras, student, root):
     """runs: [(question, name, run or None)] in the homework's order."""
     return dict(
@@ -332,6 +351,7 @@ def document_data(runs, extras, student, root):
         autodiff=autodiff_data(extras["autodiff"], root),
         complexity=complexity_data(extras["complexity"]),
         sharpness=sharpness_data(extras.get("sharpness") or [(name, None) for name in sharpness.CONFIGS], root),
+        adam=adam_data(extras.get("adam") or [(name, None) for name in sharpness.ADAM_CONFIGS], root),
         code=code_data(),
         howto=[list(row) for row in COMMANDS],
         questions=[dict(question=q, name=name, what=what) for q, name, what in QUESTIONS],

@@ -149,6 +149,14 @@ class Adam:
         if self.max_norm:
             max_norm_(self.weights, self.max_norm)
 
+    def preconditioner(self):
+        """{name: P}, P = sqrt(s^) + eps, s^ = s / (1 - beta2^t): the diagonal that this step divides m^ by,
+        whose P^(-1/2) H P^(-1/2) meets Adam's stability threshold (Cohen et al. 2022); None before the first step."""
+        if not self.t:
+            return None
+        bias2 = 1 - self.beta2**self.t
+        return {n: (s / bias2).sqrt() + self.eps for n, s in zip(self.names, self.s)}
+
     def state_dict(self):
         state = {f"m.{n}": m.detach().clone() for n, m in zip(self.names, self.m)}
         state |= {f"s.{n}": s.detach().clone() for n, s in zip(self.names, self.s)}

@@ -9,7 +9,10 @@
   scaled to [0, 1] by its own minimum and maximum;
 - sharpness.png, for a run that measured it (eval.sharpness_every): the top
   eigenvalue of the Hessian against the step, its stability threshold dashed,
-  and the training loss below.
+  for Adam the preconditioned sharpness against its own threshold, and the
+  training loss below;
+- density.png, for a run that measured it (eval.density_iters): the Hessian's
+  eigenvalue density at the first and the last measurement.
 """
 
 import json
@@ -20,7 +23,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
 from . import config as config_mod  # noqa: E402
+from . import hessian  # noqa: E402
 from .checkpoint import HISTORY_KEYS, load_checkpoint  # noqa: E402
 from .command import Parser, one_line, run_command  # noqa: E402
 from .data import IMAGE_SIDE  # noqa: E402
@@ -101,23 +107,62 @@ def weights_figure(params, title):
 
 def sharpness_figure(runs, title):
     """runs: [(label, cfg, history)]. Above, each run's sharpness against the step, with its stability
-    threshold (2/lr, or (2 + 2 momentum)/lr) dashed in the same colour; below, its training loss."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 6), dpi=100, sharex=True, gridspec_kw=dict(height_ratios=[3, 2]))
+    threshold (2/lr, or (2 + 2 momentum)/lr) dashed in the same colour; for Adam runs, a panel of the
+    preconditioned sharpness with its threshold (2 + 2 beta1)/(lr (1 - beta1)); below, the training loss."""
+    adam = any("preconditioned_sharpness" in r for _, _, history in runs for r in history)
+    fig, axes = plt.subplots(3 if adam else 2, 1, figsize=(6.5, 8.5 if adam else 6), dpi=100, sharex=True,
+                             gridspec_kw=dict(height_ratios=[3, 3, 2] if adam else [3, 2]))
+    top, bottom = axes[0], axes[-1]
     for i, (label, cfg, history) in enumerate(runs):
         rows, b, color = [r for r in history if "sharpness" in r], cfg.train.batch_size, f"C{i}"
-        top.plot([r["points"] / b for r in rows], [r["sharpness"] for r in rows], color=color, lw=1.3, marker=".", ms=3, label=label)
-        limit = [(r["points"] / b, r["sharpness_threshold"]) for r in rows if r.get("sharpness_threshold") is not None]
-        if limit:
-            top.plot(*zip(*limit), color=color, lw=1, ls="--")
+        panels = [(top, "sharpness", "sharpness_threshold")] + ([(axes[1], "preconditioned_sharpness", "preconditioned_threshold")] if adam else [])
+        for ax, key, threshold in panels:
+            shown = [r for r in rows if key in r]
+            ax.plot([r["points"] / b for r in shown], [r[key] for r in shown], color=color, lw=1.3, marker=".", ms=3, label=label)
+            limit = [(r["points"] / b, r[threshold]) for r in shown if r.get(threshold) is not None]
+            if limit:
+                ax.plot(*zip(*limit), color=color, lw=1, ls="--")
         bottom.plot([r["points"] / b for r in history], [r["train_loss"] for r in history], color=color, lw=1.3, label=label)
-    top.set_ylabel("sharpness (top Hessian eigenvalue)")
-    top.set_title(f"{title}\ndashed: the stability threshold 2/lr ((2 + 2 momentum)/lr with momentum)", fontsize=9)
-    top.grid(alpha=0.3)
-    top.legend(fontsize=8)
+    top.set_ylabel("sharpness (top Hessian eigenvalue)", fontsize=8)
+    top.set_title(f"{title}\n" + ("dashed: the stability threshold 2/lr ((2 + 2 momentum)/lr with momentum)" if not adam else
+                                  "the plain sharpness, whose threshold 2/lr is gradient descent's, not Adam's"), fontsize=9)
+    if adam:
+        axes[1].set_yscale("log")
+        axes[1].set_ylabel("preconditioned sharpness\n(top eigenvalue of P^-1/2 H P^-1/2)", fontsize=8)
+        axes[1].set_title("Adam: dashed, (2 + 2 beta1) / (lr (1 - beta1)) = 38/lr at beta1 = 0.9", fontsize=8)
+    for ax in axes[:-1]:
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
     bottom.set_yscale("log")
     bottom.set_ylabel(f"training {LOSS_NAMES[runs[0][1].model.loss]}", fontsize=8)
     bottom.set_xlabel("step")
     bottom.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+def density_figure(cfg, history, title):
+    """The Hessian's eigenvalue density (stochastic Lanczos quadrature) at the first and the last
+    measurement that has one, each smoothed by a Gaussian of 1/200 of the nodes' range, on a log scale
+    (most of the mass sits near 0, the outliers far from it)."""
+    rows = [r for r in history if "density_nodes" in r]
+    firsts = [rows[0], rows[-1]] if len(rows) > 1 else rows
+    nodes = [x for r in firsts for x in r["density_nodes"]]
+    lo, hi = min(nodes), max(nodes)
+    width = max(hi - lo, 1e-12) / 200
+    grid = torch.linspace(lo - 10 * width, hi + 10 * width, 2000)
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), dpi=100)
+    b = cfg.train.batch_size
+    for r, color in zip(firsts, ("C0", "C3")):
+        curve = hessian.Density(r["density_nodes"], r["density_weights"], 0).curve(grid, width)
+        ax.plot(grid.numpy(), curve.clamp_min(1e-12).numpy(), color=color, lw=1.2, label=f"step {round(r['points'] / b)}")
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=1e-6 / width)
+    ax.set_xlabel("eigenvalue of the Hessian")
+    ax.set_ylabel("density")
+    ax.set_title(f"{title}\nstochastic Lanczos quadrature, {cfg.eval.density_iters} steps from each of {cfg.eval.density_runs} random start{'s' if cfg.eval.density_runs > 1 else ''}", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -148,11 +193,13 @@ def figures(run_dir):
     }
     if any("sharpness" in r for r in history):
         figs["sharpness"] = sharpness_figure([(f"lr {cfg.optim.lr:g}", cfg, history)], f"{title}: sharpness")
+    if any("density_nodes" in r for r in history):
+        figs["density"] = density_figure(cfg, history, f"{title}: the Hessian's eigenvalue density")
     return figs
 
 
 def save_figures(run_dir, writer=None, step=0):
-    """Write loss.png, error.png, weights.png (and sharpness.png) into run_dir, and to TensorBoard when
+    """Write loss.png, error.png, weights.png (and sharpness.png, density.png) into run_dir, and to TensorBoard when
     given a writer."""
     paths = []
     for name, fig in figures(run_dir).items():

@@ -174,6 +174,37 @@ def sharpness_section(sharp):
     return lines
 
 
+def adam_section(adam):
+    """7.4 continued: full-batch Adam's preconditioned sharpness against 38/lr, from the runs of
+    sharpness.ADAM_CONFIGS ([(name, run or None)])."""
+    lines = ["### Adam: the preconditioned sharpness", "",
+             "Adam divides each step by P = sqrt(v^) + eps, so a quadratic is stable under it where the top eigenvalue of "
+             "P^(-1/2) H P^(-1/2), the preconditioned sharpness, stays below (2 + 2 beta1) / (lr (1 - beta1)) = 38/lr at beta1 = 0.9. "
+             "Cohen et al. (2022) report that full-batch Adam drives it to that threshold, as gradient descent drives the plain "
+             "sharpness to 2/lr. These runs train the same network on the same 2,000 images with Adam at three rates and measure "
+             "both, P taken from the optimiser's state at each measurement.", ""]
+    done = [(name, run) for name, run in adam if run is not None]
+    lines += [f"No finished run of `configs/{name}.toml` yet: `python -m nnhw.train configs/{name}.toml`." for name, run in adam if run is None]
+    facts = [f for name, run in done if (f := sharpness.adam_facts(name, run)) is not None]
+    if not facts:
+        return lines + [""]
+    lines += ["![preconditioned sharpness against step](adam_sharpness.png)", "",
+              "| config | lr | 38/lr | preconditioned at the start | first within 10% of 38/lr (step) | last third, mean / 38/lr | at the end | "
+              "plain sharpness at the start | at the end | trace at the start | at the end | final training loss | commit |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for f, (name, run) in zip(facts, done):
+        flag = " (flagged: " + run["flag"] + ")" if run["flag"] else ""
+        trace = [f"{t['value']:.4g} +- {t['stderr']:.2g}" if t else "n/a" for t in (f["trace_first"], f["trace_last"])]
+        lines.append(f"| `{name}` | {f['lr']:g} | {f['threshold']:.4g} | {f['start']:.3g} | {f['near_step'] if f['near_step'] is not None else 'never'} | "
+                     f"{f['last_third_of_threshold']:.2f} | {f['end']:.3g} | {f['plain_start']:.3g} | {f['plain_end']:.3g} | {trace[0]} | {trace[1]} | "
+                     f"{f['end_loss']:.4g} | {commit_text(run['summary']['git_commit'])}{flag} |")
+    lines += ["", f"Each run: `python -m nnhw.train configs/<config>.toml`, {facts[0]['steps']} steps, measured every "
+              f"{facts[0]['every_steps']} steps. " + " ".join(sharpness.adam_sentences(facts)), ""]
+    if any("density_nodes" in r for _, run in done for r in run["history"]):
+        lines += ["![the Hessian's eigenvalue density at the start and at the end](adam_density.png)", ""]
+    return lines
+
+
 def extras_sections(extras, out):
     """Sections built from what the theory and speed commands left in the report folder (inputs.read_extras),
     with 7.4 (the sharpness runs, extras['sharpness']) after the claims of 7."""
@@ -184,6 +215,7 @@ def extras_sections(extras, out):
         if (out / "theory" / "gd_rates.png").is_file():
             lines += ["![gradient descent rates](theory/gd_rates.png)", ""]
     lines += sharpness_section(extras.get("sharpness") or [])
+    lines += adam_section(extras.get("adam") or [])
     if extras["autodiff_txt"] is not None:
         lines += ["## 5: reverse and forward mode by hand", "", "`python -m nnhw.autodiff`:", "", "```", extras["autodiff_txt"].rstrip(), "```", ""]
         if (out / "autodiff_cost.png").is_file():
@@ -235,7 +267,8 @@ def build(log_dir="tb_logs", out="reports", pdf=True):
     runs = [(question, name, gather(name, log_dir, out)) for question, name, _ in QUESTIONS]
     extras = read_extras(out)
     extras["sharpness"] = [(name, gather(name, log_dir, out)) for name in sharpness.CONFIGS]
-    for name, run in [(name, run) for _, name, run in runs] + extras["sharpness"]:
+    extras["adam"] = [(name, gather(name, log_dir, out)) for name in sharpness.ADAM_CONFIGS]
+    for name, run in [(name, run) for _, name, run in runs] + extras["sharpness"] + extras["adam"]:
         if run is not None:
             run["flag"] = replay_check(run["dir"])
             run["sweep_flag"] = replay_check(run["sweep_dir"])
@@ -245,11 +278,14 @@ def build(log_dir="tb_logs", out="reports", pdf=True):
     try:
         stage.mkdir()
         stage_figures(runs, out, stage)
-        drawn = sharpness_figure(extras["sharpness"], stage)
+        drawn = [name for name, sharp, title in (("sharpness", extras["sharpness"], "Full-batch gradient descent"),
+                                                 ("adam_sharpness", extras["adam"], "Full-batch Adam"))
+                 if sharpness_figure(sharp, stage, name, title)]
+        drawn += ["adam_density"] if density_figure(extras["adam"], stage) else []
         (stage / "REPORT.md").write_text(text)
         if pdf:
             (stage / "REPORT.pdf").write_bytes(handin.render_pdf(runs, extras, student, stage))
-        for name, run in [(name, run) for _, name, run in runs] + extras["sharpness"]:
+        for name, run in [(name, run) for _, name, run in runs] + extras["sharpness"] + extras["adam"]:
             if run is not None:
                 keep(name, run, out)
         for _, name, run in runs:  # the whole build is there: move it into place, renames only
@@ -257,8 +293,8 @@ def build(log_dir="tb_logs", out="reports", pdf=True):
                 replace_folder(stage / name, out / name)
         for name in ("REPORT.md", "REPORT.pdf") if pdf else ("REPORT.md",):
             os.replace(stage / name, out / name)
-        if drawn:
-            os.replace(stage / "sharpness.png", out / "sharpness.png")
+        for name in drawn:
+            os.replace(stage / f"{name}.png", out / f"{name}.png")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out / "REPORT.md"
@@ -281,8 +317,8 @@ def stage_figures(runs, out, stage):
             shutil.copyfile(out / path, stage / path)
 
 
-def sharpness_figure(sharp, stage):
-    """stage/sharpness.png: the sharpness runs side by side (plot.sharpness_figure); False when there is none."""
+def sharpness_figure(sharp, stage, name="sharpness", title="Full-batch gradient descent"):
+    """stage/<name>.png: the sharpness runs side by side (plot.sharpness_figure); False when there is none."""
     from .plot import plt, sharpness_figure as figure
 
     runs = [(f"lr {run['cfg'].optim.lr:g}", run["cfg"], run["history"]) for _, run in sharp
@@ -291,8 +327,22 @@ def sharpness_figure(sharp, stage):
         return False
     points = {run[1].data.train_points for run in runs}
     on = f"{points.pop():,} MNIST training images" if len(points) == 1 and 0 not in points else "MNIST"
-    fig = figure(runs, f"Full-batch gradient descent on {on}: the sharpness it meets")
-    fig.savefig(stage / "sharpness.png", metadata={"Software": None})
+    fig = figure(runs, f"{title} on {on}: the sharpness it meets")
+    fig.savefig(stage / f"{name}.png", metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
+def density_figure(adam, stage):
+    """stage/adam_density.png: the eigenvalue density at the start and at the end of the first Adam run
+    that measured it (plot.density_figure); False when none did."""
+    from .plot import density_figure as figure, plt
+
+    run = next((run for _, run in adam if run is not None and any("density_nodes" in r for r in run["history"])), None)
+    if run is None:
+        return False
+    fig = figure(run["cfg"], run["history"], f"Full-batch Adam at lr {run['cfg'].optim.lr:g}: the Hessian's eigenvalue density")
+    fig.savefig(stage / "adam_density.png", metadata={"Software": None})
     plt.close(fig)
     return True
 

@@ -183,7 +183,7 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), 
             if resume is None:
                 log.text("model", "```\n" + "\n".join(summary) + "\n```")
             if cfg.eval.sharpness_every:  # each eigenvalue on a chart of its own, its threshold beside it
-                log.charts(sharpness.charts([k for k in trainer.params if is_weight(k)]))
+                log.charts(sharpness.charts([k for k in trainer.params if is_weight(k)], cfg.optim, cfg.eval))
             status = train_loop(trainer, state, splits, log, interrupt, checkpoint, device)
     except Diverged as e:
         status = "diverged"

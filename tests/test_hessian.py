@@ -7,6 +7,7 @@ computes from its own derivatives; the two must agree to 1e-10.
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -231,6 +232,9 @@ SHARP = ["data.train_points=500", "train.batch_size=100", "train.epochs=1", "eva
          "eval.sharpness_every=2", "eval.sharpness_points=200", "eval.sharpness_iters=6", "optim.momentum=0.5"]
 
 
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "relu.toml"
+
+
 def sharp_cfg(log_dir):
     from conftest import REPO
 
@@ -431,3 +435,68 @@ def test_a_wrong_jvp_rule_moves_every_forward_over_reverse_value(monkeypatch):
     planted = values("forward-over-reverse")
     for ours, theirs in zip(planted, right):
         assert ours != pytest.approx(theirs, abs=1e-6)
+
+
+def test_the_preconditioned_sharpness_is_the_top_eigenvalue_of_the_explicitly_built_matrix():
+    """An Adam run's preconditioned sharpness: the top eigenvalue of P^(-1/2) H P^(-1/2), P = sqrt(v^) + eps from
+    the optimiser's state, against that matrix built from torch.func.hessian and Adam's buffers by hand."""
+    from nnhw import trainer
+    from nnhw.checkpoint import TrainState
+    from nnhw.data import Split
+
+    cfg = config.load(None, ["model.hidden=[3]", 'model.transfer="tanh"', 'model.loss="cross_entropy"', 'model.output_transfer="identity"',
+                             'optim.optimizer="adam"', "optim.lr=0.01", "optim.momentum=0.9", "train.batch_size=10",
+                             'train.engine="autograd"', 'run.device="cpu"', "eval.sharpness_every=1", "eval.sharpness_iters=40"])
+    gen = torch.Generator().manual_seed(0)
+    points = Split(torch.rand(10, N_PIXELS, generator=gen) * (torch.rand(1, N_PIXELS, generator=gen) < 0.01),  # 8 or so pixels lit
+                   torch.randint(0, N_CLASSES, (10,), generator=gen))
+    t = trainer.Trainer.start(cfg, torch.device("cpu"), points)
+    state = TrainState()
+    for _ in range(3):
+        t.step(state)
+    net, opt = t.net, t.net.opt
+    lit = points.x.abs().sum(0) > 0  # only the lit pixels' weights have a Hessian; the rest of W1 gives zero rows
+    row = sharpness.sharpness(net.params, net.forward, net.loss_fn, cfg, points, 0.01, state.step, opt=opt)
+    f = sharpness.objective(net.forward, net.loss_fn, cfg.optim, points)
+    params = {k: p.detach() for k, p in net.params.items()}
+    H, _ = flat_hessian(f, params)
+    bias2 = 1 - 0.999**3
+    P = torch.cat([((opt.s[i] / bias2).sqrt() + opt.eps).reshape(-1) for i in range(len(opt.names))])
+    M = H / P.sqrt()[:, None] / P.sqrt()[None, :]
+    exact = torch.linalg.eigvalsh(M)[-1].item()
+    assert lit.sum() > 0 and H.shape[0] == sum(p.numel() for p in params.values())
+    assert row["preconditioned_sharpness"] == pytest.approx(exact, rel=1e-8)
+    assert row["preconditioned_threshold"] == pytest.approx(38 / 0.01)
+    assert row["sharpness_threshold"] is None  # 2/lr is gradient descent's, not Adam's
+    assert exact > 10 * torch.linalg.eigvalsh(H)[-1].item()  # P < 1 everywhere it matters: the preconditioner matters
+
+
+def test_an_adam_run_logs_the_preconditioned_sharpness_the_trace_and_the_density(tmp_path, monkeypatch, mnist_root):
+    import json
+
+    from test_train import scalars
+
+    from nnhw import train
+
+    torch.set_default_dtype(torch.float32)  # a run as nnhw.train makes it
+    monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
+    cfg = config.load(REPO_CONFIG, [*SHARP, 'optim.optimizer="adam"', "optim.lr=0.001", "optim.momentum=0.9", "eval.trace_samples=4",
+                                    "eval.density_iters=5", f'run.log_dir="{tmp_path}"'])
+    run_dir, status, _ = train.run(cfg)
+    assert status == "finished"
+    rows = [r for r in json.loads((run_dir / "history.json").read_text()) if "sharpness" in r]
+    assert [r["points"] for r in rows] == [0, 200, 400]
+    assert "preconditioned_sharpness" not in rows[0]  # before the first step Adam has no preconditioner
+    for r in rows[1:]:
+        assert r["preconditioned_sharpness"] > r["sharpness"] > 0 and r["preconditioned_threshold"] == pytest.approx(38 / r["lr"])
+    for r in rows:
+        assert r["trace_stderr"] > 0 and len(r["density_nodes"]) == len(r["density_weights"]) == 10  # 5 steps from each of 2 starts
+        assert sum(r["density_weights"]) == pytest.approx(1.0, abs=1e-9)
+    assert [s for s, _ in scalars(run_dir, "sharpness/preconditioned")] == [200, 400]
+    assert [s for s, _ in scalars(run_dir, "sharpness/trace")] == [0, 200, 400]
+    s = json.loads((run_dir / "summary.json").read_text())["sharpness"]
+    assert s["preconditioned"]["last"]["value"] == rows[-1]["preconditioned_sharpness"]
+    assert s["trace"]["first"]["value"] == rows[0]["trace"]
+    assert (run_dir / "sharpness.png").is_file() and (run_dir / "density.png").is_file()
+    with pytest.raises(config.ConfigError, match="set eval.sharpness_every too"):
+        config.load(REPO_CONFIG, ["eval.trace_samples=3"])
