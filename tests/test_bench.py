@@ -263,3 +263,7 @@ def test_hvp_rows_time_a_gradient_and_both_modes_on_the_same_points():
     for r in rows:
         for mode in ("forward-over-reverse", "reverse-over-reverse"):
             assert r[f"{mode}_s"] > 0 and r[f"{mode}_over_gradient"] == pytest.approx(r[f"{mode}_s"] / r["gradient_s"])
+        assert [c["function"] for c in r["curvature"]] == list(hvp_cost.CURVATURE)
+        for c in r["curvature"]:
+            assert c["products"] == 10 and c["gradients"] == pytest.approx(c["seconds"] / r["gradient_s"])
+            assert c["gradients_per_product"] == pytest.approx(c["gradients"] / 10)

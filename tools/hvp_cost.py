@@ -4,7 +4,8 @@
 
 For the relu MLP and the CNN, on the same 1,000 training points and weights: the median seconds of
 one gradient of the training objective and of one Hessian-vector product of each mode of
-nnhw.hessian (forward over reverse, reverse over reverse), and their ratios. With --out it writes
+nnhw.hessian (forward over reverse, reverse over reverse), and their ratios; then what each of its
+estimators (top_eigenvalues, trace, spectral_density) costs at 10 products, in gradients. With --out it writes
 JSON (the committed one: reports/hvp-<device>.json).
 """
 
@@ -28,6 +29,14 @@ from nnhw.sharpness import objective  # noqa: E402
 from nnhw.trainer import build  # noqa: E402
 
 
+PRODUCTS = 10
+CURVATURE = {  # at PRODUCTS products each
+    "top_eigenvalues(k=3, iters=10)": lambda f, params, gen: hessian.top_eigenvalues(f, params, 3, PRODUCTS, gen),
+    "trace(samples=10)": lambda f, params, gen: hessian.trace(f, params, PRODUCTS, gen),
+    "spectral_density(iters=10, runs=1)": lambda f, params, gen: hessian.spectral_density(f, params, PRODUCTS, 1, gen),
+}
+
+
 def hvp_rows(train, device, repeats, configs=("relu", "cnn"), n=1000):
     """For each config: median seconds of one gradient of the training objective on the first n
     training points, and of one Hessian-vector product of each mode at the same weights, and the ratios."""
@@ -42,8 +51,13 @@ def hvp_rows(train, device, repeats, configs=("relu", "cnn"), n=1000):
         seconds = {"gradient": time_steps(lambda: torch.autograd.grad(f(params), list(params.values())), [()] * 3, device, 2, repeats)}
         for mode in hessian.MODES:
             seconds[mode] = time_steps(lambda: hessian.hvp(f, params, v, mode), [()] * 3, device, 2, repeats)
+        curvature = {}  # each of nnhw.hessian's estimators at PRODUCTS Hessian-vector products (forward over reverse)
+        for what, estimate in CURVATURE.items():
+            curvature[what] = time_steps(lambda: estimate(f, params, torch.Generator().manual_seed(0)), [()], device, 1, repeats)
         rows.append(dict(config=name, points=n, gradient_s=seconds["gradient"], **{f"{m}_s": seconds[m] for m in hessian.MODES},
-                         **{f"{m}_over_gradient": seconds[m] / seconds["gradient"] for m in hessian.MODES}))
+                         **{f"{m}_over_gradient": seconds[m] / seconds["gradient"] for m in hessian.MODES},
+                         curvature=[dict(function=what, products=PRODUCTS, seconds=t, gradients=t / seconds["gradient"],
+                                         gradients_per_product=t / seconds["gradient"] / PRODUCTS) for what, t in curvature.items()]))
     return rows
 
 
@@ -52,6 +66,13 @@ def print_hvp(rows):
     for r in rows:
         print(f"{r['config']:<8} {r['points']:>6} {1e3 * r['gradient_s']:>11.2f} {1e3 * r['forward-over-reverse_s']:>15.2f} "
               f"{1e3 * r['reverse-over-reverse_s']:>15.2f} {r['forward-over-reverse_over_gradient']:>8.2f} {r['reverse-over-reverse_over_gradient']:>8.2f}")
+
+
+def print_curvature(rows):
+    print(f"\n{'config':<8} {'function':<36} {'products':>8} {'ms':>9} {'gradients':>9} {'per product':>11}")
+    for r in rows:
+        for c in r["curvature"]:
+            print(f"{r['config']:<8} {c['function']:<36} {c['products']:>8} {1e3 * c['seconds']:>9.1f} {c['gradients']:>9.1f} {c['gradients_per_product']:>11.2f}")
 
 
 def hvp_command(argv=None):
@@ -66,6 +87,7 @@ def hvp_command(argv=None):
     train = data_mod.load_splits(data_mod.resolve_root("data"), device=device)["train"]
     rows = hvp_rows(train, device, args.repeats)
     print_hvp(rows)
+    print_curvature(rows)
     command = "python tools/hvp_cost.py " + " ".join(argv if argv is not None else sys.argv[1:])
     write_json(args.out, command, device, rows=rows)
     return 0
