@@ -332,7 +332,7 @@ def adam_data(adam, root):
 
     return dict(
         missing=[f"python -m nnhw.train configs/{name}.toml" for name, run in adam if run is None],
-        rows=[[f["name"], _g(f["lr"]), _g(f["threshold"]), _g(f["start"], 3), "never" if f["near_step"] is None else str(f["near_step"]),
+        rows=[[f["name"], _g(f["lr"]), _g(f["threshold"]), f"{_g(f['start'], 3)} ({f['start_step']})", "never" if f["near_step"] is None else str(f["near_step"]),
                f"{f['last_third_of_threshold']:.2f}", _g(f["end"], 3), _g(f["plain_start"], 3), _g(f["plain_end"], 3),
                trace(f["trace_first"]), trace(f["trace_last"]), short_commit(run["summary"]["git_commit"])] for f, run in facts],
         sentences=sharpness.adam_sentences([f for f, _ in facts]),

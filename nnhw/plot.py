@@ -160,7 +160,7 @@ def density_figure(cfg, history, title):
     ax.set_ylim(bottom=1e-6 / width)
     ax.set_xlabel("eigenvalue of the Hessian")
     ax.set_ylabel("density")
-    ax.set_title(f"{title}\nstochastic Lanczos quadrature, {cfg.eval.density_iters} steps from each of {cfg.eval.density_runs} random start{'s' if cfg.eval.density_runs > 1 else ''}", fontsize=9)
+    ax.set_title(f"{title}\nstochastic Lanczos quadrature, {cfg.eval.density_iters} steps from " + (f"each of {cfg.eval.density_runs} random starts" if cfg.eval.density_runs > 1 else "one random start"), fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -189,13 +189,13 @@ def adam_section(adam):
     if not facts:
         return lines + [""]
     lines += ["![preconditioned sharpness against step](adam_sharpness.png)", "",
-              "| config | lr | 38/lr | preconditioned at the start | first within 10% of 38/lr (step) | last third, mean / 38/lr | at the end | "
+              "| config | lr | 38/lr | preconditioned, first measured (step) | first within 10% of 38/lr (step) | last third, mean / 38/lr | at the end | "
               "plain sharpness at the start | at the end | trace at the start | at the end | final training loss | commit |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f, (name, run) in zip(facts, done):
         flag = " (flagged: " + run["flag"] + ")" if run["flag"] else ""
         trace = [f"{t['value']:.4g} +- {t['stderr']:.2g}" if t else "n/a" for t in (f["trace_first"], f["trace_last"])]
-        lines.append(f"| `{name}` | {f['lr']:g} | {f['threshold']:.4g} | {f['start']:.3g} | {f['near_step'] if f['near_step'] is not None else 'never'} | "
+        lines.append(f"| `{name}` | {f['lr']:g} | {f['threshold']:.4g} | {f['start']:.3g} ({f['start_step']}) | {f['near_step'] if f['near_step'] is not None else 'never'} | "
                      f"{f['last_third_of_threshold']:.2f} | {f['end']:.3g} | {f['plain_start']:.3g} | {f['plain_end']:.3g} | {trace[0]} | {trace[1]} | "
                      f"{f['end_loss']:.4g} | {commit_text(run['summary']['git_commit'])}{flag} |")
     lines += ["", f"Each run: `python -m nnhw.train configs/<config>.toml`, {facts[0]['steps']} steps, measured every "

@@ -213,9 +213,9 @@ def sentences(all_facts):
 
 def adam_facts(name, run):
     """What one full-batch Adam run's measurements show, as plain numbers: the preconditioned sharpness at
-    the start, its peak, at the end, the first step within 10% of its threshold (2 + 2 beta1)/(lr (1 - beta1)),
-    its last third's mean, lowest and highest as fractions of that threshold; the plain sharpness at the start
-    and at the end, with its last third's mean as a fraction of 2/lr; the trace at the first and the last
+    its first measurement (the first after a step: before one, Adam has no P), its peak, at the end, the first step within 10% of its threshold (2 + 2 beta1)/(lr (1 - beta1)),
+    its last third's mean, lowest and highest as fractions of that threshold; the plain sharpness at the first
+    measurement (step 0) and at the end, with its last third's mean as a fraction of 2/lr; the trace at the first and the last
     measurement (with standard errors). None for a run without preconditioned measurements."""
     cfg, history = run["cfg"], run["history"]
     rows = [r for r in history if "preconditioned_sharpness" in r]
@@ -230,11 +230,11 @@ def adam_facts(name, run):
     def trace_at(r):
         return None if r is None else dict(value=r["trace"], stderr=r["trace_stderr"], step=round(r["points"] / b))
 
-    return dict(name=name, lr=lr, threshold=threshold, start=rows[0][key], peak=max(r[key] for r in rows), end=rows[-1][key],
+    return dict(name=name, lr=lr, threshold=threshold, start=rows[0][key], start_step=round(rows[0]["points"] / b), peak=max(r[key] for r in rows), end=rows[-1][key],
                 near_step=None if near is None else round(near["points"] / b),
                 last_third_of_threshold=sum(r[key] for r in third) / len(third) / threshold,
                 last_third_low=min(r[key] for r in third) / threshold, last_third_high=max(r[key] for r in third) / threshold,
-                plain_start=rows[0]["sharpness"], plain_end=rows[-1]["sharpness"],
+                plain_start=next(r["sharpness"] for r in history if "sharpness" in r), plain_end=rows[-1]["sharpness"],
                 plain_last_third_of_two_over_lr=sum(r["sharpness"] for r in third) / len(third) * lr / 2,
                 trace_first=trace_at(traced[0] if traced else None), trace_last=trace_at(traced[-1] if traced else None),
                 steps=round(history[-1]["points"] / b), measurements=len(rows),
@@ -253,7 +253,7 @@ def adam_sentences(all_facts):
             t0, t1 = f["trace_first"], f["trace_last"]
             trace = (f" The Hessian's trace went from {t0['value']:.4g} +- {t0['stderr']:.2g} (step {t0['step']}) to "
                      f"{t1['value']:.4g} +- {t1['stderr']:.2g} (step {t1['step']}).")
-        out.append(f"At lr = {f['lr']:g} (threshold 38/lr = {f['threshold']:.4g}), the preconditioned sharpness started at {f['start']:.3g}, "
+        out.append(f"At lr = {f['lr']:g} (threshold 38/lr = {f['threshold']:.4g}), the preconditioned sharpness was {f['start']:.3g} at step {f['start_step']}, "
                    f"{reach}, and over the last third of the run averaged {100 * f['last_third_of_threshold']:.0f}% of it "
                    f"(from {100 * f['last_third_low']:.0f}% to {100 * f['last_third_high']:.0f}%). The plain sharpness went from "
                    f"{f['plain_start']:.3g} to {f['plain_end']:.3g}, {100 * f['plain_last_third_of_two_over_lr']:.2g}% of 2/lr over the last third."
