@@ -148,6 +148,17 @@ def section(question, name, what, run):
     return lines
 
 
+def _measured(sharp, facts_of):
+    """(a line for each config without a finished run, [(facts, name, run)] for each run whose facts_of(name, run)
+    is not None): what a 7.4 section shows of the runs [(name, run or None)]."""
+    missing = [f"No finished run of `configs/{name}.toml` yet: `python -m nnhw.train configs/{name}.toml`." for name, run in sharp if run is None]
+    return missing, [(f, name, run) for name, run in sharp if run is not None and (f := facts_of(name, run)) is not None]
+
+
+def _commit_and_flag(run):
+    return commit_text(run["summary"]["git_commit"]) + (" (flagged: " + run["flag"] + ")" if run["flag"] else "")
+
+
 def sharpness_section(sharp):
     """7.4, beyond the homework: the sharpness that full-batch gradient descent meets, from the runs of
     sharpness.CONFIGS ([(name, run or None)])."""
@@ -156,19 +167,18 @@ def sharpness_section(sharp):
              "largest eigenvalue of the training loss's Hessian, by Lanczos over Hessian-vector products through nnhw's own "
              "second derivatives (`nnhw/hessian.py`), on the same 2,000 training images that each full-batch step descends. "
              "Cohen et al. (2021) report that gradient descent drives the sharpness up to 2/lr and holds it there, the edge of stability.", ""]
-    done = [(name, run) for name, run in sharp if run is not None]
-    lines += [f"No finished run of `configs/{name}.toml` yet: `python -m nnhw.train configs/{name}.toml`." for name, run in sharp if run is None]
-    facts = [f for name, run in done if (f := sharpness.facts(name, run)) is not None]
-    if not facts:
+    missing, measured = _measured(sharp, sharpness.facts)
+    lines += missing
+    if not measured:
         return lines + [""]
+    facts = [f for f, _, _ in measured]
     lines += ["![sharpness against step](sharpness.png)", "",
               "| config | lr | 1/lr | 2/lr | sharpness at the start | lowest (step) | highest after that (step) | at the end | measurements <= 1/lr | final training loss | final test error | commit |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for f, (name, run) in zip(facts, done):
-        flag = " (flagged: " + run["flag"] + ")" if run["flag"] else ""
+    for f, name, run in measured:
         lines.append(f"| `{name}` | {f['lr']:g} | {f['one_over_lr']:.3g} | {f['threshold']:.3g} | {f['start']:.3g} | {f['low']:.3g} ({f['low_step']}) | {f['high']:.3g} ({f['high_step']}) | "
                      f"{f['end']:.3g} | {f['below_one_over_lr']} of {f['measurements']} | {f['end_loss']:.4g} | {pct(f['test_error'])} | "
-                     f"{commit_text(run['summary']['git_commit'])}{flag} |")
+                     f"{_commit_and_flag(run)} |")
     lines += ["", f"Each run: `python -m nnhw.train configs/<config>.toml`, {facts[0]['steps']} steps, the sharpness every "
               f"{facts[0]['every_steps']} steps. " + " ".join(sharpness.sentences(facts)), ""]
     return lines
@@ -183,24 +193,23 @@ def adam_section(adam):
              "Cohen et al. (2022) report that full-batch Adam drives it to that threshold, as gradient descent drives the plain "
              "sharpness to 2/lr. These runs train the same network on the same 2,000 images with Adam at three rates and measure "
              "both, P taken from the optimiser's state at each measurement.", ""]
-    done = [(name, run) for name, run in adam if run is not None]
-    lines += [f"No finished run of `configs/{name}.toml` yet: `python -m nnhw.train configs/{name}.toml`." for name, run in adam if run is None]
-    facts = [f for name, run in done if (f := sharpness.adam_facts(name, run)) is not None]
-    if not facts:
+    missing, measured = _measured(adam, sharpness.adam_facts)
+    lines += missing
+    if not measured:
         return lines + [""]
+    facts = [f for f, _, _ in measured]
     lines += ["![preconditioned sharpness against step](adam_sharpness.png)", "",
               "| config | lr | 38/lr | preconditioned, first measured (step) | first within 10% of 38/lr (step) | last third, mean / 38/lr | at the end | "
               "plain sharpness at the start | at the end | trace at the start | at the end | final training loss | commit |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for f, (name, run) in zip(facts, done):
-        flag = " (flagged: " + run["flag"] + ")" if run["flag"] else ""
+    for f, name, run in measured:
         trace = [f"{t['value']:.4g} +- {t['stderr']:.2g}" if t else "n/a" for t in (f["trace_first"], f["trace_last"])]
         lines.append(f"| `{name}` | {f['lr']:g} | {f['threshold']:.4g} | {f['start']:.3g} ({f['start_step']}) | {f['near_step'] if f['near_step'] is not None else 'never'} | "
                      f"{f['last_third_of_threshold']:.2f} | {f['end']:.3g} | {f['plain_start']:.3g} | {f['plain_end']:.3g} | {trace[0]} | {trace[1]} | "
-                     f"{f['end_loss']:.4g} | {commit_text(run['summary']['git_commit'])}{flag} |")
+                     f"{f['end_loss']:.4g} | {_commit_and_flag(run)} |")
     lines += ["", f"Each run: `python -m nnhw.train configs/<config>.toml`, {facts[0]['steps']} steps, measured every "
               f"{facts[0]['every_steps']} steps. " + " ".join(sharpness.adam_sentences(facts)), ""]
-    if any("density_nodes" in r for _, run in done for r in run["history"]):
+    if any("density_nodes" in r for _, _, run in measured for r in run["history"]):
         lines += ["![the Hessian's eigenvalue density at the start and at the end](adam_density.png)", ""]
     return lines
 

@@ -91,12 +91,11 @@ def make_train_step(net, world=None, engine="autograd", compile=False):
     world = world or dist_mod.World()
 
     def forward_loss(x, y, generator):
-        if adversarial:  # the loss at x, plus the term from a second pass at moved images
+        if adversarial:  # FGSM reads the clean loss's gradient in the image
             x = x.detach().requires_grad_(adversarial.input_grad)
-            out = forward(params, x, generator, training=True)
-            loss = loss_fn(out, y)
-            return loss + adversarial.term(params, x, y, out, loss, generator)
-        return loss_fn(forward(params, x, generator, training=True), y)
+        out = forward(params, x, generator, training=True)
+        loss = loss_fn(out, y)
+        return loss + adversarial.term(params, x, y, out, loss, generator) if adversarial else loss  # the term: a second pass at moved images
 
     if compile:
         forward_loss = torch.compile(forward_loss)
