@@ -27,7 +27,7 @@ from .rundir import RunError, atomic_write_bytes
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 3  # 3: the optimiser's state under "optimizer" (2 called it "velocity"), and the fingerprint
 # What the checkpoint's tensors, permutation or meaning depend on: a resume cannot change these.
-FROZEN_ON_RESUME = ("model.", "optim.optimizer", "optim.ema", "data.train_split", "data.standardize", "data.train_points", "run.seed", "run.name", "run.log_dir", "train.batch_size")
+FROZEN_ON_RESUME = ("model.", "optim.optimizer", "optim.ema", "data.train_split", "data.standardize", "data.train_points", "data.bag", "run.seed", "run.name", "run.log_dir", "train.batch_size")
 # key -> the types a checkpoint's value may have
 CHECKPOINT_KEYS = {
     "format": int, "config": dict, "params": dict, "optimizer": dict, "order_rng": torch.Tensor, "noise_rng": torch.Tensor,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import layers
 from .command import NnhwError, Parser, run_command
-from .data import IMAGE_SIDE
+from .data import IMAGE_SIDE, N_TRAIN
 
 
 class ConfigError(NnhwError, ValueError):
@@ -65,6 +65,7 @@ class DataConfig:
     train_split: str = opt("train", "'train': the first 50,000 official training images (dev = the last 10,000); 'train+dev': all 60,000", choices=["train", "train+dev"])
     standardize: bool = opt(False, "subtract the MNIST training pixels' mean (0.1307) and divide by their std (0.3081); else pixels stay in [0, 1]")
     train_points: int = opt(0, "train on the first this many points of the training split only (0: all of it); with train.batch_size equal to it, each step is full-batch gradient descent", min=0, le=60000)
+    bag: float = opt(1.0, "fraction of the training split each run trains on, drawn at random from run.seed, so that each seed of a set sees its own subset (bagging, for the committee); 1: all of it", gt=0.0, le=1.0)
 
 
 @dataclass
@@ -300,6 +301,9 @@ def validate(cfg):
                           "by themselves; set model.dropout_input and model.dropout_hidden to 0 and model.dropout_conv to []")
     if cfg.data.train_split == "train" and cfg.data.train_points > 50000:
         raise ConfigError(f"data.train_points: the 'train' split holds 50,000 points, got {cfg.data.train_points}; use 'train+dev' for up to 60,000")
+    n_train = cfg.data.train_points or (N_TRAIN if cfg.data.train_split == "train" else 60000)
+    if round(cfg.data.bag * n_train) < 1:
+        raise ConfigError(f"data.bag: {cfg.data.bag:g} of {n_train:,} training points keeps none; raise it to at least {1 / n_train:.2g}")
     if cfg.eval.sharpness_every and (m.dropout_input or m.dropout_hidden or any(m.dropout_conv)):
         raise ConfigError("eval.sharpness_every: the sharpness of a loss with dropout is random (a fresh mask at every product); "
                           "set model.dropout_input and model.dropout_hidden to 0 and model.dropout_conv to [], or eval.sharpness_every to 0")

@@ -129,9 +129,18 @@ def load_mnist(root, download=False):
     return sets
 
 
-def load_splits(root, download=False, train_split="train", standardize=False, device="cpu", train_points=0):
+def bagged(split, fraction, seed):
+    """A random `fraction` of the split's points, drawn without replacement by a generator of its own seeded
+    with `seed` (the run's other random draws are the same with and without it), kept in the split's order."""
+    n = round(fraction * len(split))
+    keep = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n].sort().values.to(split.y.device)
+    return Split(split.x[keep], split.y[keep])
+
+
+def load_splits(root, download=False, train_split="train", standardize=False, device="cpu", train_points=0, bag=1.0, seed=0):
     """{'train', 'dev', 'test'} -> Split on `device`; with train+dev, 'dev' is absent. train_points > 0
-    keeps the first that many points of the training split (data.train_points)."""
+    keeps the first that many points of the training split (data.train_points); bag < 1 then keeps a
+    random fraction of those, drawn from `seed` (data.bag)."""
     (xtr, ytr), (xte, yte) = load_mnist(root, download)
 
     def to_split(x, y):
@@ -140,23 +149,23 @@ def load_splits(root, download=False, train_split="train", standardize=False, de
             x = (x - PIXEL_MEAN) / PIXEL_STD
         return Split(x, y.to(device=device, dtype=torch.int64))
 
-    n = train_points or len(xtr)
+    n = min(train_points or len(xtr), len(xtr) if train_split == "train+dev" else N_TRAIN)
+    train = to_split(xtr[:n], ytr[:n])
+    if bag < 1:
+        train = bagged(train, bag, seed)
     if train_split == "train+dev":
-        return {"train": to_split(xtr[:n], ytr[:n]), "test": to_split(xte, yte)}
-    return {
-        "train": to_split(xtr[: min(n, N_TRAIN)], ytr[: min(n, N_TRAIN)]),
-        "dev": to_split(xtr[N_TRAIN:], ytr[N_TRAIN:]),
-        "test": to_split(xte, yte),
-    }
+        return {"train": train, "test": to_split(xte, yte)}
+    return {"train": train, "dev": to_split(xtr[N_TRAIN:], ytr[N_TRAIN:]), "test": to_split(xte, yte)}
 
 
 @lru_cache(maxsize=4)
-def _cached_splits(root, train_split, standardize, device, train_points):
-    return load_splits(Path(root), False, train_split, standardize, torch.device(device), train_points)
+def _cached_splits(root, train_split, standardize, device, train_points, bag, seed):
+    return load_splits(Path(root), False, train_split, standardize, torch.device(device), train_points, bag, seed)
 
 
-def splits_on_disk(cfg_data, device):
-    """A config's splits as the MNIST files on disk give them (never downloaded), loaded once per process
-    and shared by its callers (nnhw.replay, nnhw.committee), which only read them."""
+def splits_on_disk(cfg_data, device, seed=0):
+    """A config's splits as the MNIST files on disk give them (never downloaded), for the run seed `seed`
+    (which draws data.bag's points), loaded once per process and shared by its callers (nnhw.replay,
+    nnhw.committee), which only read them."""
     d = cfg_data
-    return _cached_splits(str(resolve_root(d.root)), d.train_split, d.standardize, str(device), d.train_points)
+    return _cached_splits(str(resolve_root(d.root)), d.train_split, d.standardize, str(device), d.train_points, d.bag, seed)

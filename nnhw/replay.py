@@ -113,7 +113,7 @@ def run_config(run_dir, device, recipe=None):
 
 def first_steps(cfg, device, n):
     """The losses of the first n training steps and the checksums after them, computed now."""
-    trainer = Trainer.start(cfg, device, data_mod.splits_on_disk(cfg.data, device)["train"])
+    trainer = Trainer.start(cfg, device, data_mod.splits_on_disk(cfg.data, device, cfg.run.seed)["train"])
     trainer.fingerprint_steps = n
     state = TrainState()
     while "checksums" not in state.fingerprint:
@@ -171,7 +171,7 @@ def replay_sweep(sweep_dir):
         raise ReplayError(f"cannot rebuild its config from {sw.get('command')!r}: {e}") from None
     device = device_of(sw.get("device"))
     cfg.run.device = device.type
-    splits = data_mod.splits_on_disk(cfg.data, device)
+    splits = data_mod.splits_on_disk(cfg.data, device, cfg.run.seed)
     trainer = Trainer.start(cfg, device, splits["train"])
     net = trainer.net
     start = evaluate(net.params, net.forward, net.loss_fn, splits["train"], cfg.eval.batch_size)[0]

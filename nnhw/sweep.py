@@ -72,7 +72,7 @@ def sweep(cfg, lrs, budget_epochs=0.25):
     device = resolve_device(cfg.run.device)
     root = data_mod.resolve_root(cfg.data.root)
     splits = data_mod.load_splits(root, cfg.data.download, cfg.data.train_split, cfg.data.standardize, device,
-                                  cfg.data.train_points)
+                                  cfg.data.train_points, cfg.data.bag, cfg.run.seed)
     budget = max(1, round(budget_epochs * data_mod.N_TRAIN))
     net = build(cfg, device)
     start = evaluate(net.params, net.forward, net.loss_fn, splits["train"], cfg.eval.batch_size)[0]

@@ -151,7 +151,8 @@ def run(cfg, run_dir=None, resume=None, command=None, world=None, overrides=(), 
                           f"use a multiple of {world.size}")
     commit = git_commit()  # the code that starts the run, whatever is edited while it runs
     d = cfg.data
-    splits = data_mod.load_splits(data_mod.resolve_root(d.root), d.download, d.train_split, d.standardize, device, d.train_points)
+    splits = data_mod.load_splits(data_mod.resolve_root(d.root), d.download, d.train_split, d.standardize, device,
+                                  d.train_points, d.bag, cfg.run.seed)
     trainer = Trainer.start(cfg, device, splits["train"], world)
     if resume is None:
         state = TrainState(overrides=list(overrides), config_file=config_file, commit=commit, start_config=config_mod.to_dict(cfg))

@@ -129,3 +129,47 @@ def test_the_splits_are_the_homeworks_images(tmp_path):
     merged = data.load_splits(tmp_path, train_split="train+dev")
     assert set(merged) == {"train", "test"} and image_numbers(merged["train"]) == (list(range(60000)), {0})
     assert image_numbers(data.load_splits(tmp_path, train_points=123)["train"])[0] == list(range(123))
+
+
+def test_a_bag_is_a_subset_of_the_training_split_drawn_from_the_seed(tmp_path):
+    """data.bag: each seed keeps its own fraction of the training split (in order, labels with their
+    images), the same one every time; dev and test are untouched, and so is torch's global generator."""
+    numbered_mnist(tmp_path)
+    rng = torch.get_rng_state()
+    bags = {seed: data.load_splits(tmp_path, bag=0.8, seed=seed) for seed in (0, 1)}
+    assert torch.equal(torch.get_rng_state(), rng)
+    whole = data.load_splits(tmp_path)
+    kept = {}
+    for seed, splits in bags.items():
+        numbers, test_marks = image_numbers(splits["train"])
+        assert len(numbers) == 40000 and numbers == sorted(set(numbers)) and set(numbers) <= set(range(50000))
+        assert test_marks == {0} and splits["train"].y.tolist() == [i % 10 for i in numbers]
+        assert torch.equal(splits["dev"].x, whole["dev"].x) and torch.equal(splits["test"].x, whole["test"].x)
+        kept[seed] = set(numbers)
+    assert image_numbers(data.load_splits(tmp_path, bag=0.8, seed=1)["train"])[0] == sorted(kept[1])
+    assert 0.6 < len(kept[0] & kept[1]) / 50000 < 0.68  # two independent 80% draws share about 64%
+    small = image_numbers(data.load_splits(tmp_path, train_split="train+dev", train_points=1000, bag=0.5, seed=3)["train"])[0]
+    assert len(small) == 500 and set(small) <= set(range(1000))
+
+
+def test_a_bagged_run_trains_on_its_bag_and_replays(tmp_path, mnist_root, monkeypatch):
+    """A run with data.bag = 0.5 of 200 points makes a pass in 100 points, and replays as the same
+    arithmetic: the replay draws the same bag from the run's seed, and another seed's bag parts from it."""
+    from nnhw import config, replay, train
+    from nnhw.checkpoint import load_checkpoint
+
+    from conftest import REPO
+
+    real_bagged = data.bagged
+    monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
+    extra = ["data.train_points=200", "data.bag=0.5", "train.epochs=2", "train.batch_size=50", "eval.every=100",
+             "eval.max_points=100", f'run.log_dir="{tmp_path}"']
+    run_dir, status, _ = train.run(config.load(REPO / "configs" / "relu.toml", extra))
+    assert status == "finished" and load_checkpoint(run_dir)["points"] == 200  # two passes over 100 points
+    data._cached_splits.cache_clear()
+    assert replay.replay(run_dir)[0]
+    data._cached_splits.cache_clear()
+    monkeypatch.setattr(data, "bagged", lambda split, fraction, seed: real_bagged(split, fraction, seed + 1))
+    same, what = replay.replay(run_dir)
+    data._cached_splits.cache_clear()
+    assert not same and "parted" in what
