@@ -267,3 +267,18 @@ def test_hvp_rows_time_a_gradient_and_both_modes_on_the_same_points():
         for c in r["curvature"]:
             assert c["products"] == 10 and c["gradients"] == pytest.approx(c["seconds"] / r["gradient_s"])
             assert c["gradients_per_product"] == pytest.approx(c["gradients"] / 10)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride", [((3, 1, 9, 9), (4, 1, 3, 3), 1), ((3, 2, 10, 10), (5, 2, 4, 4), 2),
+                                                      ((2, 3, 11, 11), (4, 3, 3, 3), 2)])  # the last leaves a row unread
+def test_the_unfolded_weight_gradient_is_the_convolutions(x_shape, w_shape, stride):
+    """The candidate form the benchmark times computes dK, in float64: what torch's convolution gives."""
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(x_shape, generator=gen, dtype=torch.float64), torch.randn(w_shape, generator=gen, dtype=torch.float64)
+    w.requires_grad_()
+    out = torch.nn.functional.conv2d(x, w, None, stride)
+    g = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    (expected,) = torch.autograd.grad(out, (w,), g)
+    got = bench.unfolded_weight_gradient(x, g, w_shape[2:], stride).reshape(w_shape)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(bench.unfolded_weight_gradient(x, g.flip(0), w_shape[2:], stride).reshape(w_shape), expected)

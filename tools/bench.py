@@ -21,7 +21,7 @@ several repeats after a warm-up:
             MNIST with ToTensor/Normalize, timed over a slice of an epoch.
 
 It prints s/epoch (50,000 images) and the ratios, the backward of the CNN's layers and batch normalisation
-against the built-in ones, the cost of one full evaluation of
+against the built-in ones, three forms of the convolution's weight gradient, the cost of one full evaluation of
 train+dev+test, and with --out writes JSON (the committed one: reports/bench-<device>.json).
 
     python tools/bench.py [--configs sigmoid softmax ...] [--device cpu] [--repeats 5] [--out 'reports/bench-{device}.json']
@@ -269,6 +269,43 @@ def adjoint_rows(device, repeats):
     return rows
 
 
+# The BN CNNs' convolutions at batch 64 (cnn_bn's four; the strided ones stand in for pooling)
+WEIGHT_GRADIENT_CASES = [((64, 1, 28, 28), (32, 1, 3, 3), 1), ((64, 32, 26, 26), (32, 32, 4, 4), 2),
+                         ((64, 32, 12, 12), (64, 32, 3, 3), 1), ((64, 64, 10, 10), (64, 64, 4, 4), 2)]
+
+
+def unfolded_weight_gradient(x, g, kernel, stride):
+    """dK as one matrix product over the unfolded input, no per-image loop: the candidate form.
+    dK (C_out, C_in kh kw) = G (C_out, N L) @ X_unfolded (N L, C_in kh kw), L the output positions."""
+    cols = F.unfold(x, kernel, stride=stride)  # (N, C_in kh kw, L)
+    n, k, positions = cols.shape
+    c_out = g.shape[1]
+    return g.reshape(n, c_out, positions).transpose(0, 1).reshape(c_out, -1) @ cols.transpose(1, 2).reshape(-1, k)
+
+
+def weight_gradient_rows(device, repeats):
+    """The convolution's weight gradient alone, three forms at cnn_bn's shapes: nnhw's (Conv2d's
+    correlation of X with G, the stride as a dilation), the unfolded input times G in one matrix
+    product, and aten's kernel (what F.conv2d runs backward). Median seconds of one."""
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for x_shape, w_shape, stride in WEIGHT_GRADIENT_CASES:
+        x = torch.randn(x_shape, generator=gen).to(device)
+        w = (torch.randn(w_shape, generator=gen) * 0.1).to(device).requires_grad_()
+        ours, builtin = nf.conv2d(x, w, None, stride, 0), F.conv2d(x, w, None, stride)
+        g = torch.randn(ours.shape, generator=gen).to(device)
+        forms = {"nnhw": lambda: torch.autograd.grad(ours, (w,), g, retain_graph=True),
+                 "unfolded": lambda: unfolded_weight_gradient(x, g, w_shape[2:], stride),
+                 "aten": lambda: torch.autograd.grad(builtin, (w,), g, retain_graph=True)}
+        gap = (unfolded_weight_gradient(x, g, w_shape[2:], stride).reshape(w_shape) - forms["nnhw"]()[0]).abs().max()
+        if gap > 1e-3 * forms["nnhw"]()[0].abs().max():
+            raise AssertionError(f"the unfolded weight gradient differs from nnhw's at {w_shape}: {gap:.3g}")
+        timed = {label: time_steps(lambda: f(), [()] * 5, device, 3, repeats) for label, f in forms.items()}
+        rows.append(dict(layer=f"{w_shape[1]}->{w_shape[0]} ch {w_shape[2]}x{w_shape[3]} stride {stride}, {x_shape[2]}x{x_shape[3]}",
+                         **{f"{label}_s": t for label, t in timed.items()}))
+    return rows
+
+
 # Batch normalisation's maps in the BN CNNs: cnn_bn's first (batch 64) and fast's pooled ones (batch 128)
 BATCH_NORM_SHAPES = [(64, 32, 26, 26), (128, 16, 12, 12)]
 
@@ -354,6 +391,12 @@ def bench_command(argv=None):
         print(f"{'layer':<30} {'nnhw ms':>8} {'aten ms':>8} {'nnhw/aten':>9}")
         for a in adjoints:
             print(f"{a['layer']:<30} {1e3 * a['nnhw_s']:>8.2f} {1e3 * a['aten_s']:>8.2f} {a['ratio']:>9.2f}")
+        wgrads = weight_gradient_rows(device, args.repeats)
+        print("\nthe convolution's weight gradient at cnn_bn's shapes, batch 64: nnhw's correlation, one matrix product over the unfolded input, aten's kernel")
+        print(f"{'layer':<36} {'nnhw ms':>8} {'unfolded ms':>11} {'aten ms':>8} {'unfolded/nnhw':>13} {'nnhw/aten':>9}")
+        for a in wgrads:
+            print(f"{a['layer']:<36} {1e3 * a['nnhw_s']:>8.2f} {1e3 * a['unfolded_s']:>11.2f} {1e3 * a['aten_s']:>8.2f} "
+                  f"{a['unfolded_s'] / a['nnhw_s']:>13.2f} {a['nnhw_s'] / a['aten_s']:>9.2f}")
         norms = batch_norm_rows(device, args.repeats)
         print("\nbatch normalisation in training, forward and backward: nnhw's layer against F.batch_norm (and F.relu)")
         print(f"{'layer':<40} {'nnhw ms':>8} {'builtin ms':>10} {'nnhw/builtin':>12}")
@@ -366,7 +409,7 @@ def bench_command(argv=None):
             print(f"sigmoid, the DataLoader way (nn.Module + DataLoader + ToTensor/Normalize): {loader:.2f} s/epoch, "
                   f"{loader / sig['nnhw_s_per_epoch']:.1f}x nnhw")
         write_json(args.out and args.out.replace("{device}", dev_name.replace(":", "")), command, device,
-                   matmul_gflops=gflops, loader_s_per_epoch=loader, rows=rows, adjoints=adjoints, batch_norm=norms)
+                   matmul_gflops=gflops, loader_s_per_epoch=loader, rows=rows, adjoints=adjoints, weight_gradients=wgrads, batch_norm=norms)
 
 
 def main(argv=None):
