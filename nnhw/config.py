@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import layers
 from .command import NnhwError, Parser, run_command
-from .data import IMAGE_SIDE, N_TRAIN
+from .data import IMAGE_SIDE, N_TRAIN, N_TRAIN_DEV
 
 
 class ConfigError(NnhwError, ValueError):
@@ -64,7 +64,7 @@ class DataConfig:
     download: bool = opt(False, "download MNIST with torchvision into root when the files are missing")
     train_split: str = opt("train", "'train': the first 50,000 official training images (dev = the last 10,000); 'train+dev': all 60,000", choices=["train", "train+dev"])
     standardize: bool = opt(False, "subtract the MNIST training pixels' mean (0.1307) and divide by their std (0.3081); else pixels stay in [0, 1]")
-    train_points: int = opt(0, "train on the first this many points of the training split only (0: all of it); with train.batch_size equal to it, each step is full-batch gradient descent", min=0, le=60000)
+    train_points: int = opt(0, "train on the first this many points of the training split only (0: all of it); with train.batch_size equal to it, each step is full-batch gradient descent", min=0, le=N_TRAIN_DEV)
     bag: float = opt(1.0, "fraction of the training split each run trains on, drawn at random from run.seed, so that each seed of a set sees its own subset (bagging, for the committee); 1: all of it", gt=0.0, le=1.0)
 
 
@@ -138,7 +138,7 @@ class EvalConfig:
     batch_size: int = opt(1000, "batch size of evaluation (no effect on the errors, only on speed and memory; on a CPU, batches whose activations fit in cache run fastest: 1,000 for MLPs, a few hundred for the CNN)", min=1)
     max_points: int = opt(0, "evaluate on the first this many points of each split only (0: the whole split, as every result needs); for quick looks and tests, where a thousand images show what 70,000 do", min=0)
     sharpness_every: int = opt(0, "measure the sharpness (the top eigenvalue of the training loss's Hessian, L2 term included, by Lanczos; nnhw.hessian) and each weight's own block's at every this many evaluations, the first included (0: never). Logged beside the stability threshold 2/lr, (2 + 2 momentum)/lr with momentum ('sgd'); with 'adam', the preconditioned sharpness too, the top eigenvalue of P^(-1/2) H P^(-1/2) with P = sqrt(v^) + eps from Adam's state, beside its threshold (2 + 2 beta1)/(lr (1 - beta1)) (Cohen et al. 2022); not with dropout, whose random mask would make the Hessian random", min=0)
-    sharpness_points: int = opt(2000, "the sharpness is measured on this many training points, drawn once from run.seed (all of them when the training split is smaller), unaugmented, in one batch", min=1, le=60000)
+    sharpness_points: int = opt(2000, "the sharpness is measured on this many training points, drawn once from run.seed (all of them when the training split is smaller), unaugmented, in one batch", min=1, le=N_TRAIN_DEV)
     sharpness_iters: int = opt(20, "Lanczos steps (Hessian-vector products) per eigenvalue; each measurement takes this many for the whole Hessian and as many for each weight's block", min=1, le=200)
     trace_samples: int = opt(0, "at each sharpness measurement, also the trace of the Hessian, by Hutchinson's estimator from this many random +-1 vectors (a Hessian-vector product each), with its standard error; 0: off", min=0, le=100000)
     density_iters: int = opt(0, "at each sharpness measurement, also the Hessian's eigenvalue density by stochastic Lanczos quadrature, this many Lanczos steps from each of eval.density_runs random starts; density.png shows the first and the last; 0: off", min=0, le=200)
@@ -301,7 +301,7 @@ def validate(cfg):
                           "by themselves; set model.dropout_input and model.dropout_hidden to 0 and model.dropout_conv to []")
     if cfg.data.train_split == "train" and cfg.data.train_points > 50000:
         raise ConfigError(f"data.train_points: the 'train' split holds 50,000 points, got {cfg.data.train_points}; use 'train+dev' for up to 60,000")
-    n_train = cfg.data.train_points or (N_TRAIN if cfg.data.train_split == "train" else 60000)
+    n_train = cfg.data.train_points or (N_TRAIN if cfg.data.train_split == "train" else N_TRAIN_DEV)
     if round(cfg.data.bag * n_train) < 1:
         raise ConfigError(f"data.bag: {cfg.data.bag:g} of {n_train:,} training points keeps none; raise it to at least {1 / n_train:.2g}")
     if cfg.eval.sharpness_every and (m.dropout_input or m.dropout_hidden or any(m.dropout_conv)):

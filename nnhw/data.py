@@ -15,9 +15,10 @@ import torch
 
 from .command import NnhwError
 
+N_TRAIN_DEV = 60000  # MNIST's official training set: the homework's train and dev splits together
 FILES = {
-    "train-images-idx3-ubyte": (2051, 60000),
-    "train-labels-idx1-ubyte": (2049, 60000),
+    "train-images-idx3-ubyte": (2051, N_TRAIN_DEV),
+    "train-labels-idx1-ubyte": (2049, N_TRAIN_DEV),
     "t10k-images-idx3-ubyte": (2051, 10000),
     "t10k-labels-idx1-ubyte": (2049, 10000),
 }

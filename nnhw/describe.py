@@ -22,7 +22,7 @@ QUESTIONS = [
     ("6", "cnn_aug", "The same CNN trained on augmented images"),
     ("6", "cnn_bn", "Beyond the homework: the published CNN recipe, with batch normalisation and strided convolutions"),
     ("6", "cnn_bn_aug", "Beyond the homework: the batch-normalised CNN trained on augmented images"),
-    ("6", "cnn_bn_aug_ema", "Beyond the homework: the augmented batch-normalised CNN with milder moves, averaged weights and two last passes on the images as they are"),
+    ("6", "cnn_bn_aug_deep", "Beyond the homework: the augmented batch-normalised CNN at the recipe's depth, with milder moves, averaged weights and two last passes on the images as they are"),
     ("6", "fast", "Beyond the homework: a small CNN with max pooling, batch normalisation and Adam that reaches 99% test accuracy within one pass"),
     ("6", "fast995", "Beyond the homework: the fast CNN twice as wide, on shifted images, for 99.5% test accuracy within two passes"),
 ]

@@ -68,7 +68,7 @@ BESIDE = [
     ("MLP, adversarial training, no augmentation", [("mlp_vat", "50 passes, not 100")],
      "virtual adversarial training, 0.64 ± 0.05% (Miyato et al. 2016); adversarial (FGSM) training of a maxout MLP 0.78% (Goodfellow et al. 2015)"),
     ("CNN, no augmentation", [("cnn", ""), ("cnn_bn", "")], "Jarrett et al. 2009 0.53%; stochastic pooling 0.47%"),
-    ("CNN with augmentation, one model", [("cnn_aug", ""), ("cnn_bn_aug", ""), ("cnn_bn_aug_ema", "")], "0.35% (Ciresan et al. 2011)"),
+    ("CNN with augmentation, one model", [("cnn_aug", ""), ("cnn_bn_aug", ""), ("cnn_bn_aug_deep", "")], "0.35% (Ciresan et al. 2011)"),
 ]
 
 
