@@ -299,8 +299,8 @@ def validate(cfg):
     if cfg.train.adversarial == "vat" and (m.dropout_input or m.dropout_hidden or any(m.dropout_conv)):
         raise ConfigError("train.adversarial: 'vat' compares the outputs at x and at x + r, which dropout's fresh masks would make differ "
                           "by themselves; set model.dropout_input and model.dropout_hidden to 0 and model.dropout_conv to []")
-    if cfg.data.train_split == "train" and cfg.data.train_points > 50000:
-        raise ConfigError(f"data.train_points: the 'train' split holds 50,000 points, got {cfg.data.train_points}; use 'train+dev' for up to 60,000")
+    if cfg.data.train_split == "train" and cfg.data.train_points > N_TRAIN:
+        raise ConfigError(f"data.train_points: the 'train' split holds {N_TRAIN:,} points, got {cfg.data.train_points}; use 'train+dev' for up to {N_TRAIN_DEV:,}")
     n_train = cfg.data.train_points or (N_TRAIN if cfg.data.train_split == "train" else N_TRAIN_DEV)
     if round(cfg.data.bag * n_train) < 1:
         raise ConfigError(f"data.bag: {cfg.data.bag:g} of {n_train:,} training points keeps none; raise it to at least {1 / n_train:.2g}")
