@@ -41,9 +41,9 @@ clean-venv:
 ## make report: full runs of every committed config, each over SEEDS, their learning-rate sweeps, the
 ## theory, autodiff and complexity outputs, then reports/REPORT.md and reports/REPORT.pdf. On a 2-core CPU
 ## the kept seed sets' training and evaluation add up to about 4.7 hours for the homework's configs and
-## 7.9 more for the published recipes (mlp_maxnorm, mlp_vat, cnn_bn, cnn_bn_aug, cnn_bn_aug_deep, fast, fast995);
+## 8.9 more for the published recipes (mlp_maxnorm, mlp_vat, cnn_bn, cnn_bn_deep, cnn_bn_aug, cnn_bn_aug_deep, fast, fast995);
 ## SEEDS=0 for a third
-REPORT_CONFIGS ?= softmax sigmoid relu wide deep mlp_aug mlp_maxnorm mlp_vat cnn cnn_aug cnn_bn cnn_bn_aug cnn_bn_aug_deep fast fast995
+REPORT_CONFIGS ?= softmax sigmoid relu wide deep mlp_aug mlp_maxnorm mlp_vat cnn cnn_aug cnn_bn cnn_bn_deep cnn_bn_aug cnn_bn_aug_deep fast fast995
 SWEEP_CONFIGS  ?= softmax sigmoid relu
 SEEDS          ?= 0,1,2
 report: $(STAMP)

@@ -21,6 +21,7 @@ QUESTIONS = [
     ("6", "cnn", "The CNN, with average pooling, on train+dev"),
     ("6", "cnn_aug", "The same CNN trained on augmented images"),
     ("6", "cnn_bn", "Beyond the homework: the published CNN recipe, with batch normalisation and strided convolutions"),
+    ("6", "cnn_bn_deep", "Beyond the homework: the batch-normalised CNN at the recipe's depth, with averaged weights"),
     ("6", "cnn_bn_aug", "Beyond the homework: the batch-normalised CNN trained on augmented images"),
     ("6", "cnn_bn_aug_deep", "Beyond the homework: the augmented batch-normalised CNN at the recipe's depth, with milder moves, averaged weights and two last passes on the images as they are"),
     ("6", "fast", "Beyond the homework: a small CNN with max pooling, batch normalisation and Adam that reaches 99% test accuracy within one pass"),

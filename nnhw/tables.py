@@ -67,7 +67,7 @@ BESIDE = [
      "3x1024 ReLU, dropout and max-norm, 1.06% (Srivastava et al. 2014)"),
     ("MLP, adversarial training, no augmentation", [("mlp_vat", "50 passes, not 100")],
      "virtual adversarial training, 0.64 ± 0.05% (Miyato et al. 2016); adversarial (FGSM) training of a maxout MLP 0.78% (Goodfellow et al. 2015)"),
-    ("CNN, no augmentation", [("cnn", ""), ("cnn_bn", "")], "Jarrett et al. 2009 0.53%; stochastic pooling 0.47%"),
+    ("CNN, no augmentation", [("cnn", ""), ("cnn_bn", ""), ("cnn_bn_deep", "")], "Jarrett et al. 2009 0.53%; stochastic pooling 0.47%"),
     ("CNN with augmentation, one model", [("cnn_aug", ""), ("cnn_bn_aug", ""), ("cnn_bn_aug_deep", "")], "0.35% (Ciresan et al. 2011)"),
 ]
 

@@ -122,7 +122,7 @@ def test_divergence_stops_with_lr_and_keeps_checkpoint(tmp_path, mnist_root):
 
 
 @pytest.mark.slow  # more real runs, most in subprocesses
-@pytest.mark.parametrize("name", ["wide", "deep", "mlp_aug", "mlp_maxnorm", "mlp_vat", "cnn", "cnn_aug", "cnn_bn", "cnn_bn_aug", "cnn_bn_aug_deep", "fast", "fast995"])
+@pytest.mark.parametrize("name", ["wide", "deep", "mlp_aug", "mlp_maxnorm", "mlp_vat", "cnn", "cnn_aug", "cnn_bn", "cnn_bn_deep", "cnn_bn_aug", "cnn_bn_aug_deep", "fast", "fast995"])
 def test_extra_credit_configs_train_a_few_steps(tmp_path, mnist_root, monkeypatch, name):
     """Each extra-credit config, as committed, takes a few real steps (dropout, augmentation, conv, max pooling, Adam) and learns."""
     monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
