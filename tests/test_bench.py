@@ -209,6 +209,28 @@ def test_until_accuracy_runs_to_the_end_and_gives_none_where_never_reached():
     assert r["seconds_99"] is r["passes_99"] is r["seconds_99.5"] is None and r["final_test_error"] == 1.5 and r["passes"] == 0.5
 
 
+def test_time_to_99_prints_each_recipes_row_as_soon_as_it_is_measured(monkeypatch, capsys):
+    """Minutes pass between the rows: the first recipe's row is on the screen before the second starts,
+    and each row's ratios are to nnhw's, the first row's."""
+    def row(seconds_99, per_pass):
+        return dict(final_test_error=1.0, train_seconds=per_pass, passes=1.0, seconds_per_pass=per_pass,
+                    seconds_99=seconds_99, passes_99=seconds_99 and 0.5, **{"seconds_99.5": None, "passes_99.5": None})
+
+    seen = []
+
+    def later(*args):
+        seen.append(capsys.readouterr().out)  # what was printed before this recipe started
+        return row(12.0, 8.0)
+
+    monkeypatch.setattr(time_to_99, "nnhw_time_to_accuracy", lambda *a: row(4.0, 2.0))
+    monkeypatch.setattr(time_to_99, "builtin_time_to_accuracy", later)
+    monkeypatch.setattr(time_to_99, "examples_time_to_99", later)
+    rows = time_to_99.time_to_99_rows(torch.device("cpu"), 60, REPO / "configs" / "fast.toml")
+    assert "nnhw configs/fast.toml" in seen[0] and "4.00" in seen[0] and "built-in layers" not in seen[0]
+    assert "built-in layers" in seen[1] and "3.00" in seen[1] and "4.00" in seen[1]  # 12 s over nnhw's 4, 8 s a pass over 2
+    assert [r["ratio_99"] for r in rows] == [1.0, 3.0, 3.0] and [r["pass_ratio"] for r in rows] == [1.0, 4.0, 4.0]
+
+
 @pytest.mark.parametrize("recipe", [
     ["model.conv_kernel=[3, 4]", "model.conv_stride=[1, 2]", "model.pool=1", "model.batch_norm_after_pool=false"],  # strided, no pooling
     [],  # configs/fast.toml as committed: max pooling, then the normalisation

@@ -191,15 +191,21 @@ def examples_time_to_99(root, device, max_seconds):
 
 
 def time_to_99_rows(device, max_seconds, cfg_path):
-    """nnhw's recipe, the same recipe in built-ins, and the pytorch/examples recipe, one after the other."""
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = [dict(recipe=f"nnhw {cfg_path.parent.name}/{cfg_path.name}", **nnhw_time_to_accuracy(cfg_path, device, tmp))]
-    rows.append(dict(recipe="the same recipe, built-in layers + torch.optim", **builtin_time_to_accuracy(cfg_path, device, max_seconds)))
-    rows.append(dict(recipe="pytorch/examples mnist (Adadelta, DataLoader)", **examples_time_to_99(data_mod.resolve_root("data"), device, max_seconds)))
-    ours, per_pass = rows[0]["seconds_99"], rows[0]["seconds_per_pass"]
-    for r in rows:
-        r["ratio_99"] = r["seconds_99"] / ours if r["seconds_99"] and ours else None
-        r["pass_ratio"] = r["seconds_per_pass"] / per_pass if r["seconds_per_pass"] and per_pass else None
+    """nnhw's recipe, the same recipe in built-ins, and the pytorch/examples recipe, one after the other;
+    each row is printed as soon as it is measured (the three take minutes)."""
+    recipes = [(f"nnhw {cfg_path.parent.name}/{cfg_path.name}", lambda tmp: nnhw_time_to_accuracy(cfg_path, device, tmp)),
+               ("the same recipe, built-in layers + torch.optim", lambda tmp: builtin_time_to_accuracy(cfg_path, device, max_seconds)),
+               ("pytorch/examples mnist (Adadelta, DataLoader)", lambda tmp: examples_time_to_99(data_mod.resolve_root("data"), device, max_seconds))]
+    print_header()
+    rows = []
+    for recipe, measure in recipes:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = dict(recipe=recipe, **measure(tmp))
+        ours = rows[0] if rows else r
+        r["ratio_99"] = r["seconds_99"] / ours["seconds_99"] if r["seconds_99"] and ours["seconds_99"] else None
+        r["pass_ratio"] = r["seconds_per_pass"] / ours["seconds_per_pass"] if r["seconds_per_pass"] and ours["seconds_per_pass"] else None
+        rows.append(r)
+        print_row(r)
     return rows
 
 
@@ -217,13 +223,18 @@ TTA_COLUMNS = [  # (title, key, width, format): the header, the rows and the JSO
 ]
 
 
-def print_time_to_99(rows):
-    print("\ntime to 99% and 99.5% test accuracy (training seconds only; the test set evaluated every 10,000 images; - = not "
+def cell(text, width):
+    return f"{text:<{-width}}" if width < 0 else f"{text:>{width}}"
+
+
+def print_header():
+    print("time to 99% and 99.5% test accuracy (training seconds only; the test set evaluated every 10,000 images; - = not "
           "reached; pytorch/examples stops at 99%; x nnhw: its seconds over nnhw's)")
-    cell = lambda text, width: f"{text:<{-width}}" if width < 0 else f"{text:>{width}}"  # noqa: E731
-    print(" ".join(cell(title, w) for title, _, w, _ in TTA_COLUMNS))
-    for r in rows:
-        print(" ".join(cell("-" if r[k] is None else format(r[k], fmt), w) for _, k, w, fmt in TTA_COLUMNS), flush=True)
+    print(" ".join(cell(title, w) for title, _, w, _ in TTA_COLUMNS), flush=True)
+
+
+def print_row(r):
+    print(" ".join(cell("-" if r[k] is None else format(r[k], fmt), w) for _, k, w, fmt in TTA_COLUMNS), flush=True)
 
 
 def time_to_99_command(argv=None):
@@ -242,7 +253,6 @@ def time_to_99_command(argv=None):
     except TwinError as e:
         raise NnhwError(f"--recipe: {e}") from None
     rows = time_to_99_rows(device, args.max_seconds, Path(args.recipe))
-    print_time_to_99(rows)
     command = "python tools/time_to_99.py " + " ".join(argv if argv is not None else sys.argv[1:])
     write_json(args.out, command, device,
                columns=[k for _, k, _, _ in TTA_COLUMNS], rows=rows)
