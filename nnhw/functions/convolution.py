@@ -137,8 +137,8 @@ class MaxPool2d(_Function):
     @staticmethod
     def backward(ctx, g):
         (routes,) = ctx.saved_tensors
-        zeros = g.new_zeros(*ctx.in_shape[:-2], ctx.in_shape[-2] * ctx.in_shape[-1])  # (..., H W)
-        return zeros.scatter_add(-1, _planes(routes), _planes(g)).view(ctx.in_shape), None
+        grad_x = g.new_zeros(*ctx.in_shape[:-2], ctx.in_shape[-2] * ctx.in_shape[-1])  # (..., H W)
+        return grad_x.scatter_add_(-1, _planes(routes), _planes(g)).view(ctx.in_shape), None
 
     @staticmethod
     def jvp(ctx, dx, d_routes=None):
