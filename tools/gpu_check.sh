@@ -10,7 +10,7 @@
 #   DEVICE=cpu EPOCHS=0.05 OUT=/tmp/g bash tools/gpu_check.sh   # the same steps on a CPU, to check the script
 #
 # SMOKE=0 skips the smoke runs, SMOKE_CONFIGS (default every config) picks them; BENCH_CONFIGS (default "softmax sigmoid relu cnn") picks the benchmarked
-# configs, BENCH=0 skips them; TRAIN_CONFIGS (default "fast cnn sigmoid") the trained ones; TRAIN_ARGS
+# configs, BENCH=0 skips them, BENCH_REPEATS (default 5) sets its timed repeats; TRAIN_CONFIGS (default "fast cnn sigmoid") the trained ones; TRAIN_ARGS
 # adds overrides to their trainings (the test's "eval.max_points=1000"); TIME_TO_99=0 skips that table,
 # MAX_SECONDS bounds each of its recipes (default 300); PYTHON the interpreter.
 #
@@ -70,7 +70,7 @@ fi
 
 if [ "${BENCH:-1}" != 0 ]; then
   # shellcheck disable=SC2086  # a list of config names
-  "$py" tools/bench.py --configs ${BENCH_CONFIGS:-softmax sigmoid relu cnn} --device "$device" --no-loader --out "$out/bench-$device.json" | tee "$out/bench.txt"
+  "$py" tools/bench.py --configs ${BENCH_CONFIGS:-softmax sigmoid relu cnn} --device "$device" --repeats "${BENCH_REPEATS:-5}" --no-loader --out "$out/bench-$device.json" | tee "$out/bench.txt"
 fi
 
 if [ "${TIME_TO_99:-1}" != 0 ]; then
