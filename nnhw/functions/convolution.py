@@ -99,7 +99,9 @@ class AvgPool2d(_Function):
         if k == s:  # regions side by side: copy each output's gradient / p^2 onto its p x p region
             n, _, oh, ow = g.shape
             spread = (g / (k * k))[:, :, :, None, :, None].expand(n, c, oh, k, ow, k).reshape(n, c, oh * k, ow * k)
-            return F.pad(spread, (0, w - ow * k, 0, h - oh * k)), None, None  # rows no region reached get 0
+            if (oh * k, ow * k) == (h, w):
+                return spread, None, None
+            return F.pad(spread, (0, w - ow * k, 0, h - oh * k)), None, None  # rows no region reached get 0 (F.pad copies)
         kernel = torch.full((c, 1, k, k), 1.0 / (k * k), dtype=g.dtype, device=g.device)  # overlapping regions add up
         out_pad = _output_padding((h, w), (k, k), s, 0)
         return F.conv_transpose2d(g, kernel, None, s, 0, out_pad, groups=c), None, None
