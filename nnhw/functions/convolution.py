@@ -154,7 +154,7 @@ def max_pool2d(x, size, stride, call=None):
     with torch.no_grad():  # (N, C, H', W'): flat positions in H x W. On a CPU, max_pool2d runs far faster on
         # channels-last maps (channels innermost) than on plain ones: one copy into that layout pays for itself
         last = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and x.device.type == "cpu" else x
-        routes = F.max_pool2d(last, size, stride, return_indices=True)[1]
+        routes = F.max_pool2d(last, size, stride, return_indices=True)[1].contiguous()  # once, not in each rule's reshape
     return call(MaxPool2d, x, routes) if call else MaxPool2d.apply(x, routes)
 
 
