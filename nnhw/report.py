@@ -52,7 +52,8 @@ PUBLISHED = [
     ("Best single CNN, elastic distortions", 0.35, "Ciresan et al. 2011"),
 ]
 
-_REPLAYED = {}  # (folder, its files' digests) -> the flag: a build replays a folder once per process
+_REPLAYED = {}  # (folder, its files and their digests) -> the flag: a build replays a folder once per process
+_SAME = set()  # the files and digests of the folders that replayed as the same: a copy of one replays as it did
 
 
 def replay_check(folder):
@@ -60,13 +61,18 @@ def replay_check(folder):
     else the flag to print beside its numbers."""
     if folder is None:
         return ""
-    key = (str(Path(folder).resolve()), *(sha256(f) for f in sorted(Path(folder).glob("*.json")) + [Path(folder) / "config.toml"] if f.is_file()))
+    files = tuple((f.name, sha256(f)) for f in sorted(Path(folder).glob("*.json")) + [Path(folder) / "config.toml"] if f.is_file())
+    if files in _SAME:
+        return ""
+    key = (str(Path(folder).resolve()), files)
     if key not in _REPLAYED:
         try:
             same, what = replay(folder)
             _REPLAYED[key] = "" if same else f"its replay {what}: rerun it"
         except ReplayError as e:
-            _REPLAYED[key] = f"not replay-checked here: {e}"
+            _REPLAYED[key] = f"not replay-checked here: {e}"  # may name the folder: kept by folder
+        if not _REPLAYED[key]:
+            _SAME.add(files)
     return _REPLAYED[key]
 
 
