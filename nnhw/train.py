@@ -79,15 +79,18 @@ class Diverged(RuntimeError):
     pass
 
 
-def evaluate_and_log(state, lr, trainer, splits, log):
-    """Evaluate every split, log it, add a history row. Diverged if the training loss is not finite
-    or is above DIVERGENCE_FACTOR times its first value."""
+def evaluate_and_log(state, lr, trainer, splits, log, last=False):
+    """Evaluate every split, log it, add a history row: the training split's first eval.train_points
+    only, but at the `last` evaluation. Diverged if the training loss is not finite or is above
+    DIVERGENCE_FACTOR times its first value."""
     t0 = time.perf_counter()
     e = trainer.cfg.eval
     row = dict(points=state.points, epoch=effective_epochs(state.points), lr=lr, train_seconds=round(state.train_seconds, 3))
     params, forward = trainer.net.evaluated()  # with optim.ema, the weights' moving average
     for name, split in splits.items():
-        loss, err = evaluate(params, forward, trainer.net.loss_fn, split, e.batch_size, trainer.world, e.max_points)
+        subset = e.train_points if name == "train" and not last else 0
+        points = min(n for n in (e.max_points, subset) if n) if e.max_points or subset else 0
+        loss, err = evaluate(params, forward, trainer.net.loss_fn, split, e.batch_size, trainer.world, points)
         row[f"{name}_loss"], row[f"{name}_error"] = loss, err
         log.scalar(name, "loss", loss, state.points)
         log.scalar(name, "error", err, state.points)
@@ -122,7 +125,7 @@ def train_loop(trainer, state, splits, log, interrupt, checkpoint, device):
         log.advance(points)
         if state.points >= next_eval or state.points >= trainer.total_points:
             state.train_seconds += seconds_since(t0)
-            evaluate_and_log(state, lr, trainer, splits, log)
+            evaluate_and_log(state, lr, trainer, splits, log, last=state.points >= trainer.total_points)
             checkpoint()
             if world.any(interrupt.requested, device):  # the processes agree to stop at an evaluation
                 return "interrupted"

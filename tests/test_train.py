@@ -28,6 +28,28 @@ def scalars(path, tag):
     return [(e.step, e.value) for e in sorted(acc.Scalars(tag), key=lambda e: e.wall_time)] if tag in acc.Tags()["scalars"] else None
 
 
+def test_train_points_evaluates_part_of_the_training_split_but_at_the_last_evaluation(tmp_path, monkeypatch, mnist_root):
+    """eval.train_points: every evaluation but the last reads the training split's first points only
+    (with max_points too, the fewer of the two); dev and test, and the last evaluation, read all they would."""
+    monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
+    read, real = [], train.evaluate
+
+    def evaluate(params, forward, loss_fn, split, batch_size, world=None, max_points=0):
+        read.append((len(split), max_points))
+        return real(params, forward, loss_fn, split, batch_size, world, max_points)
+
+    monkeypatch.setattr(train, "evaluate", evaluate)
+    cfg = config.load(REPO / "configs" / "relu.toml", ["train.epochs=0.02", "eval.every=500", "eval.train_points=300",
+                                                       "eval.max_points=2000", f'run.log_dir="{tmp_path}"'])
+    run_dir, status, _ = train.run(cfg)
+    train_reads = [points for n, points in read if n == 50000]  # relu's training split; dev and test hold 10,000
+    assert status == "finished" and train_reads == [300, 300, 2000]  # evaluations at 0, 500 and 1,000 points
+    assert [points for n, points in read if n == 10000] == [2000] * 6
+    last = json.loads((run_dir / "history.json").read_text())[-1]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final"]["train_error"] == last["train_error"]  # the summary's training error is the full read's
+
+
 def test_cli_short_run_writes_curves_checkpoint_and_summary(tmp_path, mnist_root):
     res = run_cli("nnhw.train", "configs/sigmoid.toml", *SHORT, f"run.log_dir={tmp_path}", env={"NNHW_DATA_ROOT": str(mnist_root)})
     assert res.returncode == 0, res.stderr
