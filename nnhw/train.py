@@ -89,7 +89,7 @@ def evaluate_and_log(state, lr, trainer, splits, log, last=False):
     params, forward = trainer.net.evaluated()  # with optim.ema, the weights' moving average
     for name, split in splits.items():
         subset = e.train_points if name == "train" and not last else 0
-        points = min(n for n in (e.max_points, subset) if n) if e.max_points or subset else 0
+        points = min((n for n in (e.max_points, subset) if n), default=0)  # the fewer of the two set; 0: the whole split
         loss, err = evaluate(params, forward, trainer.net.loss_fn, split, e.batch_size, trainer.world, points)
         row[f"{name}_loss"], row[f"{name}_error"] = loss, err
         log.scalar(name, "loss", loss, state.points)

@@ -193,19 +193,19 @@ def examples_time_to_99(root, device, max_seconds):
 def time_to_99_rows(device, max_seconds, cfg_path):
     """nnhw's recipe, the same recipe in built-ins, and the pytorch/examples recipe, one after the other;
     each row is printed as soon as it is measured (the three take minutes)."""
-    recipes = [(f"nnhw {cfg_path.parent.name}/{cfg_path.name}", lambda tmp: nnhw_time_to_accuracy(cfg_path, device, tmp)),
-               ("the same recipe, built-in layers + torch.optim", lambda tmp: builtin_time_to_accuracy(cfg_path, device, max_seconds)),
-               ("pytorch/examples mnist (Adadelta, DataLoader)", lambda tmp: examples_time_to_99(data_mod.resolve_root("data"), device, max_seconds))]
     print_header()
     rows = []
-    for recipe, measure in recipes:
-        with tempfile.TemporaryDirectory() as tmp:
-            r = dict(recipe=recipe, **measure(tmp))
-        ours = rows[0] if rows else r
-        r["ratio_99"] = r["seconds_99"] / ours["seconds_99"] if r["seconds_99"] and ours["seconds_99"] else None
-        r["pass_ratio"] = r["seconds_per_pass"] / ours["seconds_per_pass"] if r["seconds_per_pass"] and ours["seconds_per_pass"] else None
-        rows.append(r)
-        print_row(r)
+    with tempfile.TemporaryDirectory() as tmp:  # nnhw.train's log folder
+        recipes = [(f"nnhw {cfg_path.parent.name}/{cfg_path.name}", lambda: nnhw_time_to_accuracy(cfg_path, device, tmp)),
+                   ("the same recipe, built-in layers + torch.optim", lambda: builtin_time_to_accuracy(cfg_path, device, max_seconds)),
+                   ("pytorch/examples mnist (Adadelta, DataLoader)", lambda: examples_time_to_99(data_mod.resolve_root("data"), device, max_seconds))]
+        for recipe, measure in recipes:
+            r = dict(recipe=recipe, **measure())
+            ours = rows[0] if rows else r
+            for key, ratio in (("seconds_99", "ratio_99"), ("seconds_per_pass", "pass_ratio")):
+                r[ratio] = r[key] / ours[key] if r[key] and ours[key] else None
+            rows.append(r)
+            print_row(r)
     return rows
 
 
