@@ -145,9 +145,9 @@ def load_splits(root, download=False, train_split="train", standardize=False, de
     (xtr, ytr), (xte, yte) = load_mnist(root, download)
 
     def to_split(x, y):
-        x = x.reshape(len(x), N_PIXELS).to(device=device, dtype=torch.float32) / 255.0
+        x = x.reshape(len(x), N_PIXELS).to(device=device, dtype=torch.float32).div_(255.0)  # in place: no second copy
         if standardize:
-            x = (x - PIXEL_MEAN) / PIXEL_STD
+            x.sub_(PIXEL_MEAN).div_(PIXEL_STD)
         return Split(x, y.to(device=device, dtype=torch.int64))
 
     n = min(train_points or len(xtr), len(xtr) if train_split == "train+dev" else N_TRAIN)
