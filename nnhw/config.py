@@ -127,7 +127,7 @@ class TrainConfig:
     adversarial: str = opt("none", "an adversarial term added to the loss, from a second pass at moved images: 'vat' (virtual adversarial training, Miyato et al. 2018: the KL divergence between the outputs at x and at x + r, r of L2 norm adversarial_eps in the direction that moves them most, found by one power-iteration step; needs no label) or 'fgsm' (Goodfellow et al. 2015: the loss at x + adversarial_eps sign(grad_x loss)); the moved passes normalise by their batch's statistics without moving the running averages", choices=["none", "vat", "fgsm"])
     adversarial_eps: float = opt(2.0, "'vat': the L2 norm of each image's perturbation; 'fgsm': the largest change of each pixel; in pixel units (0 black, 1 white) before standardisation", gt=0.0, le=1000.0)
     adversarial_weight: float = opt(1.0, "the adversarial term's weight beside the loss", gt=0.0, le=1000.0)
-    vat_xi: float = opt(1e-6, "'vat': L2 norm of the random probe whose gradient finds the most sensitive direction, in pixel units (Miyato et al. use 1e-6)", gt=0.0, le=1000.0)
+    vat_xi: float = opt(1e-6, "'vat': L2 norm of the random probe whose gradient finds the most sensitive direction, in pixel units (Miyato et al. use 1e-6 on images whose background is 0; on standardised images float32 rounds a probe under about 1e-4 away)", gt=0.0, le=1000.0)
     elastic_alpha: float = opt(34.0, "'elastic': scale in pixels of the displacement field (Simard et al. 2003 use 34)", min=0.0, le=1000.0)
     elastic_sigma: float = opt(4.0, "'elastic': std in pixels of the Gaussian that smooths the field (Simard et al. 2003 use 4; below 0.1 px it smooths nothing)", min=0.1, le=float(IMAGE_SIDE))
 
