@@ -136,7 +136,7 @@ def test_run_dirs_never_collide(tmp_path):
 # Whole runs in their own processes                                           #
 # --------------------------------------------------------------------------- #
 
-LONGISH = ["train.epochs=0.3", "eval.every=500", "train.batch_size=50", "eval.max_points=10000"]
+LONGISH = ["train.epochs=0.3", "eval.every=500", "train.batch_size=50", "eval.max_points=2000"]
 
 
 def start(tmp_path, mnist_root, *extra, log="logs"):
@@ -148,14 +148,13 @@ def start(tmp_path, mnist_root, *extra, log="logs"):
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, mnist_root):
-    whole = start(tmp_path, mnist_root, log="whole")
-    assert whole.wait(300) == 0
-    (whole_dir,) = (tmp_path / "whole" / "sigmoid").iterdir()
-
+    whole = start(tmp_path, mnist_root, log="whole")  # one thread each: the two runs side by side on two cores
     victim = start(tmp_path, mnist_root, log="killed")
     run_dir = wait_for_checkpoint(tmp_path / "killed" / "sigmoid", 2000, victim)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    assert whole.wait(300) == 0
+    (whole_dir,) = (tmp_path / "whole" / "sigmoid").iterdir()
     assert not (run_dir / "summary.json").exists()
     res = subprocess.run([sys.executable, "-m", "nnhw.train", "--resume", str(run_dir)], cwd=REPO, capture_output=True, text=True,
                          env=dict(os.environ, NNHW_DATA_ROOT=str(mnist_root), OMP_NUM_THREADS="1"), timeout=300)
