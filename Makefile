@@ -33,7 +33,7 @@ test: $(STAMP)
 
 ## make test-all: every test, the slow ones too (what CI runs)
 test-all: $(STAMP)
-	$(PY) -m pytest --durations=20 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --durations=20 $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
