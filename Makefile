@@ -29,7 +29,7 @@ train: $(STAMP)
 ## make test: the fast tier, a few minutes: every Function's gradcheck, config, optimiser, tape, data,
 ## policy and import checks, the replay check and one short real run (tests marked slow are left out)
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 ## make test-all: every test, the slow ones too (what CI runs)
 test-all: $(STAMP)
