@@ -4,6 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/relu.toml
+# Both test tiers: two pytest-xdist processes of one thread each, a test file (and its module fixtures)
+# to a process; the subprocesses the tests start inherit the one thread
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile
 
 # Read the MNIST copy beside the checkout (../shared/data) when there is one and
 # NNHW_DATA_ROOT is not set already; otherwise configs download into data/.
@@ -29,11 +32,11 @@ train: $(STAMP)
 ## make test: the fast tier, a few minutes: every Function's gradcheck, config, optimiser, tape, data,
 ## policy and import checks, the replay check and one short real run (tests marked slow are left out)
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 ## make test-all: every test, the slow ones too (what CI runs)
 test-all: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --durations=20 $(PYTEST_ARGS)
+	$(PYTEST) --durations=20 $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
