@@ -75,6 +75,7 @@ class ModelConfig:
     transfer: str = opt("sigmoid", "transfer function of the hidden layers", choices=TRANSFER_NAMES)
     output_transfer: str = opt("identity", "transfer function on the k = 10 outputs", choices=TRANSFER_NAMES)
     loss: str = opt("cross_entropy", "'cross_entropy' (softmax on the outputs) or 'squared_error' (against one-hot targets, averaged over samples and classes)", choices=LOSS_NAMES)
+    label_smoothing: float = opt(0.0, "with loss 'cross_entropy', train against (1 - label_smoothing) onehot(y) + label_smoothing / k instead of onehot(y) (label smoothing, Szegedy et al. 2016); evaluation's losses stay the plain cross-entropy", min=0.0, lt=1.0)
     init: str = opt("xavier", "weight initialisation: 'normal' (std = init_scale), 'uniform' (+-init_scale), 'xavier' (Glorot normal times init_scale), 'he' (normal, std sqrt(2/fan_in) times init_scale), 'zeros'", choices=INIT_NAMES)
     init_scale: float = opt(1.0, "scale of the initialisation (its std for 'normal', a multiplier for 'xavier' and 'he')", min=0.0, le=FLOAT32_MAX)
     bias_init: float = opt(0.0, "initial value of every bias", min=-FLOAT32_MAX, le=FLOAT32_MAX)
@@ -292,6 +293,8 @@ def validate(cfg):
     if m.batch_norm and (cfg.train.batch_size < 2 or 0 < cfg.data.train_points < 2):
         raise ConfigError(f"model.batch_norm: normalises by each batch's variance, and a batch of one has none; "
                           f"use train.batch_size >= 2 (got {cfg.train.batch_size}) or model.batch_norm = false")
+    if m.label_smoothing and m.loss != "cross_entropy":
+        raise ConfigError(f"model.label_smoothing: smooths the cross-entropy's target; loss '{m.loss}' has none, set it to 0")
     if cfg.train.compile and cfg.train.engine == "tape":
         raise ConfigError("train.compile: torch.compile needs train.engine = 'autograd' (the tape runs outside torch)")
     if cfg.train.adversarial != "none" and (cfg.train.engine == "tape" or cfg.train.compile):

@@ -159,7 +159,7 @@ def parameter_rows(cfg):
         ("model", layers.one_line(layers.describe(m)) + (f", {m.transfer} after every convolution and hidden layer" if m.arch == "cnn" else
                                                          f", {m.transfer} hidden" if m.hidden else "")
          + ("" if m.output_transfer == "identity" else f", {m.output_transfer} outputs")),
-        ("loss", m.loss),
+        ("loss", m.loss + (f", trained against labels smoothed by {m.label_smoothing:g}" if m.label_smoothing else "")),
         ("training split", cfg.data.train_split + (" (standardised)" if cfg.data.standardize else "")),
         ("batch size", f"{t.batch_size}"),
         ("passes over the training split (train.epochs)", f"{t.epochs:g}"),

@@ -100,11 +100,15 @@ def make_forward(model, running, batch_norm_momentum=0.1):
     return forward
 
 
-def make_loss(cfg_model):
-    """loss(outputs, labels, call=None) -> scalar; squared error compares with one-hot targets."""
+def make_loss(cfg_model, training=False):
+    """loss(outputs, labels, call=None) -> scalar; squared error compares with one-hot targets. With
+    training, the objective trained: the cross-entropy against model.label_smoothing's target."""
     if cfg_model.loss == "cross_entropy":
+        smoothing = cfg_model.label_smoothing if training else 0.0
 
         def cross_entropy(out, y, call=None):
+            if smoothing:
+                return (call or autograd_apply)(nf.SoftmaxCrossEntropy, out, y, smoothing)
             return (call or autograd_apply)(nf.SoftmaxCrossEntropy, out, y)
 
         return cross_entropy

@@ -97,7 +97,7 @@ def measure(state, row, lr, trainer, log):
     t0 = time.perf_counter()
     momentum = momentum_at(trainer.cfg.optim, passes(state.points, trainer.n_train))  # on a ramp, where it stands
     net = trainer.net
-    row.update(sharpness(net.params, net.forward, net.loss_fn, trainer.cfg, trainer.sharpness_points, lr, state.step, momentum, net.opt))
+    row.update(sharpness(net.params, net.forward, net.train_loss_fn, trainer.cfg, trainer.sharpness_points, lr, state.step, momentum, net.opt))
     state.sharpness_seconds += time.perf_counter() - t0
     for tag, value in (("lambda_max", row["sharpness"]), ("residual", row["sharpness_residual"]),
                        ("threshold", row["sharpness_threshold"]), *row["sharpness_layers"].items(),

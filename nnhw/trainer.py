@@ -29,7 +29,8 @@ FINGERPRINT_STEPS = 20  # a run records the loss of each of its first steps, and
 @dataclass
 class Net:
     """A model built for a device: its description, parameters, running averages (batch normalisation's
-    state; {} without it), forward pass, loss and optimiser, and with optim.ema the weights' moving
+    state; {} without it), forward pass, the loss evaluation reads and the objective trained (which
+    differ with model.label_smoothing), optimiser, and with optim.ema the weights' moving
     average and the forward pass that normalises by its running averages, and with train.adversarial its term."""
 
     model: layers.Model
@@ -37,6 +38,7 @@ class Net:
     running: dict
     forward: object
     loss_fn: object
+    train_loss_fn: object
     opt: object
     average: WeightAverage | None = None
     average_forward: object = None
@@ -54,9 +56,9 @@ def build(cfg, device):
     params = models.init_params(model, cfg.model, cfg.run.seed, device)
     running = models.init_running(model, device)
     forward = models.make_forward(model, running, cfg.model.batch_norm_momentum)
-    loss_fn = models.make_loss(cfg.model)
-    net = Net(model, params, running, forward, loss_fn, make_optimizer(cfg.optim, params))
-    net.adversarial = models.make_adversarial(cfg.train, forward, loss_fn, 1 / PIXEL_STD if cfg.data.standardize else 1.0)
+    loss_fn, train_loss_fn = models.make_loss(cfg.model), models.make_loss(cfg.model, training=True)
+    net = Net(model, params, running, forward, loss_fn, train_loss_fn, make_optimizer(cfg.optim, params))
+    net.adversarial = models.make_adversarial(cfg.train, forward, train_loss_fn, 1 / PIXEL_STD if cfg.data.standardize else 1.0)
     if cfg.optim.ema:
         net.average = WeightAverage(cfg.optim.ema, params, running)
         net.average_forward = models.make_forward(model, net.average.running, cfg.model.batch_norm_momentum)
@@ -86,7 +88,7 @@ def make_train_step(net, world=None, engine="autograd", compile=False):
     torchrun, x is this process's shard, `share` its fraction of the global batch, and the gradients
     are all-reduced. engine 'autograd' lets torch.autograd call the Functions' backward; 'tape' calls
     them itself (nnhw.tape)."""
-    params, forward, loss_fn, opt, adversarial = net.params, net.forward, net.loss_fn, net.opt, net.adversarial
+    params, forward, loss_fn, opt, adversarial = net.params, net.forward, net.train_loss_fn, net.opt, net.adversarial
     tensors = list(params.values())
     world = world or dist_mod.World()
 

@@ -71,6 +71,8 @@ def test_saved_toml_round_trips(tmp_path):
         ('[model]\narch = "cnn"\nbatch_norm = true\nbatch_norm_after_pool = true\n', r"model.batch_norm_after_pool: .*pool_type 'avg'"),
         ('[optim]\noptimizer = "adamw"\n', r"optim.optimizer: unknown value 'adamw'; did you mean 'adam'\?"),
         ("[optim]\nwarmup = 1.0\n", r"optim.warmup: must be < 1.0"),
+        ("[model]\nlabel_smoothing = 1.0\n", r"model.label_smoothing: must be < 1.0"),
+        ('[model]\nloss = "squared_error"\nlabel_smoothing = 0.1\n', r"model.label_smoothing: smooths the cross-entropy's target"),
         ("[optim]\neps = 0\n", r"optim.eps: must be >= 1e-30"),
         ("[optim\nlr = 0.1\n", r"malformed TOML: .*line 1"),
     ],

@@ -147,6 +147,8 @@ CASES = [
     Case("affine", nf.affine, F.linear, _affine_inputs(bias=True)),
     Case("affine_no_bias", nf.affine, F.linear, _affine_inputs(bias=False)),
     Case("softmax_cross_entropy", nf.softmax_cross_entropy, F.cross_entropy, _ce_inputs),
+    Case("softmax_cross_entropy_smoothed", nf.softmax_cross_entropy, lambda a, y, s: F.cross_entropy(a, y, label_smoothing=s),
+         lambda n, g, d: (*_ce_inputs(n, g, d), 0.1)),
     Case("squared_error", nf.squared_error, F.mse_loss, _se_inputs),
     Case("softmax_kl", nf.softmax_kl, _kl_ref, _kl_inputs),
     Case("conv2d", nf.conv2d, _conv_ref, _conv_inputs(1, 0)),

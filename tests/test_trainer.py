@@ -102,3 +102,26 @@ def test_evaluation_in_small_batches_counts_every_point_as_one_batch_does():
         assert batched[1] == whole[1] and batched[0] == pytest.approx(whole[0], rel=1e-6), b
     assert evaluate(net.params, net.forward, net.loss_fn, split, batch_size=7, max_points=100)[1] == \
         evaluate(net.params, net.forward, net.loss_fn, Split(split.x[:100], split.y[:100]), batch_size=1000)[1]
+
+
+def test_label_smoothing_changes_the_objective_trained_and_not_the_loss_evaluated():
+    """With model.label_smoothing the step minimises the cross-entropy against the smoothed target
+    (F.cross_entropy's label_smoothing), while evaluation reads the plain cross-entropy; at 0 the two are one."""
+    import torch.nn.functional as F
+
+    from nnhw.trainer import make_train_step
+
+    cfg = config.load(REPO / "configs" / "softmax.toml", ["model.label_smoothing=0.2"])
+    net = build(cfg, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(3)
+    out, y = torch.randn(8, 10, generator=gen), torch.randint(0, 10, (8,), generator=gen)
+    assert net.train_loss_fn(out, y).item() == pytest.approx(F.cross_entropy(out, y, label_smoothing=0.2).item(), rel=1e-6)
+    assert net.loss_fn(out, y).item() == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-6)
+    assert net.train_loss_fn(out, y).item() != pytest.approx(net.loss_fn(out, y).item(), rel=1e-3)
+    plain = build(config.load(REPO / "configs" / "softmax.toml"), torch.device("cpu"))
+    assert torch.equal(plain.train_loss_fn(out, y), plain.loss_fn(out, y))
+    x = torch.rand(8, 784, generator=gen)  # one step of each moves the same initial weights apart
+    smoothed_step, plain_step = make_train_step(net, engine="tape"), make_train_step(plain, engine="tape")
+    assert smoothed_step(x, y, 0.1).item() == pytest.approx(F.cross_entropy(plain.forward(plain.params, x), y, label_smoothing=0.2).item(), rel=1e-6)
+    plain_step(x, y, 0.1)
+    assert not torch.equal(net.params["W1"], plain.params["W1"])

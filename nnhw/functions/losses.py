@@ -14,16 +14,18 @@ def _onehot(target, k, dtype):
 
 
 class SoftmaxCrossEntropy(_Function):
-    """L = -(1/N) sum_n log softmax(A[n])[y_n], with A (N, k) logits and y (N,) int64.
+    """L = -(1/N) sum_n sum_j t[n, j] log softmax(A[n])[j], with A (N, k) logits, y (N,) int64 and the
+    target distribution t = (1 - smoothing) onehot(y) + smoothing / k (label smoothing, Szegedy et al.
+    2016; smoothing = 0: L = -(1/N) sum_n log softmax(A[n])[y_n]).
 
     log softmax(a) = a - logsumexp(a), computed with the max subtracted
     (torch.log_softmax), so logits of any size give a finite loss.
-    reverse: dA = g (softmax(A) - onehot(y)) / N
-    forward: dL = sum_{n,j} (softmax(A) - onehot(y))[n, j] dA[n, j] / N
+    reverse: dA = g (softmax(A) - t) / N
+    forward: dL = sum_{n,j} (softmax(A) - t)[n, j] dA[n, j] / N
     """
 
     @staticmethod
-    def forward(logits, target):
+    def forward(logits, target, smoothing=0.0):
         _check_float("softmax_cross_entropy logits", logits)
         if logits.dim() != 2:
             raise ValueError(f"softmax_cross_entropy expects logits (N, k), got {tuple(logits.shape)}")
@@ -39,33 +41,41 @@ class SoftmaxCrossEntropy(_Function):
             # -(1/N) sum_n log_p[n, y_n] in one op, which also checks every y_n on the CPU for free
             # (on a GPU an index out of range is a device error: nnhw.data checks all labels once).
             # ignore_index: nll_loss would silently drop rows whose target is -100, its default.
-            return F.nll_loss(log_p, target, ignore_index=IGNORE_NONE)
+            nll = F.nll_loss(log_p, target, ignore_index=IGNORE_NONE)
         except (IndexError, RuntimeError):
             k = logits.shape[1]
             raise ValueError(
                 f"softmax_cross_entropy: targets must lie in [0, {k}), "
                 f"got values from {int(target.min())} to {int(target.max())}"
             ) from None
+        if not smoothing:
+            return nll
+        return (1 - smoothing) * nll - smoothing * log_p.mean()  # log_p.mean() = (1/N) sum_n (1/k) sum_j log_p[n, j]
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        logits, target = inputs
+        logits, target = inputs[:2]
+        ctx.smoothing = inputs[2] if len(inputs) > 2 else 0.0
         _save(ctx, logits, target)
 
     @staticmethod
-    def _residual(logits, target):
-        """(softmax(A) - onehot(y)) / N: the local derivative of L in A."""
-        return (torch.softmax(logits, dim=1) - _onehot(target, logits.shape[1], logits.dtype)) / logits.shape[0]
+    def _residual(logits, target, smoothing):
+        """(softmax(A) - t) / N: the local derivative of L in A."""
+        k = logits.shape[1]
+        t = _onehot(target, k, logits.dtype)
+        if smoothing:
+            t = (1 - smoothing) * t + smoothing / k
+        return (torch.softmax(logits, dim=1) - t) / logits.shape[0]
 
     @staticmethod
     def backward(ctx, g):
         logits, target = ctx.saved_tensors
-        return g * SoftmaxCrossEntropy._residual(logits, target), None
+        return g * SoftmaxCrossEntropy._residual(logits, target, ctx.smoothing), None, None
 
     @staticmethod
-    def jvp(ctx, d_logits, d_target):
+    def jvp(ctx, d_logits, d_target, d_smoothing=None):
         logits, target = ctx.saved_tensors
-        return (SoftmaxCrossEntropy._residual(logits, target) * d_logits).sum()
+        return (SoftmaxCrossEntropy._residual(logits, target, ctx.smoothing) * d_logits).sum()
 
 
 class SquaredError(_Function):
