@@ -94,7 +94,7 @@ def twins_after_the_same_steps(overrides, check_start=False):
         for group in builtin_opt.param_groups:
             group["lr"] = 0.003
         builtin_opt.zero_grad()
-        torch.nn.functional.cross_entropy(builtin(x), y).backward()
+        twin.loss_fn(cfg)(builtin(x), y).backward()  # the loss trained, label smoothing and all
         builtin_opt.step()
     return net, builtin, batches[0][0]
 
@@ -146,7 +146,7 @@ def test_the_twin_has_nnhws_layers_in_the_forward_passs_order(name):
 def test_the_twin_computes_what_nnhw_computes_for_every_committed_config(name):
     """For every committed config but the refused one: the same outputs from the same weights in float64,
     in evaluation (running averages) and in training (the batch's statistics, dropout off on both sides),
-    and the same gradients."""
+    and the same objective and gradients."""
     cfg, net, builtin, _ = twinned(name)
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(12, 784, generator=gen, dtype=torch.float64), torch.randint(0, 10, (12,), generator=gen)
@@ -157,7 +157,7 @@ def test_the_twin_computes_what_nnhw_computes_for_every_committed_config(name):
     for module in builtin:
         if isinstance(module, torch.nn.Dropout):
             module.eval()
-    ours = net.loss_fn(net.forward(net.params, x, training=True), y)
+    ours = net.train_loss_fn(net.forward(net.params, x, training=True), y)
     theirs = twin.loss_fn(cfg)(builtin(x), y)
     torch.testing.assert_close(theirs, ours)
     grads = dict(zip(net.params, torch.autograd.grad(ours, list(net.params.values()))))

@@ -101,9 +101,9 @@ def twin(cfg, init, device):
 
 
 def loss_fn(cfg):
-    """The config's loss in built-ins: F.cross_entropy, or the squared error against one-hot targets
-    averaged over samples and classes (nnhw's SquaredError)."""
+    """The config's loss trained, in built-ins: F.cross_entropy (with the config's label smoothing), or the
+    squared error against one-hot targets averaged over samples and classes (nnhw's SquaredError)."""
     if cfg.model.loss == "cross_entropy":
-        return nn.functional.cross_entropy
+        return lambda out, y: nn.functional.cross_entropy(out, y, label_smoothing=cfg.model.label_smoothing)
     return lambda out, y: nn.functional.mse_loss(out, nn.functional.one_hot(y, out.shape[1]).to(out.dtype))
 
