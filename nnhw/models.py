@@ -107,9 +107,7 @@ def make_loss(cfg_model, training=False):
         smoothing = cfg_model.label_smoothing if training else 0.0
 
         def cross_entropy(out, y, call=None):
-            if smoothing:
-                return (call or autograd_apply)(nf.SoftmaxCrossEntropy, out, y, smoothing)
-            return (call or autograd_apply)(nf.SoftmaxCrossEntropy, out, y)
+            return (call or autograd_apply)(nf.SoftmaxCrossEntropy, out, y, smoothing)  # 0: the plain loss, bit for bit
 
         return cross_entropy
 
