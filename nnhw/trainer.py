@@ -88,7 +88,7 @@ def make_train_step(net, world=None, engine="autograd", compile=False):
     torchrun, x is this process's shard, `share` its fraction of the global batch, and the gradients
     are all-reduced. engine 'autograd' lets torch.autograd call the Functions' backward; 'tape' calls
     them itself (nnhw.tape)."""
-    params, forward, loss_fn, opt, adversarial = net.params, net.forward, net.train_loss_fn, net.opt, net.adversarial
+    params, forward, objective, opt, adversarial = net.params, net.forward, net.train_loss_fn, net.opt, net.adversarial
     tensors = list(params.values())
     world = world or dist_mod.World()
 
@@ -96,7 +96,7 @@ def make_train_step(net, world=None, engine="autograd", compile=False):
         if adversarial:  # FGSM reads the clean loss's gradient in the image
             x = x.detach().requires_grad_(adversarial.input_grad)
         out = forward(params, x, generator, training=True)
-        loss = loss_fn(out, y)
+        loss = objective(out, y)
         return loss + adversarial.term(params, x, y, out, loss, generator) if adversarial else loss  # the term: a second pass at moved images
 
     if compile:
@@ -105,7 +105,7 @@ def make_train_step(net, world=None, engine="autograd", compile=False):
     def step(x, y, lr, generator=None, share=1.0):
         if len(y) and engine == "tape":
             tape = Tape(tensors)
-            loss = loss_fn(forward(params, x, generator, tape.apply, training=True), y, tape.apply)
+            loss = objective(forward(params, x, generator, tape.apply, training=True), y, tape.apply)
             grads = tape.gradients(loss, tensors)
         elif len(y):
             loss = forward_loss(x, y, generator)

@@ -3,10 +3,11 @@ checkpoint keeps, and the checkpoint format a resume accepts."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nnhw import checkpoint, config, device, layers
 from nnhw.rundir import RunError
-from nnhw.trainer import build
+from nnhw.trainer import build, make_train_step
 
 from conftest import REPO, a_checkpoint
 
@@ -107,10 +108,6 @@ def test_evaluation_in_small_batches_counts_every_point_as_one_batch_does():
 def test_label_smoothing_changes_the_objective_trained_and_not_the_loss_evaluated():
     """With model.label_smoothing the step minimises the cross-entropy against the smoothed target
     (F.cross_entropy's label_smoothing), while evaluation reads the plain cross-entropy; at 0 the two are one."""
-    import torch.nn.functional as F
-
-    from nnhw.trainer import make_train_step
-
     cfg = config.load(REPO / "configs" / "softmax.toml", ["model.label_smoothing=0.2"])
     net = build(cfg, torch.device("cpu"))
     gen = torch.Generator().manual_seed(3)
