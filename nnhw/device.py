@@ -5,9 +5,12 @@ otherwise. A run's tensors are made where its inputs live, so that nothing is le
 test suite takes one step of every committed config on simulated CUDA tensors to show it.
 """
 
+import functools
+import hashlib
 import os
 
 import torch
+import torch.nn.functional as F
 
 from .config import DEVICE, ConfigError
 from .optim import OPTIMIZERS
@@ -35,6 +38,25 @@ def describe_device(device):
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+@functools.cache
+def rounding_probe(device):
+    """A digest of how `device` rounds the kernels a run's steps lean on: the float32 results of a matrix
+    product, a convolution, a batch normalisation, a sum over a batch and a log-softmax, on fixed inputs.
+    Machines with one digest round a run's first steps alike; another digest (another CPU, another
+    number of threads) may part from them by rounding alone, which nnhw.replay then tells apart by
+    running the run's own commit here."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(192, 300, generator=gen).to(device)
+    x = torch.randn(16, 8, 14, 14, generator=gen).to(device)
+    w = torch.randn(12, 8, 3, 3, generator=gen).to(device)
+    outputs = (a @ a.t(), F.conv2d(x, w), torch.native_batch_norm(x, None, None, None, None, True, 0.1, 1e-5)[0],
+               x.sum((0, 2, 3)), torch.log_softmax(a, 1))
+    digest = hashlib.sha256()
+    for t in outputs:
+        digest.update(t.contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def cuda_numerics(device):

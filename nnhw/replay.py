@@ -11,6 +11,15 @@ its config.toml's), takes the same steps with the code at hand, and compares:
                    agree within REL_TOL;
   parted           the first step whose loss differs by more, or the checksum.
 
+A run records with its fingerprint a digest of how its machine rounds (nnhw.device.rounding_probe).
+Where that digest is not this machine's (another CPU, or a run made before runs recorded it), a
+parted fingerprint may be that machine's rounding: in the batch-normalised CNNs trained with Adam it
+grows past the tolerance within the steps compared, as far as a learning rate 1% off moves them. Then
+the run's own commit decides: its code, taken from git and run here (nnhw.at_commit), rounds as the
+code at hand does, and the run is the same arithmetic when the code at hand computes what that commit
+computes here, and that commit still computes the run's recorded first loss (the initial weights on
+the first batch, which rounds alike to 1e-7 everywhere).
+
 The tolerance is set by measurement (tools/replay_tolerance.py, over every committed
 config): rounding alone (one CPU thread against two, the same code) moves the
 checksums by at most 2e-6 and the first ten losses by at most 5e-6, while a learning
@@ -39,10 +48,12 @@ import torch
 from . import PROJECT_ROOT
 from . import config as config_mod
 from . import data as data_mod
+from .at_commit import CommitCodeError, first_steps_at
 from .checkpoint import TrainState
 from .command import NnhwError, Parser, run_command
 from .config import ConfigError
 from .data import DataError
+from .device import rounding_probe
 from .evaluate import evaluate
 from .trainer import Trainer
 
@@ -121,12 +132,15 @@ def first_steps(cfg, device, n):
     return state.fingerprint
 
 
-def compare_fingerprint(recorded, now):
-    """'' when the checksums and the first LOSS_STEPS losses agree within REL_TOL, else where they part:
-    the first step whose loss differs by more than REL_TOL, or the checksum that does."""
-    def parts(a, b):
-        return (a is None) != (b is None) or (a is not None and rel_diff(a, b) > REL_TOL)
+def parts(a, b):
+    """Whether two recorded losses or checksums differ by more than REL_TOL (a step without points has None)."""
+    return (a is None) != (b is None) or (a is not None and rel_diff(a, b) > REL_TOL)
 
+
+def compare_fingerprint(recorded, now, was="recorded"):
+    """'' when the checksums and the first LOSS_STEPS losses agree within REL_TOL, else where they part:
+    the first step whose loss differs by more than REL_TOL, or the checksum that does (`was` names
+    where the first numbers come from)."""
     pairs = list(zip(recorded["losses"], now["losses"]))
     first = next((k for k, (a, b) in enumerate(pairs, 1) if parts(a, b)), None)
     sums = [(key, a, now["checksums"][key]) for key, a in recorded["checksums"].items() if parts(a, now["checksums"][key])]
@@ -134,9 +148,9 @@ def compare_fingerprint(recorded, now):
         return ""
     if first is not None:
         a, b = pairs[first - 1]
-        return f"parted at step {first}: loss {a} recorded, {b} now" + (f" (relative difference {rel_diff(a, b):.1e})" if a and b else "")
+        return f"parted at step {first}: loss {a} {was}, {b} now" + (f" (relative difference {rel_diff(a, b):.1e})" if a and b else "")
     key, a, b = sums[0]
-    return f"parted in the parameters after step {recorded['steps']}: {key} {a:.10g} recorded, {b:.10g} now (relative difference {rel_diff(a, b):.1e})"
+    return f"parted in the parameters after step {recorded['steps']}: {key} {a:.10g} {was}, {b:.10g} now (relative difference {rel_diff(a, b):.1e})"
 
 
 def replay_run(run_dir, summary):
@@ -149,9 +163,36 @@ def replay_run(run_dir, summary):
     recipe = summary.get("recipe")
     if recipe is not None and not isinstance(recipe, dict):
         raise ReplayError(f"its summary.json's recipe is a {type(recipe).__name__}, not the table nnhw.train writes")
-    now = first_steps(run_config(run_dir, device, recipe if isinstance(recipe, dict) else None), device, fp["steps"])
-    parted = compare_fingerprint(fp, dict(steps=fp["steps"], losses=now["losses"], checksums=now["checksums"]))
-    return not parted, parted or f"same arithmetic: the parameters after its first {fp['steps']} steps, and their losses"
+    cfg = run_config(run_dir, device, recipe)
+    now = dict(steps=fp["steps"], **first_steps(cfg, device, fp["steps"]))
+    parted = compare_fingerprint(fp, now)
+    if not parted:
+        return True, f"same arithmetic: the parameters after its first {fp['steps']} steps, and their losses"
+    if fp.get("rounding") == rounding_probe(device):
+        return False, parted  # this machine rounds as the one that made the run: not rounding
+    return against_its_commit(run_dir, summary, recipe, device, cfg, fp, now, parted)
+
+
+def against_its_commit(run_dir, summary, recipe, device, cfg, fp, now, parted):
+    """The run was made on a machine that rounds otherwise (or before runs recorded how theirs rounds),
+    and its recorded steps part from the code at hand: rounding, or changed arithmetic? The code of the
+    run's own commit, run here (nnhw.at_commit), rounds as the code at hand does, and decides. Its first
+    loss (the initial weights on the first batch, one forward pass) must still be the recorded one."""
+    commit = summary.get("git_commit", "unknown")
+    if commit == "unknown" or commit.endswith("-dirty"):
+        return False, f"{parted}; it was made on a machine that rounds otherwise, with code no commit holds ({commit})"
+    try:
+        then = dict(steps=fp["steps"], **first_steps_at(commit, run_dir, recipe, fp["steps"], device, data_mod.resolve_root(cfg.data.root)))
+    except CommitCodeError as e:
+        return False, f"{parted}; it was made on a machine that rounds otherwise, and its commit cannot be run here to tell: {e}"
+    at_hand = compare_fingerprint(then, now, was=f"at {commit[:12]}")
+    if at_hand:
+        return False, f"{at_hand}: the code at hand no longer computes what its commit computes here"
+    if parts(fp["losses"][0], then["losses"][0]):
+        return False, (f"{parted}, and its commit {commit[:12]} computes another first loss here ({fp['losses'][0]} recorded, "
+                       f"{then['losses'][0]} at {commit[:12]}): its recorded steps are not that commit's run")
+    return True, (f"same arithmetic as its commit {commit[:12]} computes here: the parameters after its first {fp['steps']} steps, "
+                  f"and their losses; where it was made, its steps rounded otherwise: {parted}")
 
 
 def replay_sweep(sweep_dir):

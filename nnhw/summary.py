@@ -37,7 +37,8 @@ def fingerprint_of(state):
     fp = state.fingerprint
     if not fp.get("checksums"):
         return None
-    return dict(steps=len(fp["losses"]), losses=fp["losses"], checksums=fp["checksums"])
+    rounding = {"rounding": fp["rounding"]} if "rounding" in fp else {}  # runs resumed from older checkpoints have none
+    return dict(steps=len(fp["losses"]), losses=fp["losses"], checksums=fp["checksums"], **rounding)
 
 
 def summarize(cfg, state, device, status, command, n_train, processes=1):

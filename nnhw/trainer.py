@@ -5,8 +5,9 @@ the model's description (nnhw.layers) once and makes the parameters, the running
 normalisation, the forward pass, the loss and the optimiser on the run's device. A `Trainer` takes the
 training steps exactly as `nnhw.train` takes them and owns everything a checkpoint holds besides its
 bookkeeping (checkpoint.TrainState): it saves and restores its own tensors and random streams. The
-first FINGERPRINT_STEPS steps are recorded (each step's loss, then checksums of the parameters), so
-that `nnhw.replay` can later tell whether the code at hand still computes the same run.
+first FINGERPRINT_STEPS steps are recorded (each step's loss, then checksums of the parameters, and a
+digest of how the machine that took them rounds), so that `nnhw.replay` can later tell whether the code
+at hand still computes the same run.
 """
 
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from . import dist as dist_mod
 from . import layers, models
 from .checkpoint import FORMAT
 from .data import PIXEL_MEAN, PIXEL_STD, Split, passes
-from .device import check_memory
+from .device import check_memory, rounding_probe
 from .optim import WeightAverage, lr_at, make_optimizer, momentum_at
 from .rundir import RunError
 from .tape import Tape
@@ -201,6 +202,7 @@ class Trainer:
             self.net.average.update(self.params, self.net.running, state.step)
         fp = state.fingerprint
         if "checksums" not in fp:
+            fp.setdefault("rounding", rounding_probe(self.batches.device))  # how the machine that takes these steps rounds
             fp.setdefault("losses", []).append(None if loss is None else loss.item())  # .item(): these steps only
             if len(fp["losses"]) == self.fingerprint_steps or state.points >= self.total_points:
                 fp["checksums"] = checksums(self.params)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnhw import config, functions as nf, replay, sweep, train
+from nnhw import config, functions as nf, replay, rundir, sweep, train
+from nnhw.device import rounding_probe
 from nnhw.trainer import FINGERPRINT_STEPS
 
 from conftest import REPO, run_cli
@@ -49,6 +50,7 @@ def test_a_run_records_its_first_steps(short_run):
     assert fp["steps"] == FINGERPRINT_STEPS == len(fp["losses"])
     assert all(isinstance(x, float) for x in fp["losses"]) and fp["losses"][-1] < fp["losses"][0]  # it learns
     assert set(fp["checksums"]) == {"abs_sum", "sq_sum"}
+    assert fp["rounding"] == rounding_probe(torch.device("cpu"))  # how this machine rounds
 
 
 def test_a_run_replays_as_the_same(short_run):
@@ -80,6 +82,73 @@ def test_a_changed_function_parts(short_run, monkeypatch):
     monkeypatch.setattr(nf.ReLU, "backward", staticmethod(slightly_wrong))
     same, what = replay.replay(short_run)
     assert not same and "parted at step 2" in what, what  # step 1's loss is computed before any update
+
+
+OTHER_ROUNDING = "0" * 16  # the rounding digest of a machine that rounds otherwise than this one
+
+
+def as_another_machine_recorded(run_dir, tmp_path, commit, first=1.0, later=1 + 5 * replay.REL_TOL):
+    """A copy of the run as a machine that rounds otherwise would have recorded it at `commit`: its first
+    loss times `first`, the later losses and the checksums moved by `later`, more than the tolerance."""
+    dest = copy_of(run_dir, tmp_path)
+    s = json.loads((dest / "summary.json").read_text())
+    fp = s["fingerprint"]
+    fp["losses"] = [fp["losses"][0] * first, *(x * later for x in fp["losses"][1:])]
+    fp["checksums"] = {k: v * later for k, v in fp["checksums"].items()}
+    fp["rounding"], s["git_commit"] = OTHER_ROUNDING, commit
+    (dest / "summary.json").write_text(json.dumps(s))
+    return dest
+
+
+@pytest.fixture
+def head_commit():
+    """HEAD, whose code must be the code at hand for a run made by it to replay against it."""
+    commit = rundir.git_commit()
+    if commit == "unknown" or commit.endswith("-dirty"):
+        pytest.skip(f"nnhw/ or configs/ differ from HEAD, or no git ({commit}): HEAD's code is not the code at hand")
+    return commit
+
+
+def test_steps_recorded_where_rounding_differs_are_replayed_by_their_own_commit_here(short_run, tmp_path, head_commit):
+    """Another CPU rounds a run's first steps otherwise, and in some nets that grows past the tolerance
+    within the steps compared: the run's own commit, run here, decides whether the code at hand still
+    computes it."""
+    same, what = replay.replay(as_another_machine_recorded(short_run, tmp_path, head_commit))
+    assert same, what
+    assert what.startswith(f"same arithmetic as its commit {head_commit[:12]} computes here") and "rounded otherwise: parted at step 2" in what
+
+
+def test_steps_recorded_where_rounding_is_the_same_part_without_asking_the_commit(short_run, tmp_path):
+    moved = as_another_machine_recorded(short_run, tmp_path, "0" * 40)  # a commit that would fail if it were asked
+    s = json.loads((moved / "summary.json").read_text())
+    s["fingerprint"]["rounding"] = rounding_probe(torch.device("cpu"))
+    (moved / "summary.json").write_text(json.dumps(s))
+    same, what = replay.replay(moved)
+    assert not same and what.startswith("parted at step 2") and "commit" not in what, what
+
+
+def test_steps_recorded_elsewhere_part_when_their_commit_cannot_be_asked(short_run, tmp_path):
+    same, what = replay.replay(as_another_machine_recorded(short_run, tmp_path, "0" * 40))
+    assert not same and what.startswith("parted at step 2") and f"its commit {'0' * 40} is not in this checkout's git history" in what, what
+    same, what = replay.replay(as_another_machine_recorded(short_run, tmp_path / "dirty", "abc-dirty"))
+    assert not same and "with code no commit holds (abc-dirty)" in what, what
+
+
+@pytest.mark.slow
+def test_steps_recorded_elsewhere_part_when_the_code_at_hand_parts_from_their_commit(short_run, tmp_path, head_commit, monkeypatch):
+    real = nf.ReLU.backward
+    monkeypatch.setattr(nf.ReLU, "backward", staticmethod(lambda ctx, g: real(ctx, g) * 1.01))
+    same, what = replay.replay(as_another_machine_recorded(short_run, tmp_path, head_commit))
+    assert not same and what.startswith(f"parted at step 2: loss") and f"at {head_commit[:12]}, " in what, what
+    assert what.endswith("the code at hand no longer computes what its commit computes here"), what
+
+
+@pytest.mark.slow
+def test_steps_recorded_elsewhere_part_when_their_first_loss_is_not_their_commits(short_run, tmp_path, head_commit):
+    """The first loss (initial weights, first batch, one forward pass) rounds alike to 1e-7 on any CPU:
+    a recorded first loss that the commit does not compute is not that commit's run."""
+    same, what = replay.replay(as_another_machine_recorded(short_run, tmp_path, head_commit, first=1.01))
+    assert not same and f"its commit {head_commit[:12]} computes another first loss here" in what, what
 
 
 def test_a_run_without_a_fingerprint_cannot_replay(short_run, tmp_path):
