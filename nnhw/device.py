@@ -1,4 +1,4 @@
-"""Where a run computes: the device that run.device names, what it is called, and whether a model fits.
+"""Where a run computes: the device that run.device names, what it is called, how it rounds, and whether a model fits.
 
 `python -m nnhw.train` runs on CUDA when there is one (run.device = 'auto') and on the CPU
 otherwise. A run's tensors are made where its inputs live, so that nothing is left on the CPU: the

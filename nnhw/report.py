@@ -54,6 +54,12 @@ PUBLISHED = [
 
 _REPLAYED = {}  # (folder, its files and their digests) -> the flag: a build replays a folder once per process
 _SAME = set()  # the files and digests of the folders that replayed as the same: a copy of one replays as it did
+_BY_ITS_COMMIT = set()  # ... of those, the ones whose own commit, run here, decided (recorded where rounding differs)
+
+
+def _digests(folder):
+    """The folder's JSON files and config.toml, each with its digest: what a replay reads."""
+    return tuple((f.name, sha256(f)) for f in sorted(Path(folder).glob("*.json")) + [Path(folder) / "config.toml"] if f.is_file())
 
 
 def replay_check(folder):
@@ -61,7 +67,7 @@ def replay_check(folder):
     else the flag to print beside its numbers."""
     if folder is None:
         return ""
-    files = tuple((f.name, sha256(f)) for f in sorted(Path(folder).glob("*.json")) + [Path(folder) / "config.toml"] if f.is_file())
+    files = _digests(folder)
     if files in _SAME:
         return ""
     key = (str(Path(folder).resolve()), files)
@@ -69,11 +75,18 @@ def replay_check(folder):
         try:
             same, what = replay(folder)
             _REPLAYED[key] = "" if same else f"its replay {what}: rerun it"
+            if same and what.startswith("same arithmetic as its commit"):
+                _BY_ITS_COMMIT.add(files)
         except ReplayError as e:
             _REPLAYED[key] = f"not replay-checked here: {e}"  # may name the folder: kept by folder
         if not _REPLAYED[key]:
             _SAME.add(files)
     return _REPLAYED[key]
+
+
+def replayed_by_its_commit(folder):
+    """Whether the folder replayed as the same through its own commit, run here (replay_check first)."""
+    return _digests(folder) in _BY_ITS_COMMIT
 
 
 def commit_text(commit, flag=""):
@@ -93,6 +106,10 @@ def time_per_seed(summary, seeds):
 def replay_line(run):
     if run["flag"]:
         return f"**Flagged**: {run['flag']}."
+    if replayed_by_its_commit(run["dir"]):
+        return ("Its first steps, as recorded where it was made, part from the code that built this report by the rounding of that "
+                "machine: the code of its own commit, run on this report's machine, computes the same arithmetic as the code at hand "
+                "(`python -m nnhw.replay`), so its numbers, and its seed set's (the same config and code, other seeds), stand.")
     return ("Replayed with the code that built this report: its first steps compute the same arithmetic (`python -m nnhw.replay`), "
             "so its numbers, and its seed set's (the same config and code, other seeds), stand.")
 

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -126,3 +127,31 @@ def a_checkpoint(cfg, **state):
 
     split = Split(torch.zeros(10, 784), torch.zeros(10, dtype=torch.int64))
     return Trainer.start(cfg, torch.device("cpu"), split).checkpoint(checkpoint.TrainState(**state))
+
+
+OTHER_ROUNDING = "0" * 16  # the rounding digest (nnhw.device.rounding_probe) of a machine that rounds otherwise than this one
+
+
+def record_as_another_machine(run_dir, commit, first=1.0, later=1.0005):
+    """Rewrite the run's summary as a machine that rounds otherwise would have recorded it at `commit`:
+    its first loss times `first`, the later losses and the checksums times `later` (1.0005: more than
+    nnhw.replay's tolerance)."""
+    path = Path(run_dir) / "summary.json"
+    s = json.loads(path.read_text())
+    fp = s["fingerprint"]
+    fp["losses"] = [fp["losses"][0] * first, *(x * later for x in fp["losses"][1:])]
+    fp["checksums"] = {k: v * later for k, v in fp["checksums"].items()}
+    fp["rounding"], s["git_commit"] = OTHER_ROUNDING, commit
+    path.write_text(json.dumps(s))
+    return run_dir
+
+
+@pytest.fixture
+def head_commit():
+    """HEAD, whose code must be the code at hand for a run made by it to replay against it."""
+    from nnhw import rundir
+
+    commit = rundir.git_commit()
+    if commit == "unknown" or commit.endswith("-dirty"):
+        pytest.skip(f"nnhw/ or configs/ differ from HEAD, or no git ({commit}): HEAD's code is not the code at hand")
+    return commit

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnhw import config, functions as nf, replay, rundir, sweep, train
+from nnhw import config, functions as nf, replay, sweep, train
 from nnhw.device import rounding_probe
 from nnhw.trainer import FINGERPRINT_STEPS
 
-from conftest import REPO, run_cli
+from conftest import REPO, record_as_another_machine, run_cli
 
 SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50", "eval.max_points=1000"]  # 40 steps
 
@@ -84,29 +84,9 @@ def test_a_changed_function_parts(short_run, monkeypatch):
     assert not same and "parted at step 2" in what, what  # step 1's loss is computed before any update
 
 
-OTHER_ROUNDING = "0" * 16  # the rounding digest of a machine that rounds otherwise than this one
-
-
-def as_another_machine_recorded(run_dir, tmp_path, commit, first=1.0, later=1 + 5 * replay.REL_TOL):
-    """A copy of the run as a machine that rounds otherwise would have recorded it at `commit`: its first
-    loss times `first`, the later losses and the checksums moved by `later`, more than the tolerance."""
-    dest = copy_of(run_dir, tmp_path)
-    s = json.loads((dest / "summary.json").read_text())
-    fp = s["fingerprint"]
-    fp["losses"] = [fp["losses"][0] * first, *(x * later for x in fp["losses"][1:])]
-    fp["checksums"] = {k: v * later for k, v in fp["checksums"].items()}
-    fp["rounding"], s["git_commit"] = OTHER_ROUNDING, commit
-    (dest / "summary.json").write_text(json.dumps(s))
-    return dest
-
-
-@pytest.fixture
-def head_commit():
-    """HEAD, whose code must be the code at hand for a run made by it to replay against it."""
-    commit = rundir.git_commit()
-    if commit == "unknown" or commit.endswith("-dirty"):
-        pytest.skip(f"nnhw/ or configs/ differ from HEAD, or no git ({commit}): HEAD's code is not the code at hand")
-    return commit
+def as_another_machine_recorded(run_dir, tmp_path, commit, first=1.0):
+    """A copy of the run as a machine that rounds otherwise would have recorded it at `commit`."""
+    return record_as_another_machine(copy_of(run_dir, tmp_path), commit, first=first)
 
 
 def test_steps_recorded_where_rounding_differs_are_replayed_by_their_own_commit_here(short_run, tmp_path, head_commit):

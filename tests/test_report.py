@@ -9,7 +9,7 @@ import pytest
 
 from nnhw import config, inputs, plot, report, summary, sweep
 
-from conftest import REPO, run_as_committed, run_cli
+from conftest import REPO, record_as_another_machine, run_as_committed, run_cli
 
 pytestmark = pytest.mark.slow  # REPORT.md, the figures and the sweep from tiny real runs
 
@@ -190,6 +190,20 @@ def test_a_number_is_flagged_only_when_its_run_no_longer_replays(tiny_runs, tmp_
     assert "**Flagged**: not replay-checked here: its summary.json has no fingerprint" in text
     row = next(line for line in text.splitlines() if line.startswith("| nnhw `sigmoid`"))
     assert "(**flagged**: its replay parted at step" in row
+
+
+def test_a_run_recorded_where_rounding_differs_stands_by_its_own_commit(tiny_runs, tmp_path, head_commit):
+    """The sigmoid run's steps as a machine that rounds otherwise recorded them: they part from the code at
+    hand, but its commit, run here, computes what the code at hand computes, so its numbers stand, and the
+    report says how it knows."""
+    log_dir, runs = tiny_runs
+    copy = tmp_path / "logs"
+    shutil.copytree(log_dir, copy)
+    record_as_another_machine(copy / "sigmoid" / runs["sigmoid"].name, head_commit)
+    text = report.build(copy, tmp_path / "r", pdf=False).read_text()
+    assert "**Flagged**" not in text and "(**flagged**" not in text
+    assert text.count("the code of its own commit, run on this report's machine, computes the same arithmetic as the code at hand") == 1
+    assert text.count("its first steps compute the same arithmetic") == 1  # softmax's, replayed from its recorded steps
 
 
 def test_a_run_of_a_config_before_its_edit_is_no_run_of_it(tiny_runs, tmp_path, monkeypatch):
