@@ -19,7 +19,18 @@ def tool(name):
 
 
 bench, twin, time_to_99, hvp_cost = tool("bench"), tool("twin"), tool("time_to_99"), tool("hvp_cost")
+timing = tool("timing")
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.toml"))
+
+
+def test_steps_compared_are_timed_in_turns():
+    """Each repeat times one pass of every step, starting with the next one each time: a machine that
+    slows down during the benchmark slows them alike."""
+    calls = []
+    steps = {label: (lambda label=label: calls.append(label), [()] * 2) for label in "abc"}
+    timed = timing.time_side_by_side(steps, torch.device("cpu"), warmup=1, repeats=4)
+    assert set(timed) == set("abc") and all(t >= 0 for t in timed.values())
+    assert "".join(calls) == "abc" + "aabbcc" + "bbccaa" + "ccaabb" + "aabbcc"  # the warm-up, then four turns
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 For each config (softmax at batch 1, sigmoid, relu, deep, cnn by default; --configs takes any
 committed config) and each device (the CPU, and CUDA when present) it times, as the median of
-several repeats after a warm-up:
+several repeats after a warm-up, the steps that are compared timed in turns (timing.time_side_by_side):
 
   nnhw      nnhw's own training step (trainer.build + trainer.make_train_step: the hand-written
             Functions and optimiser that `python -m nnhw.train` runs);
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from timing import matmul_gflops, time_steps, write_json  # noqa: E402
+from timing import matmul_gflops, time_side_by_side, write_json  # noqa: E402
 from twin import TwinError, check, loss_fn, twin  # noqa: E402
 
 from nnhw import PROJECT_ROOT  # noqa: E402
@@ -183,6 +183,12 @@ def loader_seconds_per_epoch(root, repeats, n_batches=100):
 # --------------------------------------------------------------------------- #
 
 
+def nnhw_step(net, engine, lr, noise):
+    """nnhw's training step of `net` with `engine`, at a fixed rate: (x, y) -> the batch's loss."""
+    ours = make_train_step(net, engine=engine)
+    return lambda x, y: ours(x, y, lr, noise)
+
+
 def bench_config(name, splits, device, repeats, gflops):
     cfg = config_mod.load(PROJECT_ROOT / "configs" / f"{name}.toml", ['run.device="cpu"'])
     m = cfg.model
@@ -201,19 +207,20 @@ def bench_config(name, splits, device, repeats, gflops):
     lr = cfg.optim.lr
     warmup = min(50, n_steps)
     init = {n: p.detach().clone() for n, p in build(cfg, device).params.items()}
-    t_engine = {}
+    steps = {}
     for engine in ("autograd", "tape"):
         net = build(cfg, device)
-        ours = make_train_step(net, engine=engine)
-        t_engine[engine] = time_steps(lambda x, y: ours(x, y, lr, noise), batches, device, warmup, repeats)
-    t_ours = t_engine[cfg.train.engine]
-    t_base = time_steps(builtin_step_fn(cfg, init, device), batches, device, warmup, repeats)
-    t_products = t_fused = None
+        steps[engine] = nnhw_step(net, engine, lr, noise)
+    steps["builtin"] = builtin_step_fn(cfg, init, device)
     if m.arch == "mlp":
-        t_products = time_steps(products_step_fn(cfg, device), batches, device, warmup, repeats)
+        steps["products"] = products_step_fn(cfg, device)
         fused = fused_step_fn(cfg, init)
         if fused is not None:
-            t_fused = time_steps(fused, batches, device, warmup, repeats)
+            steps["fused"] = fused
+    timed = time_side_by_side({label: (step, batches) for label, step in steps.items()}, device, warmup, repeats)
+    t_engine = {engine: timed[engine] for engine in ("autograd", "tape")}
+    t_ours, t_base = t_engine[cfg.train.engine], timed["builtin"]
+    t_products, t_fused = timed.get("products"), timed.get("fused")
     flops_per_image = 6 * multiply_adds(cfg)  # forward + two products in backward, 2 flops each
     t_floor = flops_per_image * B / (gflops * 1e9)
 
@@ -261,10 +268,10 @@ def adjoint_rows(device, repeats):
             ours, builtin, inputs = nf.AvgPool2d.apply(x, arg, arg), F.avg_pool2d(x, arg, arg), (x,)
         inputs = tuple(t for t in inputs if t.requires_grad)
         g = torch.randn(ours.shape, generator=gen).to(device)
-        timed = {}
-        for label, out in (("nnhw", ours), ("aten", builtin)):
-            step = lambda: torch.autograd.grad(out, inputs, g, retain_graph=True)  # noqa: E731
-            timed[label] = time_steps(lambda: step(), [()] * 5, device, 3, repeats)
+        def backward(out):
+            return lambda: torch.autograd.grad(out, inputs, g, retain_graph=True)
+
+        timed = time_side_by_side({"nnhw": (backward(ours), [()] * 5), "aten": (backward(builtin), [()] * 5)}, device, 3, repeats)
         rows.append(dict(layer=name, nnhw_s=timed["nnhw"], aten_s=timed["aten"], ratio=timed["nnhw"] / timed["aten"]))
     return rows
 
@@ -300,7 +307,7 @@ def weight_gradient_rows(device, repeats):
         gap = (unfolded_weight_gradient(x, g, w_shape[2:], stride).reshape(w_shape) - forms["nnhw"]()[0]).abs().max()
         if gap > 1e-3 * forms["nnhw"]()[0].abs().max():
             raise AssertionError(f"the unfolded weight gradient differs from nnhw's at {w_shape}: {gap:.3g}")
-        timed = {label: time_steps(lambda: f(), [()] * 5, device, 3, repeats) for label, f in forms.items()}
+        timed = time_side_by_side({label: (f, [()] * 5) for label, f in forms.items()}, device, 3, repeats)
         rows.append(dict(layer=f"{w_shape[1]}->{w_shape[0]} ch {w_shape[2]}x{w_shape[3]} stride {stride}, {x_shape[2]}x{x_shape[3]}",
                          **{f"{label}_s": t for label, t in timed.items()}))
     return rows
@@ -330,7 +337,7 @@ def batch_norm_rows(device, repeats):
                 y = F.batch_norm(x, mean, var, gamma, beta, True, 0.1, 1e-5)
                 return torch.autograd.grad(F.relu(y) if relu else y, (x, gamma, beta), g)
 
-            timed = {label: time_steps(lambda: f(), [()] * 5, device, 3, repeats) for label, f in (("nnhw", ours), ("builtin", builtin))}
+            timed = time_side_by_side({"nnhw": (ours, [()] * 5), "builtin": (builtin, [()] * 5)}, device, 3, repeats)
             rows.append(dict(layer=f"batch norm{' + relu' if relu else ''} {tuple(shape)}", nnhw_s=timed["nnhw"], builtin_s=timed["builtin"],
                              ratio=timed["nnhw"] / timed["builtin"]))
     return rows

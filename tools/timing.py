@@ -1,5 +1,5 @@
-"""Timing helpers the benchmarks share: device synchronisation, the median of repeats, the matmul
-rate, and how a benchmark writes its JSON (the command, the commit, the device beside the rows)."""
+"""Timing helpers the benchmarks share: device synchronisation, the median of repeats (of several
+steps timed in turns, for their ratios), the matmul rate, and how a benchmark writes its JSON (the command, the commit, the device beside the rows)."""
 
 import json
 import statistics
@@ -21,17 +21,28 @@ def sync(device):
 
 def time_steps(step, batches, device, warmup, repeats):
     """Median seconds per step over `repeats` passes through `batches`, after `warmup` steps."""
-    for i in range(warmup):
-        step(*batches[i % len(batches)])
+    return time_side_by_side({"step": (step, batches)}, device, warmup, repeats)["step"]
+
+
+def time_side_by_side(steps, device, warmup, repeats):
+    """{label: median seconds per step} for steps = {label: (step, batches)}, timed in turns: each repeat
+    times one pass of every step through its batches, starting each time with the next label, so that a
+    machine that slows down or speeds up during the benchmark moves every step alike and their ratios stay."""
+    for step, batches in steps.values():
+        for i in range(warmup):
+            step(*batches[i % len(batches)])
     sync(device)
-    per_step = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for b in batches:
-            step(*b)
-        sync(device)
-        per_step.append((time.perf_counter() - t0) / len(batches))
-    return statistics.median(per_step)
+    labels = list(steps)
+    per_step = {label: [] for label in labels}
+    for r in range(repeats):
+        for label in labels[r % len(labels):] + labels[: r % len(labels)]:
+            step, batches = steps[label]
+            t0 = time.perf_counter()
+            for b in batches:
+                step(*b)
+            sync(device)
+            per_step[label].append((time.perf_counter() - t0) / len(batches))
+    return {label: statistics.median(times) for label, times in per_step.items()}
 
 
 def matmul_gflops(device, n=2048, repeats=5):
