@@ -48,7 +48,7 @@ COMMANDS = [
     ("python -m nnhw.config", "the config reference, docs/config.md"),
     ("python -m nnhw.tables", "the README's and docs/results.md's results tables, from the runs"),
     ("python tools/bench.py [--configs ...]", "seconds per pass of nnhw beside the same model in built-in layers, measured in the same run and timed in turns"),
-    ("python tools/time_to_99.py", "seconds and passes to 99% and 99.5% test accuracy: configs/fast.toml, its built-in twin and the pytorch/examples recipe, one after the other"),
+    ("python tools/time_to_99.py", "seconds and passes to 99% and 99.5% test accuracy: configs/fast.toml and its built-in twin, three runs each in turns, and the pytorch/examples recipe"),
     ("python examples/minimal.py", "the whole idea in one short script: a two-layer MLP trained for one epoch"),
     ("tensorboard --logdir tb_logs", "the curves, the model summary and one HParams row per run"),
 ]

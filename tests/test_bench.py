@@ -220,26 +220,35 @@ def test_until_accuracy_runs_to_the_end_and_gives_none_where_never_reached():
     assert r["seconds_99"] is r["passes_99"] is r["seconds_99.5"] is None and r["final_test_error"] == 1.5 and r["passes"] == 0.5
 
 
-def test_time_to_99_prints_each_recipes_row_as_soon_as_it_is_measured(monkeypatch, capsys):
-    """Minutes pass between the rows: the first recipe's row is on the screen before the second starts,
-    and each row's ratios are to nnhw's, the first row's."""
+def test_time_to_99_runs_nnhw_and_the_builtin_recipe_in_turns_and_keeps_each_ones_median_run(monkeypatch, capsys):
+    """Minutes pass between the runs: each is on the screen before the next starts. nnhw and the built-in
+    recipe alternate; each row is the median run, every run's seconds beside it, and the ratios are to
+    nnhw's row."""
     def row(seconds_99, per_pass):
         return dict(final_test_error=1.0, train_seconds=per_pass, passes=1.0, seconds_per_pass=per_pass,
                     seconds_99=seconds_99, passes_99=seconds_99 and 0.5, **{"seconds_99.5": None, "passes_99.5": None})
 
-    seen = []
+    order, seen = [], []
 
-    def later(*args):
-        seen.append(capsys.readouterr().out)  # what was printed before this recipe started
-        return row(12.0, 8.0)
+    def measured(name, results):
+        results = iter(results)
 
-    monkeypatch.setattr(time_to_99, "nnhw_time_to_accuracy", lambda *a: row(4.0, 2.0))
-    monkeypatch.setattr(time_to_99, "builtin_time_to_accuracy", later)
-    monkeypatch.setattr(time_to_99, "examples_time_to_99", later)
-    rows = time_to_99.time_to_99_rows(torch.device("cpu"), 60, REPO / "configs" / "fast.toml")
-    assert "nnhw configs/fast.toml" in seen[0] and "4.00" in seen[0] and "built-in layers" not in seen[0]
-    assert "built-in layers" in seen[1] and "3.00" in seen[1] and "4.00" in seen[1]  # 12 s over nnhw's 4, 8 s a pass over 2
-    assert [r["ratio_99"] for r in rows] == [1.0, 3.0, 3.0] and [r["pass_ratio"] for r in rows] == [1.0, 4.0, 4.0]
+        def measure(*args):
+            order.append(name)
+            seen.append(capsys.readouterr().out)  # what was printed before this run started
+            return next(results)
+
+        return measure
+
+    monkeypatch.setattr(time_to_99, "nnhw_time_to_accuracy", measured("nnhw", [row(5.0, 2.5), row(3.0, 1.5), row(4.0, 2.0)]))
+    monkeypatch.setattr(time_to_99, "builtin_time_to_accuracy", measured("builtin", [row(12.0, 8.0), row(20.0, 9.0), row(10.0, 7.0)]))
+    monkeypatch.setattr(time_to_99, "examples_time_to_99", measured("examples", [row(40.0, 16.0)]))
+    rows = time_to_99.time_to_99_rows(torch.device("cpu"), 60, REPO / "configs" / "fast.toml", repeats=3)
+    assert order == ["nnhw", "builtin", "examples", "nnhw", "builtin", "nnhw", "builtin"]
+    assert "run 1 of 3: 99% after 5.00 s, 2.50 s a pass" in seen[1] and "run 1 of 1" in seen[3] and "run 2 of 3" in seen[4]
+    assert [r["seconds_99"] for r in rows] == [4.0, 12.0, 40.0] and rows[0]["runs_seconds_99"] == [5.0, 3.0, 4.0]
+    assert [r["ratio_99"] for r in rows] == [1.0, 3.0, 10.0] and [r["pass_ratio"] for r in rows] == [1.0, 4.0, 8.0]
+    assert time_to_99.median_run([row(None, 3.0), row(2.0, 1.0)])["seconds_per_pass"] == 1.0  # by seconds a pass where one never got there
 
 
 @pytest.mark.parametrize("recipe", [

@@ -1,9 +1,12 @@
 """Time to 99% test accuracy: a recipe three ways, one after the other, in one run.
 
-    python tools/time_to_99.py [--recipe configs/fast.toml] [--device cpu] [--max-seconds 600] [--out FILE]
+    python tools/time_to_99.py [--recipe configs/fast.toml] [--device cpu] [--repeats 3] [--max-seconds 600] [--out FILE]
 
 It prints how many training seconds and passes each takes to first reach 99% and 99.5% test
-accuracy, testing every 10,000 images (evaluation time left out), and its seconds per pass:
+accuracy, testing every 10,000 images (evaluation time left out), and its seconds per pass. nnhw and
+the built-in recipe run --repeats times each, in turns (nnhw, built-in, nnhw, ...), so that a CPU
+whose speed drifts between runs moves both alike; each of their rows is the run with the median
+seconds to 99%, every run's seconds beside it:
 
   nnhw      the recipe (configs/fast.toml by default) as `python -m nnhw.train` runs it, its whole
             schedule, in a process of its own (the seconds come from its summary);
@@ -190,22 +193,37 @@ def examples_time_to_99(root, device, max_seconds):
     return until_accuracy(steps(), test_error, device, len(train_ds), max_seconds, stop_at=1.0)
 
 
-def time_to_99_rows(device, max_seconds, cfg_path):
-    """nnhw's recipe, the same recipe in built-ins, and the pytorch/examples recipe, one after the other;
-    each row is printed as soon as it is measured (the three take minutes)."""
+def median_run(runs):
+    """The run whose seconds to 99% are the median of the runs' (the lower of the middle two; seconds per
+    pass where a run never reached 99%), with every run's seconds beside it."""
+    key = "seconds_99" if all(r["seconds_99"] is not None for r in runs) else "seconds_per_pass"
+    middle = sorted(runs, key=lambda r: r[key])[(len(runs) - 1) // 2]
+    return dict(middle, runs_seconds_99=[r["seconds_99"] for r in runs], runs_seconds_per_pass=[r["seconds_per_pass"] for r in runs])
+
+
+def time_to_99_rows(device, max_seconds, cfg_path, repeats=3):
+    """nnhw's recipe and the same recipe in built-ins, `repeats` runs each in turns, then the
+    pytorch/examples recipe once; each run is printed as soon as it ends (they take minutes), then the rows."""
+    names = (f"nnhw {cfg_path.parent.name}/{cfg_path.name}", "the same recipe, built-in layers + torch.optim",
+             "pytorch/examples mnist (Adadelta, DataLoader)")
+    runs = {name: [] for name in names}
+    with tempfile.TemporaryDirectory() as tmp:  # nnhw.train's log folder
+        measures = (lambda: nnhw_time_to_accuracy(cfg_path, device, tmp), lambda: builtin_time_to_accuracy(cfg_path, device, max_seconds),
+                    lambda: examples_time_to_99(data_mod.resolve_root("data"), device, max_seconds))
+        for k in range(repeats):
+            for name, measure in zip(names, measures):
+                if k == 0 or name != names[2]:  # pytorch/examples takes minutes a run: once
+                    runs[name].append(measure())
+                    print_run(name, k, repeats if name != names[2] else 1, runs[name][-1])
     print_header()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:  # nnhw.train's log folder
-        recipes = [(f"nnhw {cfg_path.parent.name}/{cfg_path.name}", lambda: nnhw_time_to_accuracy(cfg_path, device, tmp)),
-                   ("the same recipe, built-in layers + torch.optim", lambda: builtin_time_to_accuracy(cfg_path, device, max_seconds)),
-                   ("pytorch/examples mnist (Adadelta, DataLoader)", lambda: examples_time_to_99(data_mod.resolve_root("data"), device, max_seconds))]
-        for recipe, measure in recipes:
-            r = dict(recipe=recipe, **measure())
-            ours = rows[0] if rows else r
-            for key, ratio in (("seconds_99", "ratio_99"), ("seconds_per_pass", "pass_ratio")):
-                r[ratio] = r[key] / ours[key] if r[key] and ours[key] else None
-            rows.append(r)
-            print_row(r)
+    for name in names:
+        r = dict(recipe=name, **median_run(runs[name]))
+        ours = rows[0] if rows else r
+        for key, ratio in (("seconds_99", "ratio_99"), ("seconds_per_pass", "pass_ratio")):
+            r[ratio] = r[key] / ours[key] if r[key] and ours[key] else None
+        rows.append(r)
+        print_row(r)
     return rows
 
 
@@ -227,6 +245,11 @@ def cell(text, width):
     return f"{text:<{-width}}" if width < 0 else f"{text:>{width}}"
 
 
+def print_run(name, k, of, r):
+    to_99 = "never reached 99%" if r["seconds_99"] is None else f"99% after {r['seconds_99']:.2f} s"
+    print(f"{name}, run {k + 1} of {of}: {to_99}, {r['seconds_per_pass']:.2f} s a pass", flush=True)
+
+
 def print_header():
     print("time to 99% and 99.5% test accuracy (training seconds only; the test set evaluated every 10,000 images; - = not "
           "reached; pytorch/examples stops at 99%; x nnhw: its seconds over nnhw's)")
@@ -242,17 +265,21 @@ def time_to_99_command(argv=None):
     p.add_argument("--recipe", default=str(PROJECT_ROOT / "configs" / "fast.toml"), help="the config that nnhw and its built-in twin "
                    "train (default configs/fast.toml)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
+    p.add_argument("--repeats", type=int, default=3, help="runs of nnhw and of the built-in recipe, in turns; each row is the "
+                   "median run (pytorch/examples runs once)")
     p.add_argument("--max-seconds", type=float, default=600, help="give up on the built-in and examples recipes after this many training seconds")
     p.add_argument("--out", default=None, help="write the JSON here (the committed one: reports/time-to-99-<device>.json); without it the benchmark only prints")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     if not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
         raise NnhwError(f"--max-seconds: need a positive number of seconds, got {args.max_seconds}")
+    if not 1 <= args.repeats <= 100:
+        raise NnhwError(f"--repeats: need 1 to 100 runs, got {args.repeats}")
     try:
         check(config_mod.load(args.recipe))
     except TwinError as e:
         raise NnhwError(f"--recipe: {e}") from None
-    rows = time_to_99_rows(device, args.max_seconds, Path(args.recipe))
+    rows = time_to_99_rows(device, args.max_seconds, Path(args.recipe), args.repeats)
     command = "python tools/time_to_99.py " + " ".join(argv if argv is not None else sys.argv[1:])
     write_json(args.out, command, device,
                columns=[k for _, k, _, _ in TTA_COLUMNS], rows=rows)
