@@ -188,3 +188,34 @@ def test_a_run_id_keeps_whole_overrides():
                             "data.download=false", "train.batch_size=64"])
     assert slug == "lr-0.05_hidden-300-100_max_points-1000_download-false"  # batch_size-64 did not fit whole: left out
     assert runlog.run_slug(["optim.schedule=" + "x" * 80]) == "schedule-" + "x" * 51  # one override longer than all: its start
+
+
+MALLINFO = """
+import ctypes, sys, torch
+from nnhw import command
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "command":
+    command.run_command("probe", lambda argv: 0, [])
+maps = [torch.empty(4 << 20) for _ in range(4)]  # four 16 MiB maps, then freed
+del maps
+print(libc.mallinfo2().fordblks >> 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's, on Linux")
+def test_a_command_keeps_the_memory_it_frees_for_its_next_tensors():
+    """Four 16 MiB maps made and freed: in a plain process malloc hands them back to the system (the
+    next ones fault their pages in afresh); once a command has started, the process keeps them."""
+    kept = {}
+    for mode in ("plain", "command"):
+        res = subprocess.run([sys.executable, "-c", MALLINFO, mode], capture_output=True, text=True, cwd=REPO, timeout=120)
+        if "mallinfo2" in res.stderr:
+            pytest.skip("this C library has no mallinfo2 (glibc before 2.33)")
+        assert res.returncode == 0, res.stderr
+        kept[mode] = int(res.stdout)
+    assert kept["plain"] < 16 <= 64 <= kept["command"], kept
