@@ -1,4 +1,4 @@
-"""Time to 99% test accuracy: a recipe three ways, one after the other, in one run.
+"""Time to 99% test accuracy: a recipe three ways, in one run.
 
     python tools/time_to_99.py [--recipe configs/fast.toml] [--device cpu] [--repeats 3] [--max-seconds 600] [--out FILE]
 
