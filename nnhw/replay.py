@@ -57,6 +57,7 @@ from .device import rounding_probe
 from .evaluate import evaluate
 from .trainer import Trainer
 
+BY_ITS_COMMIT = "same arithmetic as its commit"  # how a run decided by its own commit, run here, is told (nnhw.report reads it)
 REL_TOL = 1e-4  # how far a replayed number may lie from the recorded one, relative to the larger
 LOSS_STEPS = 10  # the losses compared: the first steps, before rounding differences grow (see above)
 
@@ -191,7 +192,7 @@ def against_its_commit(run_dir, summary, recipe, device, cfg, fp, now, parted):
     if parts(fp["losses"][0], then["losses"][0]):
         return False, (f"{parted}, and its commit {commit[:12]} computes another first loss here ({fp['losses'][0]} recorded, "
                        f"{then['losses'][0]} at {commit[:12]}): its recorded steps are not that commit's run")
-    return True, (f"same arithmetic as its commit {commit[:12]} computes here: the parameters after its first {fp['steps']} steps, "
+    return True, (f"{BY_ITS_COMMIT} {commit[:12]} computes here: the parameters after its first {fp['steps']} steps, "
                   f"and their losses; where it was made, its steps rounded otherwise: {parted}")
 
 

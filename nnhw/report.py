@@ -36,7 +36,7 @@ from .command import NnhwError, Parser, run_command
 from .describe import (QUESTIONS, committee_text, question_label, mean_std, minutes, parameter_rows, pct, seed_time, timed_label,
                        short_commit, sweep_rates)
 from .inputs import FIGURES, KEPT, gather, keep, read_extras, replace_folder, reproduce_command, sha256, without_where
-from .replay import ReplayError, replay
+from .replay import BY_ITS_COMMIT, ReplayError, replay
 
 # Published MNIST test errors (%), for the summary table.
 PUBLISHED = [
@@ -75,7 +75,7 @@ def replay_check(folder):
         try:
             same, what = replay(folder)
             _REPLAYED[key] = "" if same else f"its replay {what}: rerun it"
-            if same and what.startswith("same arithmetic as its commit"):
+            if same and what.startswith(BY_ITS_COMMIT):
                 _BY_ITS_COMMIT.add(files)
         except ReplayError as e:
             _REPLAYED[key] = f"not replay-checked here: {e}"  # may name the folder: kept by folder

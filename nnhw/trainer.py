@@ -202,7 +202,8 @@ class Trainer:
             self.net.average.update(self.params, self.net.running, state.step)
         fp = state.fingerprint
         if "checksums" not in fp:
-            fp.setdefault("rounding", rounding_probe(self.batches.device))  # how the machine that takes these steps rounds
+            if "losses" not in fp:  # the first step: how the machine that takes these steps rounds
+                fp["rounding"] = rounding_probe(self.batches.device)
             fp.setdefault("losses", []).append(None if loss is None else loss.item())  # .item(): these steps only
             if len(fp["losses"]) == self.fingerprint_steps or state.points >= self.total_points:
                 fp["checksums"] = checksums(self.params)
