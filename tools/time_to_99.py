@@ -204,24 +204,27 @@ def median_run(runs):
 def time_to_99_rows(device, max_seconds, cfg_path, repeats=3):
     """nnhw's recipe and the same recipe in built-ins, `repeats` runs each in turns, then the
     pytorch/examples recipe once; each run is printed as soon as it ends (they take minutes), then the rows."""
-    names = (f"nnhw {cfg_path.parent.name}/{cfg_path.name}", "the same recipe, built-in layers + torch.optim",
-             "pytorch/examples mnist (Adadelta, DataLoader)")
-    runs = {name: [] for name in names}
+    ours, builtin, examples = (f"nnhw {cfg_path.parent.name}/{cfg_path.name}", "the same recipe, built-in layers + torch.optim",
+                               "pytorch/examples mnist (Adadelta, DataLoader)")
+    runs = {ours: [], builtin: [], examples: []}
+
+    def run(name, k, of, measure):
+        runs[name].append(measure())
+        print_run(name, k, of, runs[name][-1])
+
     with tempfile.TemporaryDirectory() as tmp:  # nnhw.train's log folder
-        measures = (lambda: nnhw_time_to_accuracy(cfg_path, device, tmp), lambda: builtin_time_to_accuracy(cfg_path, device, max_seconds),
-                    lambda: examples_time_to_99(data_mod.resolve_root("data"), device, max_seconds))
         for k in range(repeats):
-            for name, measure in zip(names, measures):
-                if k == 0 or name != names[2]:  # pytorch/examples takes minutes a run: once
-                    runs[name].append(measure())
-                    print_run(name, k, repeats if name != names[2] else 1, runs[name][-1])
+            run(ours, k, repeats, lambda: nnhw_time_to_accuracy(cfg_path, device, tmp))
+            run(builtin, k, repeats, lambda: builtin_time_to_accuracy(cfg_path, device, max_seconds))
+            if k == 0:  # pytorch/examples takes minutes a run: once
+                run(examples, 0, 1, lambda: examples_time_to_99(data_mod.resolve_root("data"), device, max_seconds))
     print_header()
     rows = []
-    for name in names:
+    for name in runs:
         r = dict(recipe=name, **median_run(runs[name]))
-        ours = rows[0] if rows else r
+        nnhw_row = rows[0] if rows else r
         for key, ratio in (("seconds_99", "ratio_99"), ("seconds_per_pass", "pass_ratio")):
-            r[ratio] = r[key] / ours[key] if r[key] and ours[key] else None
+            r[ratio] = r[key] / nnhw_row[key] if r[key] and nnhw_row[key] else None
         rows.append(r)
         print_row(r)
     return rows
