@@ -2,14 +2,15 @@
 
 A result holds at a commit when that commit computes the run's arithmetic again,
 not when its files happen to be unchanged. Every run records a fingerprint in its
-summary.json (trainer.Trainer): the loss of each of its first 20 steps and two
-checksums of the parameters after them. Replay builds the run again under the
+summary.json (trainer.Trainer): the loss of the initial weights on the first batch,
+the loss of each of its first 20 steps and two checksums of the parameters after them. Replay builds the run again under the
 recipe that made those steps (its summary's; a run made before summaries kept it,
 its config.toml's), takes the same steps with the code at hand, and compares:
 
-  same arithmetic  both checksums, and the losses of the first LOSS_STEPS steps,
-                   agree within REL_TOL;
-  parted           the first step whose loss differs by more, or the checksum.
+  same arithmetic  the initial loss, both checksums, and the losses of the first
+                   LOSS_STEPS steps, agree within REL_TOL;
+  parted           the initial loss, or the first step whose loss differs by more,
+                   or the checksum.
 
 A run records with its fingerprint a digest of how its machine rounds (nnhw.device.rounding_probe).
 Where that digest is not this machine's (another CPU, or a run made before runs recorded it), a
@@ -17,8 +18,8 @@ parted fingerprint may be that machine's rounding: in the batch-normalised CNNs 
 grows past the tolerance within the steps compared, as far as a learning rate 1% off moves them. Then
 the run's own commit decides: its code, taken from git and run here (nnhw.at_commit), rounds as the
 code at hand does, and the run is the same arithmetic when the code at hand computes what that commit
-computes here, and that commit still computes the run's recorded first loss (the initial weights on
-the first batch, which rounds alike to 1e-7 everywhere).
+computes here, and that commit still computes the run's recorded first loss (`first_loss`: the initial
+weights on the first batch, one forward pass, which rounds alike to 1e-7 everywhere).
 
 The tolerance is set by measurement (tools/replay_tolerance.py, over every committed
 config): rounding alone (one CPU thread against two, the same code) moves the
@@ -99,7 +100,7 @@ def is_number(x):
 
 def check_fingerprint(fp):
     """ReplayError unless fp is a fingerprint as nnhw.train records it: steps, that many losses (numbers,
-    or None for a step without points) and the two checksums."""
+    or None for a step without points), the two checksums, and the initial loss where it was recorded."""
     if not isinstance(fp, dict):
         raise ReplayError(f"its summary.json's fingerprint is {fp!r:.40}, not the table nnhw.train writes")
     steps, losses, sums = fp.get("steps"), fp.get("losses"), fp.get("checksums")
@@ -108,6 +109,8 @@ def check_fingerprint(fp):
         raise ReplayError("its summary.json's fingerprint has no 'steps' and as many 'losses' (numbers), as nnhw.train writes")
     if not isinstance(sums, dict) or set(sums) != {"abs_sum", "sq_sum"} or not all(map(is_number, sums.values())):
         raise ReplayError("its summary.json's fingerprint has no 'checksums' (abs_sum and sq_sum, numbers), as nnhw.train writes")
+    if "initial_loss" in fp and not (fp["initial_loss"] is None or is_number(fp["initial_loss"])):
+        raise ReplayError(f"its summary.json's fingerprint has initial_loss {fp['initial_loss']!r:.40}, not a number as nnhw.train writes")
 
 
 def run_config(run_dir, device, recipe=None):
@@ -138,10 +141,20 @@ def parts(a, b):
     return (a is None) != (b is None) or (a is not None and rel_diff(a, b) > REL_TOL)
 
 
+def first_loss(fp):
+    """The loss a fingerprint holds that every CPU rounds alike: the initial weights' on the first batch,
+    in evaluation mode. Runs made before fingerprints recorded it give their first step's, which is the
+    same forward pass in training mode (dropout, the batch's statistics) and, with train.adversarial,
+    the adversarial term, whose finite difference rounds otherwise on another CPU."""
+    return fp["initial_loss"] if "initial_loss" in fp else fp["losses"][0]
+
+
 def compare_fingerprint(recorded, now, was="recorded"):
-    """'' when the checksums and the first LOSS_STEPS losses agree within REL_TOL, else where they part:
-    the first step whose loss differs by more than REL_TOL, or the checksum that does (`was` names
-    where the first numbers come from)."""
+    """'' when the initial losses (where both have one), the checksums and the first LOSS_STEPS losses
+    agree within REL_TOL, else where they part: at initialisation, the first step whose loss differs by
+    more than REL_TOL, or the checksum that does (`was` names where the first numbers come from)."""
+    if "initial_loss" in recorded and "initial_loss" in now and parts(recorded["initial_loss"], now["initial_loss"]):
+        return f"parted at initialisation: loss of the initial weights {recorded['initial_loss']} {was}, {now['initial_loss']} now"
     pairs = list(zip(recorded["losses"], now["losses"]))
     first = next((k for k, (a, b) in enumerate(pairs, 1) if parts(a, b)), None)
     sums = [(key, a, now["checksums"][key]) for key, a in recorded["checksums"].items() if parts(a, now["checksums"][key])]
@@ -178,7 +191,7 @@ def against_its_commit(run_dir, summary, recipe, device, cfg, fp, now, parted):
     """The run was made on a machine that rounds otherwise (or before runs recorded how theirs rounds),
     and its recorded steps part from the code at hand: rounding, or changed arithmetic? The code of the
     run's own commit, run here (nnhw.at_commit), rounds as the code at hand does, and decides. Its first
-    loss (the initial weights on the first batch, one forward pass) must still be the recorded one."""
+    loss (`first_loss`) must still be the recorded one."""
     commit = summary.get("git_commit", "unknown")
     if commit == "unknown" or commit.endswith("-dirty"):
         return False, f"{parted}; it was made on a machine that rounds otherwise, with code no commit holds ({commit})"
@@ -189,9 +202,9 @@ def against_its_commit(run_dir, summary, recipe, device, cfg, fp, now, parted):
     at_hand = compare_fingerprint(then, now, was=f"at {commit[:12]}")
     if at_hand:
         return False, f"{at_hand}: the code at hand no longer computes what its commit computes here"
-    if parts(fp["losses"][0], then["losses"][0]):
-        return False, (f"{parted}, and its commit {commit[:12]} computes another first loss here ({fp['losses'][0]} recorded, "
-                       f"{then['losses'][0]} at {commit[:12]}): its recorded steps are not that commit's run")
+    if parts(first_loss(fp), first_loss(then)):
+        return False, (f"{parted}, and its commit {commit[:12]} computes another first loss here ({first_loss(fp)} recorded, "
+                       f"{first_loss(then)} at {commit[:12]}): its recorded steps are not that commit's run")
     return True, (f"{BY_ITS_COMMIT} {commit[:12]} computes here: the parameters after its first {fp['steps']} steps, "
                   f"and their losses; where it was made, its steps rounded otherwise: {parted}")
 

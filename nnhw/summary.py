@@ -37,8 +37,8 @@ def fingerprint_of(state):
     fp = state.fingerprint
     if not fp.get("checksums"):
         return None
-    rounding = {"rounding": fp["rounding"]} if "rounding" in fp else {}  # runs resumed from older checkpoints have none
-    return dict(steps=len(fp["losses"]), losses=fp["losses"], checksums=fp["checksums"], **rounding)
+    first = {k: fp[k] for k in ("rounding", "initial_loss") if k in fp}  # runs resumed from older checkpoints lack them
+    return dict(steps=len(fp["losses"]), losses=fp["losses"], checksums=fp["checksums"], **first)
 
 
 def summarize(cfg, state, device, status, command, n_train, processes=1):

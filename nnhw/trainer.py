@@ -5,9 +5,9 @@ the model's description (nnhw.layers) once and makes the parameters, the running
 normalisation, the forward pass, the loss and the optimiser on the run's device. A `Trainer` takes the
 training steps exactly as `nnhw.train` takes them and owns everything a checkpoint holds besides its
 bookkeeping (checkpoint.TrainState): it saves and restores its own tensors and random streams. The
-first FINGERPRINT_STEPS steps are recorded (each step's loss, then checksums of the parameters, and a
-digest of how the machine that took them rounds), so that `nnhw.replay` can later tell whether the code
-at hand still computes the same run.
+first FINGERPRINT_STEPS steps are recorded (the initial weights' loss on the first batch, each step's
+loss, then checksums of the parameters, and a digest of how the machine that took them rounds), so
+that `nnhw.replay` can later tell whether the code at hand still computes the same run.
 """
 
 from dataclasses import dataclass
@@ -196,18 +196,28 @@ class Trainer:
         if t.augment != "none" and passes(state.points, self.n_train) < t.epochs - t.augment_off_last:
             background = -PIXEL_MEAN / PIXEL_STD if self.cfg.data.standardize else 0.0  # an empty pixel
             x = models.augment(x, t, self.noise, background)
+        fp = state.fingerprint
+        if not fp:  # a run's first step: how the machine that takes its steps rounds, and the initial weights' loss
+            fp.update(rounding=rounding_probe(self.batches.device), initial_loss=self.initial_loss(x, y))
         loss = self.train_step(x, y, lr, self.noise, (hi - lo) / b)
         state.step, state.pos, state.points = state.step + 1, state.pos + b, state.points + b
         if self.net.average:
             self.net.average.update(self.params, self.net.running, state.step)
-        fp = state.fingerprint
         if "checksums" not in fp:
-            if "losses" not in fp:  # the first step: how the machine that takes these steps rounds
-                fp["rounding"] = rounding_probe(self.batches.device)
             fp.setdefault("losses", []).append(None if loss is None else loss.item())  # .item(): these steps only
             if len(fp["losses"]) == self.fingerprint_steps or state.points >= self.total_points:
                 fp["checksums"] = checksums(self.params)
         return b, lr
+
+    def initial_loss(self, x, y):
+        """The loss evaluation reads of the weights as they are on the batch (x, y), by one forward pass in
+        evaluation mode: no dropout, no adversarial term, batch normalisation by its running averages. At
+        the first step, the initial weights on the first batch: a number every CPU rounds alike to 1e-7,
+        where the first step's own loss may not (a VAT run's holds a finite difference). None for no points."""
+        if not len(y):
+            return None
+        with torch.no_grad():
+            return self.net.loss_fn(self.net.forward(self.params, x, training=False), y).item()
 
     def checkpoint(self, state):
         """What a checkpoint holds: the config, the tensors (on the CPU), the random streams' states and

@@ -132,13 +132,18 @@ def a_checkpoint(cfg, **state):
 OTHER_ROUNDING = "0" * 16  # the rounding digest (nnhw.device.rounding_probe) of a machine that rounds otherwise than this one
 
 
-def record_as_another_machine(run_dir, commit, first=1.0, later=1.0005):
+def record_as_another_machine(run_dir, commit, first=1.0, later=1.0005, initial=1.0):
     """Rewrite the run's summary as a machine that rounds otherwise would have recorded it at `commit`:
-    its first loss times `first`, the later losses and the checksums times `later` (1.0005: more than
+    its initial loss times `initial` (None: not recorded, as in runs made before it was), its first
+    step's loss times `first`, the later losses and the checksums times `later` (1.0005: more than
     nnhw.replay's tolerance)."""
     path = Path(run_dir) / "summary.json"
     s = json.loads(path.read_text())
     fp = s["fingerprint"]
+    if initial is None:
+        del fp["initial_loss"]
+    else:
+        fp["initial_loss"] *= initial
     fp["losses"] = [fp["losses"][0] * first, *(x * later for x in fp["losses"][1:])]
     fp["checksums"] = {k: v * later for k, v in fp["checksums"].items()}
     fp["rounding"], s["git_commit"] = OTHER_ROUNDING, commit

@@ -94,8 +94,9 @@ def test_moved_passes_leave_the_running_averages_to_the_clean_pass(kind):
         t = trainer.Trainer.start(cfg, torch.device("cpu"), split)
         state = TrainState()
         t.step(state)
-        ran[adversarial] = (t.net, state.fingerprint["losses"][0])
-    (plain, plain_loss), (moved, moved_loss) = ran["none"], ran[kind]
+        ran[adversarial] = (t.net, state.fingerprint["losses"][0], state.fingerprint["initial_loss"])
+    (plain, plain_loss, plain_initial), (moved, moved_loss, moved_initial) = ran["none"], ran[kind]
+    assert moved_initial == plain_initial  # the loss a replay on another CPU checks holds no adversarial term
     # The same first batch: its clean pass, the same in both runs, is the only one that moved the averages.
     for name in plain.running:
         torch.testing.assert_close(moved.running[name], plain.running[name], rtol=0, atol=0)

@@ -109,7 +109,8 @@ def test_a_committee_member_whose_checkpoint_does_not_fit_is_one_line(tiny_run, 
     (lambda s: dict(s, device=5), "its device is 5"),
     (lambda s: dict(s, fingerprint="abc"), "fingerprint is 'abc'"),
     (lambda s: dict(s, recipe=[1, 2]), "recipe is a list"),
-], ids=["no losses", "a list", "device 5", "fingerprint abc", "recipe a list"])
+    (lambda s: dict(s, fingerprint=dict(s["fingerprint"], initial_loss="2.3")), "initial_loss '2.3', not a number"),
+], ids=["no losses", "a list", "device 5", "fingerprint abc", "recipe a list", "initial loss a string"])
 def test_replay_of_a_malformed_summary_is_one_line_and_exit_2(tiny_run, tmp_path, mangle, says, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_run, copy)

@@ -48,7 +48,7 @@ def damaged(table, key, how, value):
     return table
 
 
-SUMMARY_KEYS = ["fingerprint", "fingerprint/losses", "fingerprint/steps", "fingerprint/checksums", "device", "recipe", "processes", "status"]
+SUMMARY_KEYS = ["fingerprint", "fingerprint/losses", "fingerprint/steps", "fingerprint/checksums", "fingerprint/initial_loss", "device", "recipe", "processes", "status"]
 
 
 @given(key=st.sampled_from(SUMMARY_KEYS), how=st.sampled_from(["drop", "set", "whole"]), value=JSON)

@@ -51,6 +51,8 @@ def test_a_run_records_its_first_steps(short_run):
     assert all(isinstance(x, float) for x in fp["losses"]) and fp["losses"][-1] < fp["losses"][0]  # it learns
     assert set(fp["checksums"]) == {"abs_sum", "sq_sum"}
     assert fp["rounding"] == rounding_probe(torch.device("cpu"))  # how this machine rounds
+    # relu.toml has no dropout and no batch normalisation: evaluation mode is the first step's own forward pass
+    assert fp["initial_loss"] == pytest.approx(fp["losses"][0], rel=1e-6)
 
 
 def test_a_run_replays_as_the_same(short_run):
@@ -59,10 +61,11 @@ def test_a_run_replays_as_the_same(short_run):
     assert what.startswith("same arithmetic")
 
 
-@pytest.mark.parametrize("change", [["optim.lr=1.1"], ["model.init_scale=0.011"], ["optim.momentum=0.8"]], ids=["lr", "init", "momentum"])
-def test_a_changed_config_parts(short_run, tmp_path, change):
+@pytest.mark.parametrize("change, where", [(["optim.lr=1.1"], "step 2"), (["model.init_scale=0.011"], "initialisation"),
+                                           (["optim.momentum=0.8"], "step 3")], ids=["lr", "init", "momentum"])
+def test_a_changed_config_parts(short_run, tmp_path, change, where):
     same, what = replay.replay(copy_of(short_run, tmp_path, change))
-    assert not same and what.startswith("parted at step"), what
+    assert not same and what.startswith(f"parted at {where}:"), what
 
 
 def test_replay_takes_the_recipe_that_made_the_first_steps_not_an_edited_config_toml(short_run, tmp_path):
@@ -84,9 +87,9 @@ def test_a_changed_function_parts(short_run, monkeypatch):
     assert not same and "parted at step 2" in what, what  # step 1's loss is computed before any update
 
 
-def as_another_machine_recorded(run_dir, tmp_path, commit, first=1.0):
+def as_another_machine_recorded(run_dir, tmp_path, commit, first=1.0, initial=1.0):
     """A copy of the run as a machine that rounds otherwise would have recorded it at `commit`."""
-    return record_as_another_machine(copy_of(run_dir, tmp_path), commit, first=first)
+    return record_as_another_machine(copy_of(run_dir, tmp_path), commit, first=first, initial=initial)
 
 
 def test_steps_recorded_where_rounding_differs_are_replayed_by_their_own_commit_here(short_run, tmp_path, head_commit):
@@ -124,11 +127,19 @@ def test_steps_recorded_elsewhere_part_when_the_code_at_hand_parts_from_their_co
 
 
 @pytest.mark.slow
-def test_steps_recorded_elsewhere_part_when_their_first_loss_is_not_their_commits(short_run, tmp_path, head_commit):
-    """The first loss (initial weights, first batch, one forward pass) rounds alike to 1e-7 on any CPU:
-    a recorded first loss that the commit does not compute is not that commit's run."""
-    same, what = replay.replay(as_another_machine_recorded(short_run, tmp_path, head_commit, first=1.01))
-    assert not same and f"its commit {head_commit[:12]} computes another first loss here" in what, what
+@pytest.mark.parametrize("first, initial, same", [(1.01, 1.0, True), (1.0, 1.01, False), (1.01, None, False)],
+                         ids=["first step rounded otherwise", "initial loss not its commit's", "run without an initial loss"])
+def test_steps_recorded_elsewhere_are_their_commits_run_when_their_initial_loss_is(short_run, tmp_path, head_commit, first, initial, same):
+    """The initial weights' loss on the first batch (one forward pass) rounds alike to 1e-7 on any CPU: a
+    recorded one that the commit does not compute is not that commit's run. The first step's own loss may
+    round otherwise (a VAT run's holds a finite difference), and decides only for runs made before the
+    initial loss was recorded."""
+    replayed, what = replay.replay(as_another_machine_recorded(short_run, tmp_path, head_commit, first=first, initial=initial))
+    assert replayed == same, what
+    if same:
+        assert what.startswith(f"same arithmetic as its commit {head_commit[:12]} computes here") and "parted at step 1" in what, what
+    else:
+        assert f"its commit {head_commit[:12]} computes another first loss here" in what, what
 
 
 def test_a_run_without_a_fingerprint_cannot_replay(short_run, tmp_path):
@@ -180,6 +191,11 @@ def test_compare_names_the_step_and_the_checksum():
     assert replay.compare_fingerprint(fp, dict(fp, losses=late, checksums=dict(abs_sum=10.0, sq_sum=5.01))).startswith(f"parted at step {n}")
     parted = replay.compare_fingerprint(fp, dict(fp, checksums=dict(abs_sum=10.0, sq_sum=5.01)))
     assert parted.startswith(f"parted in the parameters after step {n}: sq_sum")
+    initial = dict(fp, initial_loss=2.3)  # compared where both fingerprints hold one, before the steps
+    assert replay.compare_fingerprint(initial, dict(initial, initial_loss=2.3 * (1 + 0.5 * replay.REL_TOL))) == ""
+    assert replay.compare_fingerprint(initial, fp) == replay.compare_fingerprint(fp, initial) == ""
+    assert replay.compare_fingerprint(initial, dict(fp, initial_loss=2.31, losses=[1.0, 0.91, *losses[2:]])).startswith(
+        "parted at initialisation: loss of the initial weights 2.3 recorded, 2.31 now")
 
 
 def test_cli_exit_codes(short_run, tmp_path, mnist_root, capsys):
