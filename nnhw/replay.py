@@ -3,9 +3,10 @@
 A result holds at a commit when that commit computes the run's arithmetic again,
 not when its files happen to be unchanged. Every run records a fingerprint in its
 summary.json (trainer.Trainer): the loss of the initial weights on the first batch,
-the loss of each of its first 20 steps and two checksums of the parameters after them. Replay builds the run again under the
-recipe that made those steps (its summary's; a run made before summaries kept it,
-its config.toml's), takes the same steps with the code at hand, and compares:
+the loss of each of its first 20 steps and two checksums of the parameters after
+them. Replay builds the run again under the recipe that made those steps (its
+summary's; a run made before summaries kept it, its config.toml's), takes the same
+steps with the code at hand, and compares:
 
   same arithmetic  the initial loss, both checksums, and the losses of the first
                    LOSS_STEPS steps, agree within REL_TOL;
