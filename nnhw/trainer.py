@@ -20,6 +20,7 @@ from . import layers, models
 from .checkpoint import FORMAT
 from .data import PIXEL_MEAN, PIXEL_STD, Split, passes
 from .device import check_memory, rounding_probe
+from .evaluate import evaluate
 from .optim import WeightAverage, lr_at, make_optimizer, momentum_at
 from .rundir import RunError
 from .tape import Tape
@@ -214,10 +215,7 @@ class Trainer:
         evaluation mode: no dropout, no adversarial term, batch normalisation by its running averages. At
         the first step, the initial weights on the first batch: a number every CPU rounds alike to 1e-7,
         where the first step's own loss may not (a VAT run's holds a finite difference). None for no points."""
-        if not len(y):
-            return None
-        with torch.no_grad():
-            return self.net.loss_fn(self.net.forward(self.params, x, training=False), y).item()
+        return evaluate(self.params, self.net.forward, self.net.loss_fn, Split(x, y), len(y))[0] if len(y) else None
 
     def checkpoint(self, state):
         """What a checkpoint holds: the config, the tensors (on the CPU), the random streams' states and
