@@ -1,9 +1,9 @@
 import pytest
 
-from nnhw import config, layers
+from nnhw import config, layers, train
 from nnhw.config import ConfigError
 
-from conftest import REPO, run_cli
+from conftest import REPO
 
 
 def write(tmp_path, text, name="c.toml"):
@@ -116,14 +116,20 @@ def test_missing_file(tmp_path):
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
-def test_cli_exits_2_with_one_line(tmp_path, args, message):
+def test_cli_exits_2_with_one_line(tmp_path, args, message, monkeypatch, capsys):
+    """In this process, as nnhw.train's main; test_train runs the command itself in a fresh one."""
     write(tmp_path, "[optim]\nlrr = 0.1\n", "bad.toml")
     write(tmp_path, "[optim]\nlr = 0.1\n", "good.toml")
-    res = run_cli("nnhw.train", *args, cwd=tmp_path, env={"PYTHONPATH": str(REPO)})
-    assert res.returncode == 2, res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], res.stderr
-    assert "Traceback" not in res.stderr
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = train.main(args)
+    except SystemExit as e:  # argparse's usage errors leave through SystemExit, as they do in the command
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
 
 
 def test_reference_lists_every_key_with_its_bounds():
