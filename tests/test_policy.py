@@ -1,10 +1,13 @@
 """The homework's policy, checked on the source: no nn.Module-based layers, no torch.optim,
-and every autograd Function in nnhw is in the gradcheck registry."""
+and every autograd Function in nnhw is in the gradcheck registry; and the bugs tools/mutants.py
+plants to measure the tests still fit the code."""
 
 import ast
 import inspect
+import os
 import re
 
+import pytest
 import torch
 
 import nnhw.functions
@@ -70,3 +73,16 @@ def test_every_function_is_gradchecked():
     }
     covered = {case.function or case.fn.__self__ for case in CASES}
     assert defined and defined <= covered, defined - covered
+
+
+@pytest.mark.skipif(bool(os.environ.get("NNHW_MUTANT")), reason="tools/mutants.py has planted one of its bugs in this copy")
+def test_every_planted_bug_is_in_its_file_once():
+    """tools/mutants.py plants each bug by replacing a piece of code: a piece that has since changed would
+    stop the tool (it checks before running), so the list is checked here, where a change to the code meets it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mutants", REPO / "tools" / "mutants.py")
+    mutants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mutants)
+    for i, (path, old, new, what) in enumerate(mutants.MUTANTS, 1):
+        assert (REPO / path).read_text().count(old) == 1 and old != new, f"mutant {i} ({what}): update tools/mutants.py"
