@@ -198,16 +198,36 @@ def test_compare_names_the_step_and_the_checksum():
         "parted at initialisation: loss of the initial weights 2.3 recorded, 2.31 now")
 
 
-def test_cli_exit_codes(short_run, tmp_path, mnist_root, capsys):
-    """0 when every folder replays as the same (in this process), 2 with one line a folder otherwise (as a user runs it)."""
-    env = {"NNHW_DATA_ROOT": str(mnist_root)}
-    assert replay.main([str(short_run)]) == 0
-    assert capsys.readouterr().out.startswith(f"{short_run}: same arithmetic")
+def check_exit_codes(short_run, tmp_path, replay_command):
+    """0 when every folder replays as the same, 2 with one line a folder otherwise; replay_command(args)
+    gives (exit code, stdout, stderr)."""
+    code, out, _ = replay_command([str(short_run)])
+    assert code == 0 and out.startswith(f"{short_run}: same arithmetic")
     edited = copy_of(short_run, tmp_path, ["optim.lr=1.1"])
-    res = run_cli("nnhw.replay", str(short_run), str(edited), str(tmp_path / "nothing"), env=env)
-    lines = res.stdout.splitlines()
-    assert res.returncode == 2 and len(lines) == 3 and "Traceback" not in res.stderr
+    code, out, err = replay_command([str(short_run), str(edited), str(tmp_path / "nothing")])
+    lines = out.splitlines()
+    assert code == 2 and len(lines) == 3 and "Traceback" not in err
     assert "same arithmetic" in lines[0] and "parted at step" in lines[1] and "cannot replay: not a run folder" in lines[2]
+
+
+def test_cli_exit_codes(short_run, tmp_path, capsys):
+    """In this process; the slow tier runs the command itself."""
+
+    def in_process(args):
+        code = replay.main(args)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    check_exit_codes(short_run, tmp_path, in_process)
+
+
+@pytest.mark.slow
+def test_cli_exit_codes_as_a_user_runs_it(short_run, tmp_path, mnist_root):
+    def fresh_process(args):
+        res = run_cli("nnhw.replay", *args, env={"NNHW_DATA_ROOT": str(mnist_root)})
+        return res.returncode, res.stdout, res.stderr
+
+    check_exit_codes(short_run, tmp_path, fresh_process)
 
 
 @pytest.mark.slow
