@@ -84,5 +84,4 @@ def test_every_planted_bug_is_in_its_file_once():
     spec = importlib.util.spec_from_file_location("mutants", REPO / "tools" / "mutants.py")
     mutants = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mutants)
-    for i, (path, old, new, what) in enumerate(mutants.MUTANTS, 1):
-        assert (REPO / path).read_text().count(old) == 1 and old != new, f"mutant {i} ({what}): update tools/mutants.py"
+    mutants.check_list()  # SystemExit, which fails the test, naming the first planted bug that no longer fits
