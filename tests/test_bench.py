@@ -1,21 +1,12 @@
 """The benchmark's references must compute what they claim, or their timings mean nothing."""
 
-import importlib.util
-
 import pytest
 import torch
 
 from nnhw import config, layers
 from nnhw.trainer import build, make_train_step
 
-from conftest import REPO
-
-
-def tool(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import REPO, tool
 
 
 bench, twin, time_to_99, hvp_cost = tool("bench"), tool("twin"), tool("time_to_99"), tool("hvp_cost")

@@ -5,7 +5,6 @@ pass, the work they start (training, a sweep, timings, the claims) is replaced b
 stops at once, so the test explores the options, not hours of training."""
 
 import dataclasses
-import importlib.util
 import string
 
 import pytest
@@ -14,16 +13,9 @@ from hypothesis import strategies as st
 
 from nnhw import autodiff, committee, config, plot, replay, report, sweep, theory, train
 
-from conftest import REPO
+from conftest import REPO, tool
 
 pytestmark = pytest.mark.slow  # hundreds of command lines
-
-
-def tool(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 bench, time_to_99, hvp_cost = tool("bench"), tool("time_to_99"), tool("hvp_cost")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import nnhw.functions
-from conftest import REPO
+from conftest import REPO, tool
 from test_functions import CASES
 
 FORBIDDEN_ATTR = re.compile(
@@ -79,9 +79,4 @@ def test_every_function_is_gradchecked():
 def test_every_planted_bug_is_in_its_file_once():
     """tools/mutants.py plants each bug by replacing a piece of code: a piece that has since changed would
     stop the tool (it checks before running), so the list is checked here, where a change to the code meets it."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mutants", REPO / "tools" / "mutants.py")
-    mutants = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mutants)
-    mutants.check_list()  # SystemExit, which fails the test, naming the first planted bug that no longer fits
+    tool("mutants").check_list()  # SystemExit, which fails the test, naming the first planted bug that no longer fits
