@@ -11,6 +11,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+# Overrides that make a committed config one of the tests' short real runs
+SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50", "eval.max_points=1000"]  # relu.toml: 40 steps, 5 evaluations
+TINY = ["data.train_points=500", "train.batch_size=50", "train.epochs=1", "eval.every=250", "eval.max_points=200"]  # relu.toml: 10 steps
+TENTH = ["train.epochs=0.1", "eval.every=1000", "train.batch_size=50", "optim.schedule=\"constant\"", "optim.lr=0.2"]  # a tenth of a pass, for the reports
 
 
 def tool(name):
@@ -78,6 +82,14 @@ def run_as_committed(cfg, name, root):
     (root / "configs").mkdir(exist_ok=True)
     (root / "configs" / f"{name}.toml").write_text(config.to_toml(cfg))
     return train.run(cfg, command=f"python -m nnhw.train configs/{name}.toml", config_file=f"configs/{name}.toml")
+
+
+def finished_run(log_dir, overrides, name="relu"):
+    """configs/<name>.toml with `overrides`, trained to its end into log_dir: the run's folder."""
+    from nnhw import config, train
+    run_dir, status, _ = train.run(config.load(REPO / "configs" / f"{name}.toml", [*overrides, f'run.log_dir="{log_dir}"']))
+    assert status == "finished"
+    return run_dir
 
 
 def run_cli(*args, env=None, cwd=REPO, timeout=600):

@@ -16,9 +16,7 @@ import torch
 
 from nnhw import autodiff, committee, config, handin, hessian, replay, runlog, seeds, theory, train
 
-from conftest import REPO
-
-TINY = ["data.train_points=500", "train.batch_size=50", "train.epochs=1", "eval.every=250", "eval.max_points=200"]
+from conftest import REPO, TINY, finished_run
 
 
 @pytest.fixture
@@ -88,10 +86,7 @@ def test_a_font_in_the_fonts_folder_draws_what_the_bundled_ones_lack(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, mnist_root, module_env):
     module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
-    log_dir = tmp_path_factory.mktemp("logs")
-    run_dir, status, _ = train.run(config.load(REPO / "configs" / "relu.toml", [*TINY, f'run.log_dir="{log_dir}"']))
-    assert status == "finished"
-    return run_dir
+    return finished_run(tmp_path_factory.mktemp("logs"), TINY)
 
 
 def test_a_committee_member_whose_checkpoint_does_not_fit_is_one_line(tiny_run, tmp_path):

@@ -14,11 +14,9 @@ import pytest
 from nnhw import autodiff, checkpoint, config, rundir, seeds, sweep, train, trainer
 from nnhw.config import ConfigError
 
-from conftest import REPO, run_cli, wait_for_checkpoint
+from conftest import REPO, SHORT, run_cli, wait_for_checkpoint
 
 pytestmark = pytest.mark.slow  # real runs, subprocesses and signals
-
-SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50", "eval.max_points=1000"]  # 40 steps
 
 
 def one_line(res, code=2):

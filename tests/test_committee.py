@@ -6,11 +6,9 @@ import shutil
 import pytest
 import torch
 
-from nnhw import committee, config, train
+from nnhw import committee, config
 
-from conftest import REPO
-
-SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50", "eval.max_points=1000"]
+from conftest import SHORT, finished_run
 
 
 def test_a_committee_of_models_that_err_on_different_images_is_right_where_the_more_confident_is():
@@ -25,10 +23,7 @@ def test_a_committee_of_models_that_err_on_different_images_is_right_where_the_m
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, mnist_root, module_env):
     module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
-    log_dir = tmp_path_factory.mktemp("logs")
-    run_dir, status, _ = train.run(config.load(REPO / "configs" / "relu.toml", [*SHORT, f'run.log_dir="{log_dir}"']))
-    assert status == "finished"
-    return run_dir
+    return finished_run(tmp_path_factory.mktemp("logs"), SHORT)
 
 
 def test_a_committee_of_one_run_or_of_a_run_and_its_copy_is_that_run(tiny, tmp_path):
@@ -72,8 +67,7 @@ def test_a_committee_of_two_different_runs_is_the_mean_of_their_softmax_outputs(
     test images (rows that sum to 1), and the committee's guess is the argmax of their mean."""
     from nnhw import data, layers, models
 
-    log_dir = tmp_path_factory.mktemp("other")
-    second, _, _ = train.run(config.load(REPO / "configs" / "relu.toml", [*SHORT, "run.seed=1", f'run.log_dir="{log_dir}"']))
+    second = finished_run(tmp_path_factory.mktemp("other"), [*SHORT, "run.seed=1"])
     device = torch.device("cpu")
     members = [committee.member(d) for d in (tiny, second)]
     probabilities = [committee.test_probabilities(*m, device, 1000)[0] for m in members]  # the images both evaluated

@@ -15,12 +15,10 @@ import torch
 from nnhw import checkpoint, config, data, functions as nf, rundir, train
 from nnhw.config import ConfigError
 
-from conftest import REPO, _mnist_root, wait_for_checkpoint
+from conftest import REPO, SHORT, _mnist_root, wait_for_checkpoint
 from conftest import killed_after_checkpoint as killed_after
 
 pytestmark = pytest.mark.slow  # the fault matrix: signals, resumes and full disks around real runs
-
-SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50", "eval.max_points=1000"]  # 40 steps, 5 evaluations
 
 
 def short_cfg(log_dir, name="relu", extra=()):

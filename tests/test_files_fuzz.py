@@ -12,13 +12,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nnhw import checkpoint, committee, config, replay, train
+from nnhw import checkpoint, committee, replay
 
-from conftest import REPO
+from conftest import TINY, finished_run
 
 pytestmark = pytest.mark.slow  # a replay or a committee per example
 
-TINY = ["data.train_points=300", "train.batch_size=50", "train.epochs=1", "eval.every=300", "eval.max_points=100"]
 JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False), st.text(max_size=6)),
                     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)), max_leaves=6)
 EXAMPLES = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -27,10 +26,7 @@ EXAMPLES = settings(max_examples=25, deadline=None, derandomize=True, suppress_h
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, mnist_root, module_env):
     module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
-    log_dir = tmp_path_factory.mktemp("logs")
-    run_dir, status, _ = train.run(config.load(REPO / "configs" / "relu.toml", [*TINY, f'run.log_dir="{log_dir}"']))
-    assert status == "finished"
-    return run_dir
+    return finished_run(tmp_path_factory.mktemp("logs"), TINY)
 
 
 def damaged(table, key, how, value):

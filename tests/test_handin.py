@@ -13,11 +13,10 @@ from nnhw import config, handin, readout, report, theory
 from nnhw.describe import COMMANDS, show
 from nnhw.sharpness import CONFIGS as SHARPNESS_CONFIGS
 
-from conftest import REPO, run_as_committed
+from conftest import REPO, TENTH, run_as_committed
 
 pytestmark = pytest.mark.slow  # REPORT.pdf built from tiny real runs
 
-TINY = ["train.epochs=0.1", "eval.every=1000", "train.batch_size=50", "optim.schedule=\"constant\"", "optim.lr=0.2"]
 
 # Every question the homework numbers, in its order, as the PDF's headings carry them.
 LABELS = [
@@ -44,7 +43,7 @@ def built(tmp_path_factory, mnist_root, module_env):
     for name, extra in (("softmax", []), ("sigmoid", []), ("cnn", ["train.epochs=0.01", "eval.every=600", "eval.max_points=2000"]),
                         (SHARP, ["data.train_points=200", "train.batch_size=200", "train.epochs=10", "eval.every=1000", "eval.max_points=500",
                                 "eval.sharpness_iters=5"])):
-        cfg = config.load(REPO / "configs" / f"{name}.toml", [*TINY, *extra, f'run.log_dir="{log_dir}"'])
+        cfg = config.load(REPO / "configs" / f"{name}.toml", [*TENTH, *extra, f'run.log_dir="{log_dir}"'])
         _, status, _ = run_as_committed(cfg, name, Path.cwd())
         assert status == "finished"
     out = tmp_path_factory.mktemp("reports")

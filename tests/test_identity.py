@@ -8,9 +8,7 @@ import pytest
 
 from nnhw import config, identity, inputs, replay, seeds, train
 
-from conftest import REPO, killed_after_checkpoint
-
-TINY = ["data.train_points=500", "train.batch_size=50", "train.epochs=1", "eval.every=250", "eval.max_points=200"]
+from conftest import REPO, TINY, killed_after_checkpoint
 
 
 def tiny(tmp_path, extra=()):

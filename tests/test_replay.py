@@ -9,23 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnhw import config, functions as nf, replay, sweep, train
+from nnhw import config, functions as nf, replay, sweep
 from nnhw.device import rounding_probe
 from nnhw.trainer import FINGERPRINT_STEPS
 
-from conftest import REPO, record_as_another_machine, run_cli
-
-SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50", "eval.max_points=1000"]  # 40 steps
+from conftest import REPO, SHORT, finished_run, record_as_another_machine, run_cli
 
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory, mnist_root, module_env):
     module_env.setenv("NNHW_DATA_ROOT", str(mnist_root))
-    log_dir = tmp_path_factory.mktemp("logs")
-    cfg = config.load(REPO / "configs" / "relu.toml", [*SHORT, f'run.log_dir="{log_dir}"'])
-    run_dir, status, _ = train.run(cfg)
-    assert status == "finished"
-    return run_dir
+    return finished_run(tmp_path_factory.mktemp("logs"), SHORT)
 
 
 def copy_of(run_dir, tmp_path, edit_config=None, drop_fingerprint=False, edit_recipe=True):

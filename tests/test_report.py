@@ -9,11 +9,9 @@ import pytest
 
 from nnhw import config, inputs, plot, report, summary, sweep
 
-from conftest import REPO, record_as_another_machine, run_as_committed, run_cli
+from conftest import REPO, TENTH, record_as_another_machine, run_as_committed, run_cli
 
 pytestmark = pytest.mark.slow  # REPORT.md, the figures and the sweep from tiny real runs
-
-TINY = ["train.epochs=0.1", "eval.every=1000", "train.batch_size=50", "optim.schedule=\"constant\"", "optim.lr=0.2"]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +23,7 @@ def tiny_runs(tmp_path_factory, mnist_root, module_env):
     module_env.chdir(tmp_path_factory.mktemp("project"))
     runs = {}
     for name in ("sigmoid", "softmax"):
-        cfg = config.load(REPO / "configs" / f"{name}.toml", [*TINY, f'run.log_dir="{log_dir}"'])
+        cfg = config.load(REPO / "configs" / f"{name}.toml", [*TENTH, f'run.log_dir="{log_dir}"'])
         run_dir, status, _ = run_as_committed(cfg, name, Path.cwd())
         assert status == "finished"
         runs[name] = run_dir

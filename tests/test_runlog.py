@@ -14,11 +14,9 @@ import torch
 from nnhw import config, layers, runlog, summary, sweep, train
 from nnhw.trainer import build
 
-from conftest import REPO, killed_after_checkpoint
+from conftest import REPO, SHORT, killed_after_checkpoint
 
 pytestmark = pytest.mark.slow  # HParams rows and console output of real runs
-
-SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50", "eval.max_points=1000"]
 
 
 def sessions(run_dir):

@@ -11,9 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from nnhw import checkpoint, config, seeds, summary, train
 from nnhw.checkpoint import load_checkpoint
 
-from conftest import REPO, killed_after_checkpoint, run_cli
-
-SHORT = ["train.epochs=0.04", "eval.every=500", "train.batch_size=50", "eval.max_points=1000"]
+from conftest import REPO, SHORT, killed_after_checkpoint, run_cli
 
 
 def short_cfg(tmp_path, name="relu", extra=()):
