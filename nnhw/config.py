@@ -119,7 +119,7 @@ class TrainConfig:
     batch_size: int = opt(100, "mini-batch size (1 is the homework's one-point-at-a-time SGD)", min=1)
     epochs: float = opt(10.0, "passes over the training split (fractions allowed)", gt=0.0, le=1e6)
     engine: str = opt("autograd", "who runs the Functions' backward: 'autograd' (torch.autograd) or 'tape' (nnhw.tape, reverse mode written out; much less overhead per step, the cheap path for batch size 1)", choices=["autograd", "tape"])
-    compile: bool = opt(False, "compile the forward pass and loss with torch.compile (engine 'autograd' only). Its tracer stops at every nnhw Function, since each defines a forward-mode rule (jvp), which torch.compile does not trace: each Function runs as without it, so the step computes the same values, no faster, after most of a minute of compiling")
+    compile: bool = opt(False, "compile the forward pass and loss with torch.compile (engine 'autograd' only). Its tracer stops at every nnhw Function, since each defines a forward-mode rule (jvp), which torch.compile does not trace: each Function runs as without it, so the step computes the same values, no faster, after tens of seconds of compiling")
     augment: str = opt("none", "data augmentation of each training batch on the device: 'none', 'shift' (random translations), 'affine' (translation, rotation and scaling) or 'elastic' (affine, then an elastic distortion)", choices=["none", "shift", "affine", "elastic"])
     augment_shift: float = opt(2.0, "largest translation in pixels, each direction", min=0.0, le=float(IMAGE_SIDE))
     augment_rotate: float = opt(10.0, "'affine', 'elastic': largest rotation in degrees", min=0.0, le=180.0)

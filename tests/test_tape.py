@@ -85,7 +85,7 @@ def test_training_steps_match_between_engines():
         torch.testing.assert_close(finals[0][n], finals[1][n], rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.slow  # torch.compile takes most of a minute
+@pytest.mark.slow  # torch.compile takes tens of seconds
 def test_a_compiled_step_stops_at_each_function_and_matches_eager():
     """train.compile: torch.compile's tracer stops at nnhw's Functions, whose forward-mode rule (jvp) it
     does not trace (what train.compile's help says), and the step computes what the eager one does."""
