@@ -155,17 +155,16 @@ def test_a_bag_is_a_subset_of_the_training_split_drawn_from_the_seed(tmp_path):
 def test_a_bagged_run_trains_on_its_bag_and_replays(tmp_path, mnist_root, monkeypatch):
     """A run with data.bag = 0.5 of 200 points makes a pass in 100 points, and replays as the same
     arithmetic: the replay draws the same bag from the run's seed, and another seed's bag parts from it."""
-    from nnhw import config, replay, train
+    from nnhw import replay
     from nnhw.checkpoint import load_checkpoint
 
-    from conftest import REPO
+    from conftest import finished_run
 
     real_bagged = data.bagged
     monkeypatch.setenv("NNHW_DATA_ROOT", str(mnist_root))
-    extra = ["data.train_points=200", "data.bag=0.5", "train.epochs=2", "train.batch_size=50", "eval.every=100",
-             "eval.max_points=100", f'run.log_dir="{tmp_path}"']
-    run_dir, status, _ = train.run(config.load(REPO / "configs" / "relu.toml", extra))
-    assert status == "finished" and load_checkpoint(run_dir)["points"] == 200  # two passes over 100 points
+    run_dir = finished_run(tmp_path, ["data.train_points=200", "data.bag=0.5", "train.epochs=2", "train.batch_size=50",
+                                      "eval.every=100", "eval.max_points=100"])
+    assert load_checkpoint(run_dir)["points"] == 200  # two passes over 100 points
     data._cached_splits.cache_clear()
     assert replay.replay(run_dir)[0]
     data._cached_splits.cache_clear()
